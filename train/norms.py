@@ -1,0 +1,24 @@
+"""L2 normalisation and softmax that always compute in float32.
+
+Under FP16 the sums of squares overflow 65504 (VGG16 features are on a 0-255 scale) and an
+``eps`` of 1e-12 underflows to zero (DESIGN.md §3.2). Computing these few cheap ops in FP32
+and casting back keeps FP16 exports exact; for FP32 models the casts are no-ops.
+"""
+
+from __future__ import annotations
+
+import torch
+
+EPS = 1e-12
+
+
+def l2_normalize(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """``x / max(||x||, eps)`` along ``dim``, computed in float32, returned in x's dtype."""
+    x32 = x.float()
+    norm = torch.sqrt((x32 * x32).sum(dim=dim, keepdim=True)).clamp_min(EPS)
+    return (x32 / norm).to(x.dtype)
+
+
+def softmax32(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Softmax computed in float32, returned in x's dtype."""
+    return torch.softmax(x.float(), dim=dim).to(x.dtype)
