@@ -1,0 +1,67 @@
+"""Shared fixtures: real datasets (skipped clearly when absent) and tiny models built on them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def data_root() -> Path:
+    return Path(os.environ.get("SFRS_EDGE_DATA", REPO.parent / "shared" / "datasets")).resolve()
+
+
+def _dataset(name: str) -> Path:
+    path = data_root() / name
+    if not path.is_dir():
+        pytest.skip(f"real dataset {name!r} not found at {path} (set SFRS_EDGE_DATA to its parent)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def gardens_point() -> Path:
+    """``gardens_point/`` with day_left, day_right, night_right (200 images each)."""
+    return _dataset("gardens_point")
+
+
+@pytest.fixture(scope="session")
+def corridor() -> Path:
+    """``corridor/`` with query/ and ref/ (111 tiny images each)."""
+    return _dataset("corridor")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path, monkeypatch):
+    """Keep tests away from the user's ~/.sfrs-edge."""
+    monkeypatch.setenv("SFRS_EDGE_HOME", str(tmp_path / "sfrs-edge-home"))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, gardens_point) -> Path:
+    """A small real off-the-shelf Lite0 model (96x160 input, 8 clusters, 16-d whitening)
+    fitted on 40 Gardens Point day_right images; seconds to build on a 2-core CPU."""
+    pytest.importorskip("torch")
+    from sfrs_edge.images import list_images
+    from train.checkpoint import save_checkpoint
+    from train.offtheshelf import InitConfig, build_offtheshelf
+
+    images = list_images(gardens_point / "day_right")[::5]
+    cfg = InitConfig(
+        backbone="efficientnet_lite0",
+        num_clusters=8,
+        input_height=96,
+        input_width=160,
+        pca_dim=16,
+        descriptors_per_image=10,
+    )
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net, prov = build_offtheshelf(images, cfg)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(net, path, prov)
+    return path
