@@ -12,13 +12,18 @@ import torch
 EPS = 1e-12
 
 
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """x in at least float32 (float64 stays float64)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def l2_normalize(x: torch.Tensor, dim: int) -> torch.Tensor:
     """``x / max(||x||, eps)`` along ``dim``, computed in float32, returned in x's dtype."""
-    x32 = x.float()
+    x32 = _wide(x)
     norm = torch.sqrt((x32 * x32).sum(dim=dim, keepdim=True)).clamp_min(EPS)
     return (x32 / norm).to(x.dtype)
 
 
 def softmax32(x: torch.Tensor, dim: int) -> torch.Tensor:
     """Softmax computed in float32, returned in x's dtype."""
-    return torch.softmax(x.float(), dim=dim).to(x.dtype)
+    return torch.softmax(_wide(x), dim=dim).to(x.dtype)

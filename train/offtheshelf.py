@@ -45,7 +45,8 @@ class InitConfig:
 def sample_local_descriptors(
     net: SFRSNet, paths: Sequence[str | os.PathLike], per_image: int, seed: int, batch_size: int = 8
 ) -> np.ndarray:
-    """``per_image`` random L2-normalised local descriptors from each image's feature map."""
+    """``per_image`` random L2-normalised local descriptors from each image's feature map
+    (all of its locations when the map is smaller)."""
     gen = torch.Generator().manual_seed(seed)
 
     def sample(n: SFRSNet, x: torch.Tensor) -> torch.Tensor:
