@@ -53,12 +53,8 @@ def sample_local_descriptors(
         f = n.netvlad.local_features(n.features(x))  # N,D,H,W
         f = f.flatten(2).transpose(1, 2)  # N,HW,D
         hw = f.shape[1]
-        if per_image > hw:
-            raise ConfigError(
-                f"--descriptors-per-image {per_image} exceeds the {hw} feature-map "
-                "locations per image at this input size"
-            )
-        idx = torch.stack([torch.randperm(hw, generator=gen)[:per_image] for _ in range(len(f))])
+        take = min(per_image, hw)  # small inputs have fewer locations than asked for: use all
+        idx = torch.stack([torch.randperm(hw, generator=gen)[:take] for _ in range(len(f))])
         return torch.gather(f, 1, idx.unsqueeze(2).expand(-1, -1, f.shape[2])).flatten(0, 1)
 
     return map_images(net, paths, sample, batch_size)
