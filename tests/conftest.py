@@ -65,3 +65,19 @@ def tiny_checkpoint(tmp_path_factory, gardens_point) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
     save_checkpoint(net, path, prov)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory, tiny_checkpoint, gardens_point) -> Path:
+    """``tiny_checkpoint`` exported to ONNX (fp32, verified against torch on 4 real images)."""
+    pytest.importorskip("torch")
+    from sfrs_edge.images import list_images
+
+    try:
+        from export import export_checkpoint
+    except ImportError:
+        pytest.skip("export package not available")
+    out = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    images = list_images(gardens_point / "day_left")[:4]
+    export_checkpoint(tiny_checkpoint, out, verify_images=images)
+    return out

@@ -1,0 +1,120 @@
+"""onnxruntime backend: CPU, CUDA or TensorRT execution providers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from ..errors import ConfigError, ModelError
+from ..model_info import INPUT_NAME, METADATA_KEY, OUTPUT_NAME
+
+PROVIDERS = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+AUTO_ORDER = ("tensorrt", "cuda", "cpu")
+
+
+def choose_providers(backend: str) -> list[str]:
+    """Providers for ``backend``: ``auto`` takes the best installed (TensorRT > CUDA > CPU)."""
+    available = ort.get_available_providers()
+    if backend == "auto":
+        return [PROVIDERS[b] for b in AUTO_ORDER if PROVIDERS[b] in available]
+    if backend not in PROVIDERS:
+        raise ConfigError(f"unknown backend {backend!r}; choose auto, {', '.join(PROVIDERS)}")
+    wanted = PROVIDERS[backend]
+    if wanted not in available:
+        hint = "pip install onnxruntime-gpu" if backend in ("cuda", "tensorrt") else ""
+        raise ConfigError(
+            f"backend {backend!r} needs onnxruntime's {wanted}, which this installation lacks "
+            f"(available: {', '.join(available)}){'; ' + hint if hint else ''}"
+        )
+    # Keep CPU as the fallback for nodes the accelerator cannot take.
+    return [wanted] + ([PROVIDERS["cpu"]] if wanted != PROVIDERS["cpu"] else [])
+
+
+def _provider_options(providers: list[str], cache_dir: Path | None) -> list:
+    out = []
+    for p in providers:
+        if p == "TensorrtExecutionProvider" and cache_dir is not None:
+            # Reuse built TensorRT engines between runs instead of rebuilding for minutes.
+            out.append(
+                (p, {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache_dir)})
+            )
+        else:
+            out.append(p)
+    return out
+
+
+class OnnxBackend:
+    """One onnxruntime session, created once and reused for every call."""
+
+    max_batch = None
+
+    def __init__(self, path: Path, backend: str = "auto", threads: int | None = None) -> None:
+        self.path = path
+        providers = choose_providers(backend)
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.inter_op_num_threads = 1
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        opts.log_severity_level = 3  # errors only: no provider-fallback chatter on stderr
+        cache = path.parent / ".trt_cache" if os.access(path.parent, os.W_OK) else None
+        try:
+            self.session = ort.InferenceSession(
+                str(path), sess_options=opts, providers=_provider_options(providers, cache)
+            )
+        except Exception as exc:  # onnxruntime raises its own types for bad files
+            msg = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            raise ModelError(f"{path}: not a loadable ONNX model ({msg})") from exc
+        active = self.session.get_providers()
+        if backend != "auto" and PROVIDERS[backend] not in active:
+            raise ConfigError(
+                f"backend {backend!r} requested but onnxruntime could not start "
+                f"{PROVIDERS[backend]} (active: {', '.join(active)}); is a GPU visible?"
+            )
+        self.name = f"onnxruntime:{active[0]}"
+        self._check_io()
+
+    def metadata(self) -> str | None:
+        """The ``sfrs_edge`` metadata JSON, or None when the file has none."""
+        return self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+
+    def _check_io(self) -> None:
+        ins = {i.name: i for i in self.session.get_inputs()}
+        outs = {o.name: o for o in self.session.get_outputs()}
+        if INPUT_NAME not in ins or OUTPUT_NAME not in outs:
+            raise ModelError(
+                f"{self.path}: expected input {INPUT_NAME!r} and output {OUTPUT_NAME!r}, "
+                f"found inputs {sorted(ins)} and outputs {sorted(outs)}; "
+                "export it with `sfrs-edge export`"
+            )
+        if ins[INPUT_NAME].type != "tensor(uint8)":
+            raise ModelError(
+                f"{self.path}: input {INPUT_NAME!r} is {ins[INPUT_NAME].type}, expected uint8"
+            )
+
+    def input_shape(self) -> list:
+        return list(self.session.get_inputs()[0].shape)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+
+    def bind(self, inp: np.ndarray, out: np.ndarray) -> Callable[[], None]:
+        """Zero-copy I/O binding over preallocated CPU buffers (OrtValues share their memory)."""
+        binding = self.session.io_binding()
+        binding.bind_ortvalue_input(INPUT_NAME, ort.OrtValue.ortvalue_from_numpy(inp))
+        binding.bind_ortvalue_output(OUTPUT_NAME, ort.OrtValue.ortvalue_from_numpy(out))
+        session = self.session
+
+        def runner() -> None:
+            session.run_with_iobinding(binding)
+
+        return runner

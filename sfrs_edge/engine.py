@@ -1,0 +1,249 @@
+"""Engine: one exported model behind one small interface, whatever runs it.
+
+``Engine.open("model.onnx")`` reads the model's embedded :class:`ModelInfo`, picks a backend
+(onnxruntime with the best installed execution provider, or a native TensorRT ``.engine``)
+and turns images into L2-normalised descriptors. Preprocessing (decode, resize rule, colour
+order) is driven only by that metadata; normalisation happens inside the graph.
+
+Two paths:
+
+- :meth:`Engine.embed_files` / :meth:`Engine.embed`: batches, for map building.
+- :meth:`Engine.embed_frame`: one camera frame, with the resize target, the network input and
+  output preallocated and bound once, so a call allocates nothing it can avoid and never
+  creates a session. Stage timings of the last call are in :attr:`Engine.last_timings`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConfigError, ImageError, ModelError
+from .images import load_for_model, resize_for_model, to_bgr8
+from .model_info import METADATA_KEY, ModelInfo
+
+BACKENDS = ("auto", "cpu", "cuda", "tensorrt")
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise ModelError(f"{path}: no such model file (make one with `sfrs-edge export`)")
+    if path.is_dir():
+        raise ModelError(f"{path}: is a directory, expected a .onnx or .engine model file")
+    if path.stat().st_size == 0:
+        raise ModelError(f"{path}: model file is empty (0 bytes)")
+
+
+def _check_info(info: ModelInfo, path: Path) -> None:
+    pre = info.preprocessing
+    if pre.layout != "NHWC" or pre.dtype != "uint8":
+        raise ModelError(
+            f"{path}: model expects {pre.dtype} {pre.layout} input; this runtime feeds uint8 NHWC"
+        )
+    if info.descriptor_dim < 1 or pre.height < 1 or pre.width < 1:
+        raise ModelError(f"{path}: model metadata has impossible sizes")
+
+
+def check_finite(desc: np.ndarray, what: str = "descriptor") -> np.ndarray:
+    """Raise when a descriptor holds NaN or inf (overflow in the model, corrupt weights)."""
+    if not np.isfinite(desc).all():
+        bad = int((~np.isfinite(desc).all(axis=-1)).sum()) if desc.ndim > 1 else 1
+        raise ModelError(
+            f"{what}: the model produced NaN/inf values ({bad} of {max(len(desc), 1)} "
+            "descriptors); the model file is corrupt or overflows at this precision "
+            "(re-export in fp32)"
+        )
+    return desc
+
+
+class Engine:
+    """A loaded model. Create with :meth:`Engine.open`."""
+
+    def __init__(self, path: Path, info: ModelInfo, backend) -> None:
+        self.path = path
+        self.info = info
+        self.backend = backend
+        pre = info.preprocessing
+        self._frame_in = np.zeros((1, pre.height, pre.width, 3), np.uint8)
+        self._frame_out = np.zeros((1, info.descriptor_dim), np.float32)
+        self._run_frame: Callable[[], None] = backend.bind(self._frame_in, self._frame_out)
+        self._lock = threading.Lock()
+        self.last_timings: dict[str, float] = {}
+
+    # --- construction -----------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls, model_path: str | os.PathLike, backend: str = "auto", threads: int | None = None
+    ) -> Engine:
+        """Load an ``.onnx`` model (onnxruntime) or a TensorRT ``.engine`` (native TensorRT).
+
+        ``backend``: ``auto`` (TensorRT > CUDA > CPU execution provider, whichever onnxruntime
+        has), ``cpu``, ``cuda`` or ``tensorrt``. ``threads``: CPU threads for inference.
+        """
+        path = Path(model_path).expanduser()
+        if backend not in BACKENDS:
+            raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        _check_file(path)
+        if path.suffix == ".engine":
+            if backend not in ("auto", "tensorrt"):
+                raise ConfigError(
+                    f"{path}: a TensorRT engine runs only with --backend tensorrt; "
+                    f"use the .onnx model for {backend!r}"
+                )
+            from .backends.tensorrt import TensorRTBackend, read_sidecar
+
+            side = read_sidecar(path)
+            info = cls._engine_info(path, side)
+            if side.get("fingerprint") not in (None, info.fingerprint):
+                raise ModelError(
+                    f"{path}: engine was built from a model with fingerprint "
+                    f"{side.get('fingerprint')}, but its model info says {info.fingerprint}; "
+                    "rebuild it with `sfrs-edge export --engine`"
+                )
+            runner = TensorRTBackend(path, side)
+        else:
+            with open(path, "rb") as f:
+                head = f.read(64)
+            if head.lstrip().startswith((b"{", b"PK", b"\x80")):
+                raise ModelError(
+                    f"{path}: not an ONNX model (looks like JSON, zip or a torch pickle); "
+                    "a checkpoint must be exported first with `sfrs-edge export`"
+                )
+            from .backends.onnx import OnnxBackend
+
+            runner = OnnxBackend(path, backend, threads)
+            info = cls._parse_info(runner.metadata(), path)
+            shape = runner.input_shape()
+            want = [info.preprocessing.height, info.preprocessing.width, 3]
+            if len(shape) != 4 or [s if isinstance(s, int) else -1 for s in shape[1:]] != want:
+                raise ModelError(
+                    f"{path}: graph input shape {shape} does not match the metadata "
+                    f"(N, {want[0]}, {want[1]}, 3)"
+                )
+        _check_info(info, path)
+        return cls(path, info, runner)
+
+    @classmethod
+    def _engine_info(cls, path: Path, side: dict) -> ModelInfo:
+        """ModelInfo of an engine: from its sidecar, else from the ONNX file it was built from
+        (``model.engine`` ↔ ``model.onnx`` in the same folder)."""
+        if side.get("model_info") is not None:
+            return cls._parse_info(side["model_info"], path)
+        onnx_path = path.with_suffix(".onnx")
+        if not onnx_path.is_file():
+            raise ModelError(
+                f"{path}: the engine's sidecar has no model info and {onnx_path.name} (the ONNX "
+                "it was built from) is not beside it; keep both files together"
+            )
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        try:
+            sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise ModelError(f"{onnx_path}: not a loadable ONNX model ({exc})") from exc
+        raw = sess.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        del sess
+        return cls._parse_info(raw, onnx_path)
+
+    @staticmethod
+    def _parse_info(raw, path: Path) -> ModelInfo:
+        if raw is None:
+            raise ModelError(
+                f"{path}: no {METADATA_KEY!r} metadata in the model file; it was not exported by "
+                "sfrs-edge (export it with `sfrs-edge export`)"
+            )
+        if isinstance(raw, dict):
+            import json
+
+            raw = json.dumps(raw)
+        return ModelInfo.from_json(raw, str(path))
+
+    # --- properties -------------------------------------------------------------------
+
+    @property
+    def dim(self) -> int:
+        return self.info.descriptor_dim
+
+    @property
+    def fingerprint(self) -> str:
+        return self.info.fingerprint
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.info.preprocessing.size
+
+    def __repr__(self) -> str:
+        h, w = self.input_size
+        return (
+            f"Engine({self.path.name}, {self.info.backbone}, {h}x{w} → {self.dim}-d, "
+            f"{self.backend.name}, fingerprint {self.fingerprint})"
+        )
+
+    # --- inference --------------------------------------------------------------------
+
+    def embed(self, batch_uint8_nhwc: np.ndarray) -> np.ndarray:
+        """Descriptors (N, dim) float32 of a uint8 (N, H, W, 3) batch already resized."""
+        batch = np.asarray(batch_uint8_nhwc)
+        h, w = self.input_size
+        if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[1:] != (h, w, 3):
+            raise ImageError(
+                f"batch is {batch.dtype} {batch.shape}; the model takes uint8 (N, {h}, {w}, 3) "
+                "(use embed_frame/embed_files for arbitrary images)"
+            )
+        if len(batch) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        batch = np.ascontiguousarray(batch)
+        step = self.backend.max_batch or len(batch)
+        parts = [self.backend.run(batch[i : i + step]) for i in range(0, len(batch), step)]
+        out = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        return check_finite(np.asarray(out, np.float32), str(self.path))
+
+    def embed_frame(self, frame_bgr: np.ndarray) -> np.ndarray:
+        """Descriptor (dim,) of one frame (any size; uint8 BGR, or gray/BGRA/16-bit converted).
+
+        Reuses preallocated buffers; thread-safe (a lock serialises callers). The returned
+        array is a fresh copy. Times go to :attr:`last_timings` (seconds): preprocess, inference.
+        """
+        t0 = time.perf_counter()
+        frame = to_bgr8(frame_bgr, "frame")
+        with self._lock:
+            resize_for_model(frame, self.info.preprocessing, out=self._frame_in[0])
+            t1 = time.perf_counter()
+            self._run_frame()
+            desc = self._frame_out[0].copy()
+            t2 = time.perf_counter()
+            self.last_timings = {"preprocess": t1 - t0, "inference": t2 - t1}
+        return check_finite(desc, "frame descriptor")
+
+    def embed_files(
+        self,
+        paths: Sequence[str | os.PathLike],
+        batch_size: int = 8,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> np.ndarray:
+        """Descriptors (N, dim) of image files, in order. ``progress(done, total)`` per batch.
+
+        A file that cannot be read raises :class:`ImageError` naming it.
+        """
+        if batch_size < 1:
+            raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+        paths = list(paths)
+        pre = self.info.preprocessing
+        out = np.zeros((len(paths), self.dim), np.float32)
+        buf = np.zeros((batch_size, pre.height, pre.width, 3), np.uint8)
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start : start + batch_size]
+            for j, p in enumerate(chunk):
+                buf[j] = load_for_model(p, pre)
+            out[start : start + len(chunk)] = self.embed(buf[: len(chunk)])
+            if progress is not None:
+                progress(start + len(chunk), len(paths))
+        return out
