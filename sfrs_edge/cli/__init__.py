@@ -39,9 +39,10 @@ def main(verbose: bool) -> None:
 
 
 def _register() -> None:
+    from . import maps as map_commands
     from . import model as model_commands
 
-    for mod in (model_commands,):
+    for mod in (model_commands, map_commands):
         for command in mod.COMMANDS:
             main.add_command(command)
 

@@ -1,0 +1,231 @@
+"""Map commands: ``sfrs-edge map build | add | remove | info``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from .. import paths
+
+_model_option = click.option(
+    "--model",
+    "model_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Exported model (.onnx or .engine) [default: $SFRS_EDGE_HOME/model.onnx].",
+)
+_backend_option = click.option(
+    "--backend",
+    type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]),
+    default="auto",
+    show_default=True,
+    help="Inference backend.",
+)
+_batch_option = click.option("--batch-size", default=8, show_default=True, help="Images per batch.")
+_poses_option = click.option(
+    "--poses",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="CSV of positions: name, lat,lon or x,y[,z], optional heading, timestamp "
+    "[default: EXIF GPS of JPEGs when present].",
+)
+_skip_option = click.option(
+    "--skip-bad-images",
+    is_flag=True,
+    help="Skip unreadable/corrupt images with a warning instead of failing.",
+)
+_missing_option = click.option(
+    "--allow-missing-poses",
+    is_flag=True,
+    help="Allow images without a row in --poses (they get no position).",
+)
+
+
+def _engine(model_path: Path | None, backend: str):
+    from ..engine import Engine
+
+    return Engine.open(model_path or paths.default_model(), backend=backend)
+
+
+def _progress(label: str):
+    """A progress callback printing to stderr, once per ~10 %."""
+    state = {"last": -1}
+
+    def report(done: int, total: int) -> None:
+        step = done * 10 // max(total, 1)
+        if step != state["last"] or done == total:
+            state["last"] = step
+            click.echo(f"{label}: {done}/{total} images", err=True)
+
+    return report
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+@click.group("map")
+def map_group() -> None:
+    """Build and maintain maps (descriptors + index + metadata) of places."""
+
+
+@map_group.command("build")
+@click.argument("source", type=click.Path(path_type=Path))
+@_poses_option
+@_model_option
+@_backend_option
+@click.option(
+    "--index",
+    "index_type",
+    type=click.Choice(["auto", "exact", "hnsw"]),
+    default="auto",
+    show_default=True,
+    help="Search index: exact (matrix product), hnsw, or auto (exact below 50k images).",
+)
+@click.option("--hnsw-m", default=16, show_default=True, help="HNSW graph degree M.")
+@click.option("--ef-construction", default=200, show_default=True, help="HNSW build breadth.")
+@click.option("--ef", default=128, show_default=True, help="Default HNSW search breadth.")
+@_skip_option
+@_missing_option
+@_batch_option
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Map folder to write (replaced atomically) [default: $SFRS_EDGE_HOME/map].",
+)
+def build_command(
+    source,
+    poses,
+    model_path,
+    backend,
+    index_type,
+    hnsw_m,
+    ef_construction,
+    ef,
+    skip_bad_images,
+    allow_missing_poses,
+    batch_size,
+    output,
+):
+    """Build a map from the images in SOURCE (a folder)."""
+    import time
+
+    from ..maps import build_map
+
+    engine = _engine(model_path, backend)
+    output = output or paths.default_map()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    m = build_map(
+        engine,
+        source,
+        output,
+        poses=poses,
+        index=index_type,
+        hnsw_m=hnsw_m,
+        ef_construction=ef_construction,
+        ef=ef,
+        skip_bad_images=skip_bad_images,
+        allow_missing_poses=allow_missing_poses,
+        batch_size=batch_size,
+        progress=_progress("embedding"),
+    )
+    dt = time.perf_counter() - t0
+    skipped = m.manifest["history"][-1].get("skipped", [])
+    if skipped:
+        click.echo(f"warning: skipped {len(skipped)} unreadable images", err=True)
+    click.echo(
+        f"wrote {output}: {len(m)} images, {m.dim}-d, {m.index_type} index, "
+        f"{m.manifest['positions'].get('count', 0)} with positions "
+        f"({dt:.1f} s, {len(m) / dt:.1f} images/s)"
+    )
+
+
+@map_group.command("add")
+@click.argument("map_path", metavar="MAP", type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@_poses_option
+@_model_option
+@_backend_option
+@_skip_option
+@_missing_option
+@_batch_option
+def add_command(
+    map_path, images, poses, model_path, backend, skip_bad_images, allow_missing_poses, batch_size
+):
+    """Add IMAGES (files or folders) to MAP; existing descriptors are kept."""
+    from ..maps import add_to_map
+
+    engine = _engine(model_path, backend)
+    before = _count(map_path)
+    m = add_to_map(
+        engine,
+        map_path,
+        list(images),
+        poses=poses,
+        skip_bad_images=skip_bad_images,
+        allow_missing_poses=allow_missing_poses,
+        batch_size=batch_size,
+        progress=_progress("embedding"),
+    )
+    click.echo(f"added {len(m) - before} images to {map_path}: now {len(m)}")
+
+
+def _count(map_path: Path) -> int:
+    from ..maps import Map
+
+    return len(Map.open(map_path, verify=False))
+
+
+@map_group.command("remove")
+@click.argument("map_path", metavar="MAP", type=click.Path(path_type=Path))
+@click.argument("names", nargs=-1, required=True)
+def remove_command(map_path, names):
+    """Remove the images called NAMES from MAP (no model needed)."""
+    from ..maps import remove_from_map
+
+    before = _count(map_path)
+    m = remove_from_map(map_path, list(names))
+    click.echo(f"removed {before - len(m)} images from {map_path}: now {len(m)}")
+
+
+@map_group.command("info")
+@click.argument("map_path", metavar="MAP", type=click.Path(path_type=Path), required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def info_command(map_path, as_json):
+    """Describe MAP [default: $SFRS_EDGE_HOME/map]: counts, model, index, size on disk."""
+    from ..maps import map_info
+
+    info = map_info(map_path or paths.default_map())
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    model, index, pos = info["model"], info["index"], info["positions"] or {}
+    params = ", ".join(f"{k}={v}" for k, v in index.items() if k != "type")
+    lines = [
+        f"map:         {info['path']}",
+        f"images:      {info['count']}",
+        f"descriptors: {info['dim']}-d {info['dtype']}, metric {info['metric']} (unit vectors)",
+        f"model:       {model.get('backbone')}, fingerprint {model.get('fingerprint')}, "
+        f"input {'x'.join(map(str, model.get('input_size', [])))}, pca {model.get('pca_dim')}",
+        f"index:       {index['type']}" + (f" ({params})" if params else ""),
+        f"positions:   {pos.get('count', 0)} of {info['count']}"
+        + (f" ({pos['kind']}, from {pos.get('source')})" if pos.get("kind") else ""),
+        f"size:        {_human(info['size_bytes'])} ({_human(info['bytes_per_image'])} per image)",
+        "files:       " + ", ".join(f"{n} {_human(b)}" for n, b in sorted(info["files"].items())),
+        f"checksums:   {info['checksums']}",
+        f"format:      version {info['format_version']}, sfrs-edge {info['sfrs_edge_version']}, "
+        f"updated {info['updated']}",
+    ]
+    click.echo("\n".join(lines))
+
+
+COMMANDS = [map_group]

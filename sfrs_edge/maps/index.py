@@ -1,0 +1,154 @@
+"""Nearest-neighbour search over unit descriptors by inner product: exact and HNSW.
+
+Exact search is one matrix product plus ``argpartition`` and is the default below
+:data:`AUTO_HNSW_THRESHOLD` images (DESIGN.md §4). HNSW (hnswlib, space ``ip``) for larger
+maps; ``ef`` can be changed per query.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, MapError
+
+AUTO_HNSW_THRESHOLD = 50_000
+INDEX_TYPES = ("auto", "exact", "hnsw")
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """Index type and HNSW parameters, recorded in the manifest."""
+
+    type: str = "auto"
+    M: int = 16
+    ef_construction: int = 200
+    ef: int = 128  # default query-time ef
+    seed: int = 100
+
+    def resolved(self, count: int) -> IndexConfig:
+        """Pick exact or HNSW for ``auto`` by map size; validate parameters."""
+        if self.type not in INDEX_TYPES:
+            raise ConfigError(f"index type {self.type!r}: expected one of {', '.join(INDEX_TYPES)}")
+        for name in ("M", "ef_construction", "ef"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"HNSW {name} must be positive, got {getattr(self, name)}")
+        kind = self.type
+        if kind == "auto":
+            kind = "hnsw" if count >= AUTO_HNSW_THRESHOLD else "exact"
+        return IndexConfig(kind, self.M, self.ef_construction, self.ef, self.seed)
+
+    def to_manifest(self) -> dict:
+        d = asdict(self)
+        if self.type == "exact":
+            return {"type": "exact"}
+        return d
+
+    @classmethod
+    def from_manifest(cls, d: dict) -> IndexConfig:
+        try:
+            return cls(**d)
+        except TypeError as exc:
+            raise MapError(f"manifest index section is malformed ({exc})") from None
+
+
+def top_k(sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and values of the k largest entries per row, best first."""
+    n = sims.shape[1]
+    if k < n:
+        part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    else:
+        part = np.broadcast_to(np.arange(n), sims.shape).copy()
+    vals = np.take_along_axis(sims, part, axis=1)
+    order = np.argsort(-vals, axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1).astype(np.int64), np.take_along_axis(
+        vals, order, axis=1
+    )
+
+
+class ExactIndex:
+    """Brute force: ``queries @ descriptors.T``."""
+
+    type = "exact"
+
+    def __init__(self, descriptors: np.ndarray) -> None:
+        self.descriptors = descriptors
+
+    def search(
+        self, queries: np.ndarray, k: int, ef: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        sims = queries @ self.descriptors.T
+        return top_k(sims, k)
+
+
+class HnswIndex:
+    """hnswlib graph over the descriptors (labels = descriptor rows)."""
+
+    type = "hnsw"
+
+    def __init__(self, index, config: IndexConfig) -> None:
+        self._index = index
+        self.config = config
+        self._lock = threading.Lock()
+        self._index.set_ef(config.ef)
+
+    @classmethod
+    def build(cls, descriptors: np.ndarray, config: IndexConfig) -> HnswIndex:
+        import hnswlib
+
+        n, dim = descriptors.shape
+        index = hnswlib.Index(space="ip", dim=dim)
+        index.init_index(
+            max_elements=max(n, 1),
+            M=config.M,
+            ef_construction=config.ef_construction,
+            random_seed=config.seed,
+        )
+        if n:
+            index.add_items(descriptors, np.arange(n))
+        return cls(index, config)
+
+    @classmethod
+    def load(cls, path: Path, dim: int, count: int, config: IndexConfig) -> HnswIndex:
+        import hnswlib
+
+        index = hnswlib.Index(space="ip", dim=dim)
+        try:
+            index.load_index(str(path), max_elements=max(count, 1))
+        except (RuntimeError, OSError, ValueError) as exc:
+            raise MapError(f"{path}: cannot load the HNSW index ({exc}); rebuild the map") from None
+        if index.get_current_count() != count:
+            raise MapError(
+                f"{path}: HNSW index holds {index.get_current_count()} items, the map {count}; "
+                "rebuild the map"
+            )
+        return cls(index, config)
+
+    def add(self, descriptors: np.ndarray, first_id: int) -> None:
+        """Append rows ``first_id ..`` (incremental ``map add``)."""
+        n = len(descriptors)
+        self._index.resize_index(first_id + n)
+        self._index.add_items(descriptors, np.arange(first_id, first_id + n))
+
+    def save(self, path: Path) -> None:
+        self._index.save_index(str(path))
+
+    def __len__(self) -> int:
+        return self._index.get_current_count()
+
+    def search(
+        self, queries: np.ndarray, k: int, ef: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        ef = max(int(ef or self.config.ef), k)
+        with self._lock:  # ef is index-wide state in hnswlib
+            if ef != self._index.ef:
+                self._index.set_ef(ef)
+            try:
+                labels, dists = self._index.knn_query(queries, k=k)
+            finally:
+                if ef != self.config.ef:
+                    self._index.set_ef(self.config.ef)
+        return labels.astype(np.int64), (1.0 - dists).astype(np.float32)

@@ -1,0 +1,104 @@
+"""Per-image metadata of a map in SQLite: one row per map image, ``id`` = descriptor row."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import MapError
+
+SCHEMA_VERSION = 1
+POSITION_KINDS = ("xy", "xyz", "latlon")
+
+_SCHEMA = """
+CREATE TABLE places (
+    id INTEGER PRIMARY KEY,        -- row of descriptors.npy
+    name TEXT NOT NULL UNIQUE,     -- image file name: the stable key users refer to
+    path TEXT NOT NULL,            -- source path when the image was added
+    position_kind TEXT CHECK (position_kind IN ('xy', 'xyz', 'latlon')),
+    x REAL, y REAL, z REAL,        -- position_kind xy / xyz
+    lat REAL, lon REAL,            -- position_kind latlon (degrees, WGS84)
+    heading REAL,                  -- degrees, when known
+    timestamp TEXT,                -- as given by the CSV or EXIF
+    sequence TEXT,                 -- video/sequence id (reserved for keyframe maps)
+    frame INTEGER,                 -- frame number within the sequence
+    keyframe INTEGER               -- 1 when selected as a keyframe
+);
+CREATE TABLE info (key TEXT PRIMARY KEY, value TEXT);
+"""
+
+
+@dataclass(frozen=True)
+class Place:
+    """One map image: what a search result points to."""
+
+    id: int
+    name: str
+    path: str
+    position: tuple[float, ...] | None = None
+    position_kind: str | None = None  # "xy" | "xyz" | "latlon" | None
+    heading: float | None = None
+    timestamp: str | None = None
+
+
+def _row(p: Place) -> tuple:
+    pos = p.position
+    xyz = (None, None, None)
+    latlon = (None, None)
+    if pos is not None:
+        if p.position_kind == "latlon":
+            latlon = (pos[0], pos[1])
+        elif p.position_kind in ("xy", "xyz"):
+            xyz = (pos[0], pos[1], pos[2] if len(pos) > 2 else None)
+        else:
+            raise MapError(f"{p.name}: unknown position kind {p.position_kind!r}")
+    kind = p.position_kind if pos is not None else None
+    return (p.id, p.name, p.path, kind, *xyz, *latlon, p.heading, p.timestamp)
+
+
+def write_metadata(path: Path, places: list[Place]) -> None:
+    """Write a fresh metadata database (``path`` must not exist)."""
+    con = sqlite3.connect(path)
+    try:
+        con.executescript(_SCHEMA)
+        con.execute("INSERT INTO info VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        con.executemany(
+            "INSERT INTO places (id, name, path, position_kind, x, y, z, lat, lon, heading, "
+            "timestamp) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [_row(p) for p in places],
+        )
+        con.commit()
+    except sqlite3.IntegrityError as exc:
+        raise MapError(f"map metadata: {exc} (image names must be unique)") from None
+    finally:
+        con.close()
+
+
+def read_metadata(path: Path) -> list[Place]:
+    """All places, ordered by id. Raises MapError when the database is unreadable."""
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise MapError(f"{path}: cannot open map metadata ({exc})") from None
+    try:
+        rows = con.execute(
+            "SELECT id, name, path, position_kind, x, y, z, lat, lon, heading, timestamp "
+            "FROM places ORDER BY id"
+        ).fetchall()
+    except sqlite3.Error as exc:
+        raise MapError(f"{path}: map metadata is corrupt ({exc}); rebuild the map") from None
+    finally:
+        con.close()
+    places = []
+    for pid, name, src, kind, x, y, z, lat, lon, heading, ts in rows:
+        if kind == "latlon":
+            pos = (lat, lon)
+        elif kind == "xy":
+            pos = (x, y)
+        elif kind == "xyz":
+            pos = (x, y, z)
+        else:
+            pos = None
+        places.append(Place(pid, name, src, pos, kind, heading, ts))
+    return places

@@ -1,0 +1,151 @@
+"""Atomic map directory writes: stage a complete new map beside the target, fsync, swap.
+
+A writer fills a staging directory ``.<name>.new-XXXX`` next to the target, fsyncs every file
+and the directory, then swaps it in with two renames: target -> ``.<name>.old``, staging ->
+target, and deletes the old copy. A crash between the two renames leaves ``.<name>.old``
+and no target; :func:`resolve` (readers) and :func:`recover` (writers) treat that as the old
+map. So at every instant the path names either the old map or the new one, never a half-written
+one. Writers hold an advisory lock (``.<name>.lock``) so two updates never interleave.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import MapError
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+
+
+def _old(target: Path) -> Path:
+    return target.parent / f".{target.name}.old"
+
+
+def _staging_prefix(target: Path) -> str:
+    return f".{target.name}.new-"
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make renames and new entries in ``path`` durable (no-op where directories can't be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - some filesystems refuse fsync on directories
+        pass
+    finally:
+        os.close(fd)
+
+
+def resolve(target: str | os.PathLike) -> Path:
+    """The directory that holds the map at ``target`` right now (reader side, no changes).
+
+    Normally ``target`` itself; after a crash between the two renames of a swap, the old copy.
+    """
+    target = Path(target)
+    if not target.exists() and _old(target).is_dir():
+        return _old(target)
+    return target
+
+
+def recover(target: Path) -> None:
+    """Finish or undo an interrupted swap and drop stale staging directories (writer side)."""
+    old = _old(target)
+    if old.exists():
+        if target.exists():
+            shutil.rmtree(old, ignore_errors=True)  # swap completed; only the cleanup was lost
+        else:
+            os.rename(old, target)  # crashed between the renames: roll back to the old map
+            fsync_dir(target.parent)
+            log.warning("%s: restored the previous map after an interrupted update", target)
+    for stale in target.parent.glob(_staging_prefix(target) + "*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def is_map_dir(path: Path) -> bool:
+    return (path / MANIFEST).is_file()
+
+
+@contextlib.contextmanager
+def _lock(target: Path) -> Iterator[None]:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory locks, single writer assumed
+        yield
+        return
+    lock_path = target.parent / f".{target.name}.lock"
+    with open(lock_path, "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise MapError(f"{target}: another sfrs-edge process is updating this map") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def check_target(target: Path) -> None:
+    """Refuse to replace something that is not a map (a file, or a folder with other content)."""
+    if target.exists() and not target.is_dir():
+        raise MapError(f"{target}: exists and is not a directory; choose another output path")
+    if target.is_dir() and not is_map_dir(target) and any(target.iterdir()):
+        raise MapError(
+            f"{target}: folder exists, is not empty and is not an sfrs-edge map; "
+            "choose another output path or empty it"
+        )
+
+
+@contextlib.contextmanager
+def atomic_map_dir(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty staging directory; on normal exit it atomically replaces ``target``.
+
+    On an exception (including KeyboardInterrupt) the staging directory is removed and
+    ``target`` is untouched.
+    """
+    target = Path(target).absolute()
+    if not target.parent.is_dir():
+        raise MapError(f"{target.parent}: output folder does not exist")
+    with _lock(target):
+        recover(target)
+        check_target(target)
+        staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(target), dir=target.parent))
+        try:
+            yield staging
+            for f in staging.iterdir():
+                fsync_file(f)
+            fsync_dir(staging)
+            swap_in(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+
+def swap_in(staging: Path, target: Path) -> None:
+    """Replace ``target`` by ``staging`` with renames (see module docstring)."""
+    old = _old(target)
+    if target.exists():
+        os.rename(target, old)
+        fsync_dir(target.parent)
+    os.rename(staging, target)
+    fsync_dir(target.parent)
+    if old.exists():
+        shutil.rmtree(old, ignore_errors=True)
