@@ -39,10 +39,11 @@ def main(verbose: bool) -> None:
 
 
 def _register() -> None:
+    from . import export as export_commands
     from . import maps as map_commands
     from . import model as model_commands
 
-    for mod in (model_commands, map_commands):
+    for mod in (model_commands, export_commands, map_commands):
         for command in mod.COMMANDS:
             main.add_command(command)
 

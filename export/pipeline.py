@@ -1,0 +1,160 @@
+"""``export_model``: checkpoint/network → verified, self-describing ONNX file, written atomically."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sfrs_edge.errors import ConfigError
+from sfrs_edge.model_info import ModelInfo
+from train.model import SFRSNet, model_info
+
+from . import verify
+from .onnx_export import write_onnx
+
+log = logging.getLogger(__name__)
+PRECISIONS = ("fp32", "fp16")
+MIN_INPUT_SIDE = 32
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What an export wrote and how well it matches torch fp32."""
+
+    path: Path
+    info: ModelInfo
+    min_cos: float
+    mean_cos: float
+    num_images: int
+    seconds: float
+    precision: str
+
+    @property
+    def size_bytes(self) -> int:
+        return self.path.stat().st_size
+
+    def line(self) -> str:
+        return (
+            f"parity vs torch fp32: min cosine {self.min_cos:.6f}, mean {self.mean_cos:.6f} "
+            f"on {self.num_images} images"
+        )
+
+
+def prepare(
+    net: SFRSNet, pca_dim: int | None = None, input_size: tuple[int, int] | None = None
+) -> SFRSNet:
+    """An fp32 eval copy of ``net`` with the PCA truncated and the input size overridden."""
+    net = copy.deepcopy(net).float().eval()
+    if pca_dim is not None:
+        if net.pca is None:
+            raise ConfigError(
+                f"--pca-dim {pca_dim}: this model has no PCA whitening layer (its descriptor is "
+                f"the raw {net.config.vlad_dim}-d NetVLAD); re-run `sfrs-edge init --pca-dim N`"
+            )
+        if not 1 <= pca_dim <= net.pca.out_dim:
+            raise ConfigError(
+                f"--pca-dim {pca_dim} is larger than available: the model has "
+                f"{net.pca.out_dim} PCA dimensions; use --pca-dim {net.pca.out_dim} or fewer"
+            )
+        net.pca.truncate(pca_dim)
+        net.config.pca_dim = pca_dim
+    if input_size is not None:
+        h, w = (int(v) for v in input_size)
+        if h < MIN_INPUT_SIDE or w < MIN_INPUT_SIDE:
+            raise ConfigError(f"input size {h}x{w} is too small (at least 32x32)")
+        net.config.input_height, net.config.input_width = h, w
+    return net
+
+
+def _json_safe(provenance: dict | None) -> dict:
+    return json.loads(json.dumps(dict(provenance or {}), default=str))
+
+
+def export_model(
+    net: SFRSNet,
+    output: str | os.PathLike,
+    *,
+    fp16: bool = False,
+    pca_dim: int | None = None,
+    input_size: tuple[int, int] | None = None,
+    verify_images: Sequence[str | os.PathLike],
+    provenance: dict | None = None,
+    opset: int = 17,
+) -> ExportReport:
+    """Export ``net`` to ONNX at ``output``; verified on ``verify_images`` before it appears.
+
+    The fingerprint is computed on the fp32 weights after any PCA truncation, so fp16 and fp32
+    exports of the same weights share it. On failure nothing is left at (or beside) ``output``.
+    """
+    t0 = time.time()
+    output = Path(output)
+    images = [Path(p) for p in verify_images]
+    if not images:
+        raise ConfigError("export needs real images to verify against: pass --verify-images DIR")
+    precision = "fp16" if fp16 else "fp32"
+    ref = prepare(net, pca_dim, input_size)
+    info = model_info(ref, precision=precision, provenance=_json_safe(provenance))
+    exported = copy.deepcopy(ref).half() if fp16 else ref
+    if output.is_dir():
+        raise ConfigError(f"{output}: is a directory; give a file name such as model.onnx")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write_onnx(exported, tmp, info, opset=opset)
+        del exported
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        result = verify.parity(tmp, ref, images)
+        log.info("%s", result.line())
+        verify.check(result, precision, output)
+        os.replace(tmp, output)
+        _fsync_dir(output.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return ExportReport(
+        path=output,
+        info=info,
+        min_cos=result.min_cos,
+        mean_cos=result.mean_cos,
+        num_images=result.num_images,
+        seconds=round(time.time() - t0, 2),
+        precision=precision,
+    )
+
+
+def export_checkpoint(
+    checkpoint: str | os.PathLike, output: str | os.PathLike, **kwargs
+) -> ExportReport:
+    """Load an sfrs-edge checkpoint and :func:`export_model` it (same keyword arguments).
+
+    ``provenance`` defaults to the checkpoint's, with the checkpoint path added.
+    """
+    from train.checkpoint import load_checkpoint
+
+    net, prov = load_checkpoint(checkpoint)
+    if kwargs.get("provenance") is None:
+        kwargs["provenance"] = {**prov, "checkpoint": str(Path(checkpoint).resolve())}
+    return export_model(net, output, **kwargs)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

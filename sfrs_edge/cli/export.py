@@ -1,0 +1,158 @@
+"""``export`` (checkpoint → verified ONNX, optional TensorRT engine) and ``import`` (foreign
+weights → checkpoint). Both need torch, imported inside the commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .. import paths
+from ..errors import ConfigError
+from .options import InputSize
+
+DEFAULT_VERIFY_COUNT = 8
+
+
+def pick_verify_images(folder: Path, count: int) -> list[Path]:
+    """Up to ``count`` images spread evenly over ``folder`` (sorted)."""
+    from ..images import list_images
+
+    images = list_images(folder)
+    step = max(1, len(images) // max(count, 1))
+    return images[::step][:count]
+
+
+def _verify_folder(verify_images: Path | None, provenance: dict, checkpoint: Path) -> Path:
+    if verify_images is not None:
+        return verify_images
+    recorded = provenance.get("images")
+    if recorded and Path(recorded).is_dir():
+        return Path(recorded)
+    where = f" (recorded folder {recorded} is missing)" if recorded else ""
+    raise ConfigError(
+        f"{checkpoint}: no images to verify the export on{where}; pass --verify-images DIR "
+        "with a few real images like those the model will see"
+    )
+
+
+@click.command("export")
+@click.argument("checkpoint", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="ONNX file to write [default: $SFRS_EDGE_HOME/model.onnx].",
+)
+@click.option("--fp16", is_flag=True, help="FP16 weights; norms and softmax stay FP32.")
+@click.option(
+    "--pca-dim",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Keep the first N whitened dimensions and re-normalise.",
+)
+@click.option("--input-size", type=InputSize(), default=None, help="Override the input HxW.")
+@click.option(
+    "--verify-images",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Real images to verify on [default: the folder the checkpoint was fitted on].",
+)
+@click.option(
+    "--verify-count",
+    type=click.IntRange(min=1),
+    default=DEFAULT_VERIFY_COUNT,
+    show_default=True,
+    help="How many of those images to verify on.",
+)
+@click.option(
+    "--engine",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also build a TensorRT engine here (needs TensorRT and a GPU).",
+)
+@click.option("--workspace-gb", type=float, default=4.0, show_default=True, hidden=True)
+def export_command(
+    checkpoint, output, fp16, pca_dim, input_size, verify_images, verify_count, engine, workspace_gb
+):
+    """Export CHECKPOINT [default: $SFRS_EDGE_HOME/checkpoint.pt] to a verified ONNX model."""
+    from export import build_engine, export_model
+    from train.checkpoint import load_checkpoint
+
+    checkpoint = checkpoint or paths.default_checkpoint()
+    output = output or paths.default_model()
+    net, provenance = load_checkpoint(checkpoint)
+    folder = _verify_folder(verify_images, provenance, checkpoint)
+    images = pick_verify_images(folder, verify_count)
+    provenance = {**provenance, "checkpoint": str(Path(checkpoint).resolve())}
+    click.echo(f"export: {checkpoint} -> {output} ({'fp16' if fp16 else 'fp32'})")
+    report = export_model(
+        net,
+        output,
+        fp16=fp16,
+        pca_dim=pca_dim,
+        input_size=input_size,
+        verify_images=images,
+        provenance=provenance,
+    )
+    click.echo(report.line())
+    info = report.info
+    pre = info.preprocessing
+    click.echo(
+        f"wrote {report.path} ({report.size_bytes / 2**20:.1f} MiB, {info.descriptor_dim}-d, "
+        f"input {pre.height}x{pre.width}, fingerprint {info.fingerprint}, {report.seconds} s)"
+    )
+    if engine is not None:
+        built = build_engine(report.path, engine, fp16=fp16, workspace_gb=workspace_gb)
+        click.echo(f"wrote TensorRT engine {built}")
+
+
+@click.command("import")
+@click.option(
+    "--from",
+    "source",
+    required=True,
+    type=click.Choice(["openibl", "torchvision-vgg16"]),
+    help="openibl: the SFRS authors' vgg16_netvlad.pth; torchvision-vgg16: ImageNet VGG16.",
+)
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Checkpoint to write [default: $SFRS_EDGE_HOME/checkpoint.pt] (openibl only).",
+)
+def import_command(source, file, output):
+    """Import weights published elsewhere as an sfrs-edge checkpoint."""
+    if source == "torchvision-vgg16":
+        from train.backbones import VGG16
+        from train.importers import load_torchvision_vgg16
+
+        load_torchvision_vgg16(VGG16(), file)
+        hint = f"sfrs-edge init --backbone vgg16 --weights {file} --images DIR" + (
+            f" -o {output}" if output else ""
+        )
+        if output is not None:
+            raise ConfigError(
+                f"{file}: valid torchvision VGG16 weights, but an ImageNet backbone alone is not "
+                f"a place-recognition model (NetVLAD clusters come from images); run: {hint}"
+            )
+        click.echo(f"{file}: valid torchvision VGG16 weights (conv1_1..conv5_3). Next: {hint}")
+        return
+    from train.checkpoint import save_checkpoint
+    from train.importers import import_openibl_sfrs
+
+    net = import_openibl_sfrs(file)
+    output = output or paths.default_checkpoint()
+    provenance = {"kind": "imported", "source": "openibl", "file": str(Path(file).resolve())}
+    save_checkpoint(net, output, provenance)
+    cfg = net.config
+    click.echo(
+        f"wrote {output} (vgg16, {cfg.num_clusters} clusters, descriptor {cfg.descriptor_dim}-d, "
+        f"input {cfg.input_height}x{cfg.input_width}); export needs --verify-images DIR"
+    )
+
+
+COMMANDS = [export_command, import_command]
