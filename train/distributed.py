@@ -1,0 +1,73 @@
+"""Data-parallel training over processes launched by ``torchrun`` (gloo on CPU, nccl on GPU).
+
+Every rank mines the same tuples (same seed, same descriptors); each takes its share of the
+tuples of every step, and DistributedDataParallel averages gradients, so a step equals one
+process computing the mean loss over all of the step's tuples.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from sfrs_edge.errors import ConfigError
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_from_env() -> DistInfo:
+    """Join the process group described by torchrun's environment (single process if absent)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+    return DistInfo(dist.get_rank(), dist.get_world_size())
+
+
+def wrap(module: nn.Module, info: DistInfo) -> nn.Module:
+    """``module`` wrapped in DistributedDataParallel when running on several processes."""
+    if not info.enabled:
+        return module
+    return nn.parallel.DistributedDataParallel(module, broadcast_buffers=False)
+
+
+def rank_share(items: list, info: DistInfo) -> list:
+    """This rank's share of one step's items (round-robin).
+
+    A trailing remainder that cannot be shared evenly is dropped, so every rank runs the same
+    number of steps (tuples_per_step must be a multiple of the number of processes).
+    """
+    if info.enabled:
+        items = items[: len(items) - len(items) % info.world_size]
+    return items[info.rank :: info.world_size]
+
+
+def check_step_size(tuples_per_step: int, info: DistInfo) -> None:
+    if info.enabled and tuples_per_step % info.world_size:
+        raise ConfigError(
+            f"--tuples-per-step {tuples_per_step} must be a multiple of the number of processes "
+            f"({info.world_size})"
+        )
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()

@@ -1,0 +1,54 @@
+"""Global-descriptor embedding through the frozen-prefix cache, and recall@1/5/10 of a split."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from sfrs_edge.recall import rank_database, recall_at_n
+
+from .datasets import PlaceSet
+from .inputs import FrozenInputs
+from .model import SFRSNet
+
+
+@torch.no_grad()
+def embed(
+    net: SFRSNet,
+    inputs: FrozenInputs,
+    paths: Sequence[str | os.PathLike],
+    batch_size: int = 8,
+    progress: bool = False,
+    desc: str = "embed",
+) -> np.ndarray:
+    """Global NetVLAD descriptors (N, K·D) with the test transform (no augmentation)."""
+    was_training = net.training
+    net.eval()
+    starts = range(0, len(paths), batch_size)
+    if progress:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc=desc, unit="batch", leave=False)
+    out = []
+    for i in starts:
+        f = inputs(net, paths[i : i + batch_size])
+        out.append(net.netvlad(inputs.suffix(net, f)).float().numpy())
+    net.train(was_training)
+    return np.concatenate(out) if out else np.zeros((0, net.config.vlad_dim), np.float32)
+
+
+def evaluate(
+    net: SFRSNet,
+    inputs: FrozenInputs,
+    places: PlaceSet,
+    positives: Sequence[np.ndarray],
+    batch_size: int = 8,
+    progress: bool = False,
+) -> dict[int, float]:
+    """Recall@1/5/10 (%) of ``places`` with the global descriptor (no PCA)."""
+    q = embed(net, inputs, places.query_paths, batch_size, progress, f"{places.name} q")
+    db = embed(net, inputs, places.db_paths, batch_size, progress, f"{places.name} db")
+    return recall_at_n(rank_database(q, db, 10), positives, (1, 5, 10))
