@@ -23,8 +23,10 @@ def embed(
     batch_size: int = 8,
     progress: bool = False,
     desc: str = "embed",
+    full: bool = False,
 ) -> np.ndarray:
-    """Global NetVLAD descriptors (N, K·D) with the test transform (no augmentation)."""
+    """Global NetVLAD descriptors (N, K·D) with the test transform (no augmentation);
+    ``full``: the model's final descriptor (PCA-whitened when it has PCA)."""
     was_training = net.training
     net.eval()
     starts = range(0, len(paths), batch_size)
@@ -35,7 +37,10 @@ def embed(
     out = []
     for i in starts:
         f = inputs(net, paths[i : i + batch_size])
-        out.append(net.netvlad(inputs.suffix(net, f)).float().numpy())
+        v = net.netvlad(inputs.suffix(net, f))
+        if full and net.pca is not None:
+            v = net.pca(v)
+        out.append(v.float().numpy())
     net.train(was_training)
     return np.concatenate(out) if out else np.zeros((0, net.config.vlad_dim), np.float32)
 
@@ -47,8 +52,9 @@ def evaluate(
     positives: Sequence[np.ndarray],
     batch_size: int = 8,
     progress: bool = False,
+    full: bool = False,
 ) -> dict[int, float]:
-    """Recall@1/5/10 (%) of ``places`` with the global descriptor (no PCA)."""
-    q = embed(net, inputs, places.query_paths, batch_size, progress, f"{places.name} q")
-    db = embed(net, inputs, places.db_paths, batch_size, progress, f"{places.name} db")
+    """Recall@1/5/10 (%) of ``places`` with the global descriptor (``full``: with PCA)."""
+    q = embed(net, inputs, places.query_paths, batch_size, progress, f"{places.name} q", full)
+    db = embed(net, inputs, places.db_paths, batch_size, progress, f"{places.name} db", full)
     return recall_at_n(rank_database(q, db, 10), positives, (1, 5, 10))

@@ -250,13 +250,13 @@ class Trainer:
         return {k: float(np.mean(v)) for k, v in sums.items()}
 
     # ------------------------------------------------------------------------------ evaluation
-    def evaluate_all(self, net: SFRSNet) -> dict[str, float]:
+    def evaluate_all(self, net: SFRSNet, full: bool = False) -> dict[str, float]:
         out: dict[str, float] = {}
         sets = dict(self.tests)
         if self.val is not None:
             sets = {"val": (self.val, self.val_pos), **sets}
         for name, (places, pos) in sets.items():
-            r = evaluate(net, self.inputs, places, pos, self.cfg.batch_size, self.progress)
+            r = evaluate(net, self.inputs, places, pos, self.cfg.batch_size, self.progress, full)
             for n, v in r.items():
                 out[f"{name}_r{n}"] = round(v, 2)
         return out
@@ -350,13 +350,17 @@ class Trainer:
             return g, e
         return g + 1, None
 
-    def run(self, resume: bool = False) -> dict[str, Any]:
-        """Train all generations (continuing a stopped run with ``resume``); returns a summary."""
+    def run(self, resume: bool = False, max_epochs: int | None = None) -> dict[str, Any]:
+        """Train all generations (continuing a stopped run with ``resume``); returns a summary.
+
+        ``max_epochs``: stop (resumably) after training that many epochs in this call.
+        """
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         g0, done = self._resume_point(resume)
+        trained = 0
         if g0 == 0 and done is None:
             self.history = []
             row = {"generation": "off-the-shelf", "epoch": "", **self.evaluate_all(self.student)}
@@ -368,6 +372,9 @@ class Trainer:
             for epoch in cfg.epochs_of(g):
                 if g == g0 and done is not None and epoch <= done:
                     continue
+                if max_epochs is not None and trained >= max_epochs:
+                    return {"best": self.best, "history": self.history, "stopped": (g, epoch)}
+                trained += 1
                 t0 = time.time()
                 losses = self.train_epoch(g, epoch)
                 rec = self.evaluate_all(self.student)
@@ -429,6 +436,9 @@ class Trainer:
             "pca_images": len(images) if pca_dim else 0,
         }
         save_checkpoint(net, self.run_dir / FINAL, prov)
+        if pca_dim:
+            row = {"generation": f"final+PCA{pca_dim}", "epoch": self.best.get("epoch", "")}
+            self._log_row({**row, **self.evaluate_all(net, full=True)})
         summary = {
             "best": self.best,
             "history": self.history,
