@@ -145,7 +145,12 @@ def swap_in(staging: Path, target: Path) -> None:
     if target.exists():
         os.rename(target, old)
         fsync_dir(target.parent)
-    os.rename(staging, target)
+    try:
+        os.rename(staging, target)
+    except BaseException:
+        if old.exists() and not target.exists():
+            os.rename(old, target)  # an error (not a crash) between the renames: put it back
+        raise
     fsync_dir(target.parent)
     if old.exists():
         shutil.rmtree(old, ignore_errors=True)
