@@ -206,11 +206,14 @@ class Engine:
         out = np.concatenate(parts) if len(parts) > 1 else parts[0]
         return check_finite(np.asarray(out, np.float32), str(self.path))
 
-    def embed_frame(self, frame_bgr: np.ndarray) -> np.ndarray:
+    def embed_frame(
+        self, frame_bgr: np.ndarray, timings: dict[str, float] | None = None
+    ) -> np.ndarray:
         """Descriptor (dim,) of one frame (any size; uint8 BGR, or gray/BGRA/16-bit converted).
 
         Reuses preallocated buffers; thread-safe (a lock serialises callers). The returned
-        array is a fresh copy. Times go to :attr:`last_timings` (seconds): preprocess, inference.
+        array is a fresh copy. Stage times in seconds (``preprocess``, ``inference``) go to
+        :attr:`last_timings` and, when given, into ``timings`` (safe with several callers).
         """
         t0 = time.perf_counter()
         frame = to_bgr8(frame_bgr, "frame")
@@ -221,6 +224,8 @@ class Engine:
             desc = self._frame_out[0].copy()
             t2 = time.perf_counter()
             self.last_timings = {"preprocess": t1 - t0, "inference": t2 - t1}
+            if timings is not None:
+                timings.update(self.last_timings)
         return check_finite(desc, "frame descriptor")
 
     def embed_files(

@@ -1,0 +1,111 @@
+"""``sfrs-edge localize FRAME...``: where was each frame taken?
+
+Bad frames do not stop the run: each unreadable frame is reported (``error: ...`` on stderr, or
+a JSON line with an ``error`` key under ``--json``) and the others are still localized; the
+exit code is 1 when any frame failed. A model or map that cannot be used stops at once
+(exit 1) before any frame is read.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..errors import ImageError, SfrsEdgeError
+
+
+def _frames(args: tuple[Path, ...]) -> list[Path]:
+    """Frame files; a folder stands for the images directly inside it."""
+    from ..images import list_images
+
+    out: list[Path] = []
+    for a in args:
+        out.extend(list_images(a) if a.is_dir() else [a])
+    return out
+
+
+def _fmt_pos(pos, kind: str | None) -> str:
+    if pos is None:
+        return "-"
+    if kind == "latlon":
+        return f"lat {pos[0]:.6f}, lon {pos[1]:.6f}"
+    return "(" + ", ".join(f"{v:.2f}" for v in pos) + ")"
+
+
+def _print_human(result, show_timings: bool) -> None:
+    best = result.best
+    where = _fmt_pos(result.position, result.position_kind)
+    click.echo(
+        f"{result.source}: {best.name} (similarity {best.similarity:.3f}), "
+        f"position {where}, confidence {result.confidence:.2f}"
+    )
+    for rank, m in enumerate(result.matches, 1):
+        pos = _fmt_pos(m.position, result.position_kind) if m.position is not None else ""
+        click.echo(f"  {rank}. {m.name:<32} {m.similarity:7.4f}  {pos}".rstrip())
+    if show_timings:
+        t = result.timings
+        stages = ", ".join(
+            f"{k} {t[k]:.1f}" for k in ("decode", "preprocess", "inference", "search")
+        )
+        click.echo(f"  timings (ms): {stages}, total {t['total']:.1f}")
+
+
+@click.command("localize")
+@click.argument("frames", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Exported model (.onnx or .engine) [default: $SFRS_EDGE_HOME/model.onnx].",
+)
+@click.option(
+    "--map",
+    "map_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Map directory [default: $SFRS_EDGE_HOME/map].",
+)
+@click.option("-k", "k", default=5, show_default=True, type=click.IntRange(min=1), help="Matches.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per frame (JSON lines).")
+@click.option("--timings", is_flag=True, help="Print per-stage times (ms).")
+@click.option(
+    "--backend",
+    type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]),
+    default="auto",
+    show_default=True,
+    help="Inference backend.",
+)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU inference threads.")
+@click.option("--ef", type=click.IntRange(min=1), default=None, help="HNSW search breadth.")
+def localize_command(frames, model_path, map_path, k, as_json, timings, backend, threads, ef):
+    """Localize FRAME... (image files or folders) against a map: top-k places, position,
+    confidence. Unreadable frames are reported and skipped; the exit code is then 1."""
+    from ..localize import open_localizer
+
+    loc = open_localizer(model_path, map_path, k=k, backend=backend, threads=threads, ef=ef)
+    failed = 0
+    for frame in _frames(frames):
+        try:
+            result = loc.localize_file(frame)
+        except ImageError as exc:
+            failed += 1
+            if as_json:
+                click.echo(json.dumps({"source": str(frame), "error": str(exc)}))
+            else:
+                click.echo(f"error: {exc}", err=True)
+            continue
+        if as_json:
+            d = result.to_dict()
+            if not timings:
+                d.pop("timings")
+            click.echo(json.dumps(d))
+        else:
+            _print_human(result, timings)
+    if failed:
+        raise SfrsEdgeError(f"{failed} frame(s) could not be localized")
+
+
+COMMANDS = [localize_command]

@@ -1,0 +1,244 @@
+"""Localize camera frames against a map: top-k places, a position estimate and a confidence.
+
+::
+
+    loc = Localizer("model.onnx", "map/")
+    result = loc.localize(frame_bgr)          # numpy uint8 HxWx3 BGR (gray/BGRA also accepted)
+    print(result.best.name, result.position, result.confidence)
+
+**Rule for the estimate and its confidence.** The map is searched for ``max(k, 32)``
+candidates. The best candidate ``b`` (highest cosine similarity ``s_b``) defines the answer.
+A candidate is *near* ``b`` when it lies within ``far_radius`` of ``b``'s position (metres for
+lat/lon maps, map units for x/y[/z] maps); when the map has no positions, when it is within
+``far_frames`` map rows of ``b`` (rows follow image-name order, i.e. the sequence). The first
+candidate that is not near is the *rival* with similarity ``s_r``; if every candidate is near,
+``s_r`` is the last candidate's similarity (all other places score at most that).
+
+- ``position``: similarity-weighted mean of the positions of the top-k matches within
+  ``near_radius`` (default ``far_radius / 5``) of ``b``, weights ``s_i − s_r`` (so matches
+  barely better than the rival barely count); None when the map has no positions. Averaging
+  only close neighbours refines the best match's position without pulling it towards a
+  different place that happens to rank second.
+- ``margin = s_b − s_r``; ``confidence = clip(margin / (margin_scale · (1 − s_r)), 0, 1)``:
+  the fraction of the remaining distance to a perfect match that the winner gains over the
+  best rival place, scaled so that ``margin_scale`` of it counts as certain. Dividing by
+  ``1 − s_r`` makes the number comparable across models whose similarities live in different
+  ranges (raw NetVLAD ≈ 0.5–0.9, whitened ≈ 0.1–0.6).
+
+A :class:`Localizer` holds one model session and one map and is safe to call from several
+threads (calls are serialised by a lock); it allocates no session or buffers per call.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .engine import Engine
+from .errors import ConfigError, MapError
+from .images import read_image
+
+CANDIDATES = 32
+EARTH_RADIUS_M = 6_371_008.8
+
+
+@dataclass(frozen=True)
+class Match:
+    """One retrieved map place."""
+
+    id: int
+    name: str
+    similarity: float
+    position: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class LocalizationResult:
+    """Answer for one frame. ``timings`` are milliseconds per stage (and ``total``)."""
+
+    matches: tuple[Match, ...]
+    position: tuple[float, ...] | None
+    position_kind: str | None
+    confidence: float
+    margin: float
+    timings: dict[str, float] = field(default_factory=dict)
+    source: str | None = None
+
+    @property
+    def best(self) -> Match:
+        return self.matches[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["matches"] = [asdict(m) for m in self.matches]
+        return d
+
+
+def _haversine_m(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Great-circle distance in metres between (n, 2) lat/lon rows and one lat/lon ``b``."""
+    lat1, lon1 = np.radians(a[:, 0]), np.radians(a[:, 1])
+    lat2, lon2 = math.radians(b[0]), math.radians(b[1])
+    h = (
+        np.sin((lat1 - lat2) / 2) ** 2
+        + np.cos(lat1) * math.cos(lat2) * np.sin((lon1 - lon2) / 2) ** 2
+    )
+    return 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))
+
+
+class Localizer:
+    """Model + map, ready for frames. See the module docstring for the estimate's rule."""
+
+    def __init__(
+        self,
+        model: str | os.PathLike | Engine,
+        map: str | os.PathLike | Any,  # noqa: A002 - the public name users expect
+        k: int = 5,
+        backend: str = "auto",
+        threads: int | None = None,
+        ef: int | None = None,
+        far_radius: float = 25.0,
+        far_frames: int = 10,
+        margin_scale: float = 0.25,
+        near_radius: float | None = None,
+    ) -> None:
+        if k < 1:
+            raise ConfigError(f"k must be at least 1, got {k}")
+        if far_radius <= 0 or far_frames < 1 or margin_scale <= 0:
+            raise ConfigError("far_radius, far_frames and margin_scale must be positive")
+        from .maps import Map  # hnswlib only when localizing
+
+        self.engine = model if isinstance(model, Engine) else Engine.open(model, backend, threads)
+        if isinstance(map, (str, os.PathLike)):
+            self.map = Map.open(map, expect_fingerprint=self.engine.fingerprint)
+        else:
+            self.map = map
+            if self.map.fingerprint != self.engine.fingerprint:
+                raise MapError(
+                    f"{getattr(map, 'path', 'map')}: built with model fingerprint "
+                    f"{self.map.fingerprint}, but the model has {self.engine.fingerprint}; "
+                    "rebuild the map with this model or use the model that built it"
+                )
+        if self.map.dim != self.engine.dim:
+            raise MapError(
+                f"map holds {self.map.dim}-d descriptors, the model makes {self.engine.dim}-d"
+            )
+        if len(self.map) == 0:
+            raise MapError(f"{getattr(self.map, 'path', 'map')}: the map is empty")
+        self.k, self.ef = k, ef
+        self.far_radius, self.far_frames, self.margin_scale = far_radius, far_frames, margin_scale
+        self.near_radius = far_radius / 5 if near_radius is None else near_radius
+        self.position_kind: str | None = self.map.position_kind
+        self._positions = self.map.positions()  # (N, d), NaN where unknown
+        self._places = self.map.all_places()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Localizer({self.engine!r}, {self.map!r}, k={self.k})"
+
+    # --- public -------------------------------------------------------------------------
+
+    def localize(self, frame_bgr: np.ndarray) -> LocalizationResult:
+        """Where was this frame taken? ``frame_bgr``: uint8 HxWx3 BGR (gray/BGRA/16-bit ok)."""
+        return self._localize(frame_bgr, {"decode": 0.0}, None, time.perf_counter())
+
+    def localize_file(self, path: str | os.PathLike) -> LocalizationResult:
+        """Read an image file (clear ImageError when unreadable) and localize it."""
+        t0 = time.perf_counter()
+        frame = read_image(path)
+        return self._localize(frame, {"decode": time.perf_counter() - t0}, str(path), t0)
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _localize(
+        self, frame: np.ndarray, times: dict[str, float], source: str | None, t0: float
+    ) -> LocalizationResult:
+        with self._lock:
+            desc = self.engine.embed_frame(frame, times)
+            t = time.perf_counter()
+            n = min(len(self.map), max(self.k, CANDIDATES))
+            ids, sims = self.map.search(desc, n, self.ef)
+            times["search"] = time.perf_counter() - t
+        result = self._estimate(ids[0], sims[0])
+        times["total"] = time.perf_counter() - t0
+        ms = {key: round(v * 1000.0, 3) for key, v in times.items()}
+        return LocalizationResult(**result, timings=ms, source=source)
+
+    def _near(self, ids: np.ndarray, best: int, radius: float, frames: int) -> np.ndarray:
+        """Which candidate ids lie within ``radius`` of ``best`` (else within ``frames`` rows)."""
+        by_row = np.abs(ids - best) <= frames
+        if self._positions.shape[1] == 0 or np.isnan(self._positions[best]).any():
+            return by_row
+        pos = self._positions[ids]
+        if self.position_kind == "latlon":
+            dist = _haversine_m(pos, self._positions[best])
+        else:
+            diff = pos - self._positions[best]
+            dist = np.sqrt(np.nansum(diff**2, axis=1))
+        known = ~np.isnan(pos).any(axis=1)
+        return np.where(known, dist <= radius, by_row)
+
+    def _estimate(self, ids: np.ndarray, sims: np.ndarray) -> dict[str, Any]:
+        ids = ids.astype(np.int64)
+        sims = sims.astype(np.float64)
+        best = int(ids[0])
+        near = self._near(ids, best, self.far_radius, self.far_frames)
+        far = np.flatnonzero(~near)
+        s_best = float(sims[0])
+        s_rival = float(sims[far[0]]) if len(far) else float(sims[-1])
+        margin = max(0.0, s_best - s_rival)
+        confidence = float(np.clip(margin / (self.margin_scale * max(1.0 - s_rival, 1e-6)), 0, 1))
+        matches = []
+        for i, s in zip(ids[: self.k], sims[: self.k], strict=True):
+            pos = self._positions[i] if self._positions.shape[1] else None
+            known = pos is not None and not np.isnan(pos).any()
+            matches.append(
+                Match(
+                    id=int(i),
+                    name=self._places[int(i)].name,
+                    similarity=round(float(s), 6),
+                    position=tuple(float(v) for v in pos) if known else None,
+                )
+            )
+        return {
+            "matches": tuple(matches),
+            "position": self._position(ids[: self.k], sims[: self.k], s_rival),
+            "position_kind": self.position_kind,
+            "confidence": round(confidence, 4),
+            "margin": round(margin, 6),
+        }
+
+    def _position(
+        self, ids: np.ndarray, sims: np.ndarray, s_rival: float
+    ) -> tuple[float, ...] | None:
+        if self._positions.shape[1] == 0:
+            return None
+        pos = self._positions[ids]
+        close = self._near(ids, int(ids[0]), self.near_radius, 0)
+        use = close & ~np.isnan(pos).any(axis=1)
+        if not use[0]:
+            return None
+        w = np.maximum(sims[use] - s_rival, 1e-9)
+        est = (pos[use] * w[:, None]).sum(axis=0) / w.sum()
+        return tuple(float(v) for v in est)
+
+
+def open_localizer(
+    model: str | os.PathLike | None = None,
+    map: str | os.PathLike | None = None,  # noqa: A002
+    **kwargs: Any,
+) -> Localizer:
+    """A :class:`Localizer` with the main job's defaults for missing paths."""
+    from . import paths
+
+    return Localizer(
+        Path(model) if model else paths.default_model(),
+        Path(map) if map else paths.default_map(),
+        **kwargs,
+    )
