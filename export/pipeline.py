@@ -101,7 +101,9 @@ def export_model(
     precision = "fp16" if fp16 else "fp32"
     ref = prepare(net, pca_dim, input_size)
     info = model_info(ref, precision=precision, provenance=_json_safe(provenance))
-    exported = copy.deepcopy(ref).half() if fp16 else ref
+    exported = copy.deepcopy(ref)  # tracing must not touch the reference
+    if fp16:
+        exported.half()
     if output.is_dir():
         raise ConfigError(f"{output}: is a directory; give a file name such as model.onnx")
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -34,11 +34,21 @@ def sidecar_path(engine_path: str | os.PathLike) -> Path:
     return p.with_name(p.name + SIDECAR_SUFFIX)
 
 
-def gpu_name(device: int = 0) -> str:
-    """The CUDA device's product name, as ``nvidia-smi`` reports it ('' if unknown)."""
+def gpu_name() -> str:
+    """Device 0's name as the runtime reads it (cuda-python ``cudart``), else ``nvidia-smi``."""
+    try:
+        try:
+            from cuda.bindings import runtime as cudart
+        except ImportError:
+            from cuda import cudart
+        from sfrs_edge.backends.tensorrt import gpu_name as runtime_gpu_name
+
+        return runtime_gpu_name(cudart)
+    except Exception:  # no cuda-python, or no device: ask the driver tool
+        pass
     try:
         out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", f"--id={device}"],
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "--id=0"],
             capture_output=True,
             text=True,
             timeout=20,
@@ -142,6 +152,7 @@ def build_engine(
         "strongly_typed": onnx_is_fp16,
         "onnx_sha256": digest,
         "fingerprint": info.fingerprint,
+        "model_info": json.loads(info.to_json()),
         "max_batch": max_batch,
         "input_size": [h, w],
         "seconds": round(time.time() - t0, 1),
