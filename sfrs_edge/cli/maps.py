@@ -209,7 +209,9 @@ def info_command(map_path, as_json):
         click.echo(json.dumps(info, indent=2))
         return
     model, index, pos = info["model"], info["index"], info["positions"] or {}
-    params = ", ".join(f"{k}={v}" for k, v in index.items() if k != "type")
+    order = ["M", "ef_construction", "ef", "seed"]
+    keys = [k for k in order if k in index] + [k for k in index if k not in order + ["type"]]
+    params = ", ".join(f"{k}={index[k]}" for k in keys)
     lines = [
         f"map:         {info['path']}",
         f"images:      {info['count']}",
