@@ -44,14 +44,20 @@ def _state_dict(obj: object, path: Path, what: str) -> dict[str, torch.Tensor]:
 
 
 def _check_shapes(
-    got: Mapping[str, torch.Tensor], want: Mapping[str, torch.Tensor], path: Path, what: str
+    got: Mapping[str, torch.Tensor],
+    want: Mapping[str, torch.Tensor],
+    path: Path,
+    what: str,
+    names: Mapping[str, str] | None = None,
 ) -> None:
-    missing = [k for k in want if k not in got]
+    """Missing keys and shape mismatches, named as the file names them (``names``: ours→file)."""
+    names = names or {}
+    missing = [names.get(k, k) for k in want if k not in got]
     if missing:
         more = f" and {len(missing) - 6} more" if len(missing) > 6 else ""
         raise ModelError(f"{path}: not {what}: missing keys {missing[:6]}{more}")
     bad = [
-        f"{k} {tuple(got[k].shape)} (expected {tuple(want[k].shape)})"
+        f"{names.get(k, k)} {tuple(got[k].shape)} (expected {tuple(want[k].shape)})"
         for k in want
         if tuple(got[k].shape) != tuple(want[k].shape)
     ]
@@ -59,15 +65,17 @@ def _check_shapes(
         raise ModelError(f"{path}: not {what}: shape mismatch in {'; '.join(bad[:4])}")
 
 
-def _vgg_features(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    """``{prefix}N.weight`` (N <= 28) → ``features.N.weight``."""
+def _vgg_features(
+    state: Mapping[str, torch.Tensor], prefix: str, to: str = "features."
+) -> dict[str, torch.Tensor]:
+    """``{prefix}N.weight`` (N <= 28) → ``{to}N.weight``."""
     out = {}
     for key, value in state.items():
         if not key.startswith(prefix):
             continue
         index, _, name = key[len(prefix) :].partition(".")
         if index.isdigit() and int(index) <= VGG16_LAST_INDEX:
-            out[f"features.{index}.{name}"] = value
+            out[f"{to}{index}.{name}"] = value
     return out
 
 
@@ -110,7 +118,11 @@ def import_openibl_sfrs(path: str | os.PathLike) -> SFRSNet:
     h, w = OPENIBL_INPUT_SIZE
     net = SFRSNet(ModelConfig("vgg16", k, h, w, pca_dim=pca_dim, whiten=True))
     want = net.state_dict()
-    mapped = _vgg_features(state, prefix)
+    names = {k: prefix + k[len("backbone.features.") :] for k in want if k.startswith("backbone.")}
+    names.update({"netvlad.conv.weight": "net_vlad.conv.weight"})
+    names.update({"netvlad.centroids": "net_vlad.centroids"})
+    names.update({"pca.linear.weight": "pca_layer.weight", "pca.linear.bias": "pca_layer.bias"})
+    mapped = _vgg_features(state, prefix, to="backbone.features.")
     mapped["netvlad.conv.weight"] = state["net_vlad.conv.weight"]
     mapped["netvlad.centroids"] = state["net_vlad.centroids"]
     if pca_w is not None:
@@ -118,6 +130,6 @@ def import_openibl_sfrs(path: str | os.PathLike) -> SFRSNet:
             pca_w = pca_w[:, :, 0, 0]
         mapped["pca.linear.weight"] = pca_w
         mapped["pca.linear.bias"] = pca_b
-    _check_shapes(mapped, want, path, what)
+    _check_shapes(mapped, want, path, what, names)
     net.load_state_dict({key: mapped[key].float() for key in want}, strict=True)
     return net.eval()
