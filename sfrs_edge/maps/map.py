@@ -87,7 +87,9 @@ class Map:
             verify_files(folder, manifest)
         count, dim = int(manifest["count"]), int(manifest["dim"])
         try:
-            desc = np.load(folder / DESCRIPTORS, allow_pickle=False)
+            # HNSW keeps its own copy of the vectors: map the matrix instead of loading it
+            mmap = "r" if config.type == "hnsw" else None
+            desc = np.load(folder / DESCRIPTORS, mmap_mode=mmap, allow_pickle=False)
         except FileNotFoundError:
             raise
         except (OSError, ValueError) as exc:

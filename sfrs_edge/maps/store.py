@@ -13,8 +13,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -127,7 +127,9 @@ def atomic_map_dir(target: str | os.PathLike) -> Iterator[Path]:
     with _lock(target):
         recover(target)
         check_target(target)
-        staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(target), dir=target.parent))
+        # not mkdtemp: its 0700 mode would stick to the map; mkdir honours the umask
+        staging = target.parent / (_staging_prefix(target) + secrets.token_hex(6))
+        os.mkdir(staging)
         try:
             yield staging
             for f in staging.iterdir():
