@@ -1,0 +1,295 @@
+"""Localizer and `sfrs-edge localize`: real model + real map, the confidence rule, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from sfrs_edge.cli import main
+from sfrs_edge.engine import Engine
+from sfrs_edge.errors import ConfigError, ImageError, MapError
+from sfrs_edge.images import read_image
+from sfrs_edge.localize import LocalizationResult, Localizer, Match
+from sfrs_edge.maps import Map, build_map
+from sfrs_edge.maps.metadata import Place
+
+MAP_FRAMES = range(0, 100, 2)  # day_left 0, 2, ..., 98: 50 places, x = frame index
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_onnx) -> Engine:
+    return Engine.open(tiny_onnx, backend="cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny_map(tmp_path_factory, engine, gardens_point) -> Path:
+    tmp = tmp_path_factory.mktemp("loc")
+    files = [gardens_point / "day_left" / f"Image{i:03d}.jpg" for i in MAP_FRAMES]
+    poses = tmp / "poses.csv"
+    poses.write_text(
+        "name,x,y\n" + "".join(f"{f.name},{i},0\n" for i, f in zip(MAP_FRAMES, files, strict=True))
+    )
+    build_map(engine, files, tmp / "map", poses=poses)
+    return tmp / "map"
+
+
+@pytest.fixture(scope="module")
+def loc(engine, tiny_map) -> Localizer:
+    return Localizer(engine, tiny_map, k=5, far_radius=10)
+
+
+def query(gardens_point, split: str, i: int) -> Path:
+    return gardens_point / split / f"Image{i:03d}.jpg"
+
+
+def test_localize_real_frames(loc, gardens_point):
+    hits = 0
+    queries = list(range(1, 99, 4))
+    for i in queries:
+        r = loc.localize_file(query(gardens_point, "day_right", i))
+        assert isinstance(r, LocalizationResult) and len(r.matches) == 5
+        assert all(isinstance(m, Match) for m in r.matches)
+        sims = [m.similarity for m in r.matches]
+        assert sims == sorted(sims, reverse=True)
+        assert r.best.name == f"Image{r.best.position[0]:03.0f}.jpg"
+        assert r.position_kind == "xy" and len(r.position) == 2
+        assert abs(r.position[0] - r.best.position[0]) <= loc.near_radius
+        assert 0.0 <= r.confidence <= 1.0 and r.margin >= 0
+        assert set(r.timings) == {"decode", "preprocess", "inference", "search", "total"}
+        assert r.timings["total"] >= r.timings["inference"] > 0
+        hits += abs(r.position[0] - i) <= 3
+    # chance is ~7/50 places; the tiny 16-d model gets most viewpoint-shifted frames right
+    assert hits / len(queries) >= 0.6
+
+
+def test_localize_file_equals_localize_frame(loc, gardens_point):
+    path = query(gardens_point, "night_right", 40)
+    a = loc.localize_file(path)
+    b = loc.localize(read_image(path))
+    assert a.matches == b.matches and a.position == b.position
+    assert a.source == str(path) and b.source is None and b.timings["decode"] == 0.0
+    d = json.loads(json.dumps(a.to_dict()))
+    assert d["matches"][0]["name"] == a.best.name and d["confidence"] == a.confidence
+
+
+def test_map_image_as_query_is_certain(loc, gardens_point):
+    r = loc.localize_file(query(gardens_point, "day_left", 30))
+    assert r.best.name == "Image030.jpg" and r.best.similarity > 0.999
+    assert r.confidence == 1.0  # margin = 1 - s_rival: the full distance to a perfect match
+    assert abs(r.position[0] - 30) <= 2
+
+
+def test_grayscale_frame_and_bad_frames(loc, gardens_point, tmp_path):
+    gray = read_image(query(gardens_point, "night_right", 20))[:, :, 0]
+    assert loc.localize(gray).matches
+    with pytest.raises(ImageError, match="at least 16x16"):
+        loc.localize(np.zeros((5, 5, 3), np.uint8))
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"")
+    with pytest.raises(ImageError, match="bad.jpg: file is empty"):
+        loc.localize_file(bad)
+
+
+def test_from_many_threads(loc, gardens_point):
+    frames = [read_image(query(gardens_point, "day_right", i)) for i in (3, 33, 63, 93)]
+    expected = [loc.localize(f).matches for f in frames]
+    got: dict[int, list] = {i: [] for i in range(len(frames))}
+
+    def work(i):
+        for _ in range(5):
+            got[i].append(loc.localize(frames[i]).matches)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(frames))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, results in got.items():
+        assert len(results) == 5 and all(m == expected[i] for m in results)
+
+
+def test_map_from_another_model_is_refused(tiny_map, tmp_path, engine):
+    other = tmp_path / "other"
+    shutil.copytree(tiny_map, other)
+    manifest_path = other / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["model"]["fingerprint"] = "ffffffffffffffff"
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(MapError, match=f"ffffffffffffffff.*{engine.fingerprint}"):
+        Localizer(engine, other)
+    opened = Map.open(tiny_map)
+    fake = FakeMap(10, "xy", fingerprint="eeeeeeeeeeeeeeee", dim=engine.dim)
+    with pytest.raises(MapError, match=f"eeeeeeeeeeeeeeee.*{engine.fingerprint}"):
+        Localizer(engine, fake)
+    assert Localizer(engine, opened).map is opened
+    with pytest.raises(ConfigError):
+        Localizer(engine, opened, k=0)
+
+
+def test_localizer_from_paths(tiny_onnx, tiny_map, gardens_point):
+    loc = Localizer(str(tiny_onnx), str(tiny_map), k=2, backend="cpu")
+    assert len(loc.localize_file(query(gardens_point, "day_right", 10)).matches) == 2
+    import sfrs_edge
+
+    assert sfrs_edge.Localizer is Localizer
+
+
+# --- the confidence and position rule, on a map with chosen search results ----------------
+
+
+class FakeMap:
+    """A map whose search returns chosen ids/similarities; place i sits at x = i."""
+
+    def __init__(self, n, kind, fingerprint="", dim=16, result=None):
+        self.n, self.position_kind, self.fingerprint, self.dim = n, kind, fingerprint, dim
+        self.result = result
+        self.path = Path("fake-map")
+
+    def __len__(self):
+        return self.n
+
+    def positions(self):
+        i = np.arange(self.n, dtype=float)
+        if self.position_kind == "xy":
+            return np.stack([i, np.zeros(self.n)], axis=1)
+        if self.position_kind == "latlon":  # 1e-4 degree latitude ≈ 11.1 m per place
+            return np.stack([48.0 + i * 1e-4, np.full(self.n, 11.0)], axis=1)
+        return np.zeros((self.n, 0))
+
+    def all_places(self):
+        return [Place(i, f"p{i}", f"/p{i}") for i in range(self.n)]
+
+    def search(self, q, k, ef=None):
+        ids, sims = self.result
+        return np.array([ids[:k]], np.int64), np.array([sims[:k]], np.float32)
+
+
+def _fake_loc(engine, kind, ids, sims, **kw) -> Localizer:
+    fake = FakeMap(100, kind, engine.fingerprint, engine.dim, (ids, sims))
+    return Localizer(engine, fake, k=3, **kw)
+
+
+FRAME = np.full((40, 60, 3), 128, np.uint8)
+
+
+def test_confidence_margin_to_far_rival(engine):
+    loc = _fake_loc(
+        engine, "xy", [50, 51, 49, 80, 10], [0.60, 0.58, 0.55, 0.50, 0.40], far_radius=10
+    )
+    r = loc.localize(FRAME)
+    assert [m.name for m in r.matches] == ["p50", "p51", "p49"]
+    assert r.margin == pytest.approx(0.10, abs=1e-6)  # rival: p80, the first far candidate
+    assert r.confidence == pytest.approx(0.10 / (0.25 * 0.50), abs=1e-4)
+    # near_radius = 2: p50, p51, p49 averaged with weights s - s_rival = .10, .08, .05
+    assert r.position[0] == pytest.approx((50 * 0.10 + 51 * 0.08 + 49 * 0.05) / 0.23, abs=1e-4)
+    assert r.best.position == (50.0, 0.0)
+
+
+def test_confidence_when_all_candidates_are_near(engine):
+    loc = _fake_loc(engine, "xy", [50, 51, 52], [0.60, 0.59, 0.58], far_radius=10)
+    r = loc.localize(FRAME)
+    assert r.margin == pytest.approx(0.02, abs=1e-6)  # bound: the last candidate
+    assert r.confidence == pytest.approx(0.02 / (0.25 * 0.42), abs=1e-4)
+
+
+def test_confidence_ambiguous_places_is_low(engine):
+    loc = _fake_loc(engine, "xy", [50, 90, 10], [0.600, 0.599, 0.5], far_radius=10)
+    r = loc.localize(FRAME)
+    assert r.confidence <= 0.02 and r.position == (50.0, 0.0)
+
+
+def test_no_positions_uses_map_rows(engine):
+    loc = _fake_loc(engine, None, [50, 55, 70, 1], [0.7, 0.65, 0.6, 0.5], far_frames=10)
+    r = loc.localize(FRAME)
+    assert r.position is None and r.position_kind is None and r.best.position is None
+    assert r.margin == pytest.approx(0.1, abs=1e-6)  # p55 is 5 rows away: near; p70 is far
+
+
+def test_latlon_distances_in_metres(engine):
+    # p52 is 22 m from p50 (near at 25 m), p53 is 33 m away: the rival
+    loc = _fake_loc(engine, "latlon", [50, 52, 53], [0.7, 0.66, 0.6], far_radius=25)
+    r = loc.localize(FRAME)
+    assert r.margin == pytest.approx(0.1, abs=1e-6)
+    assert r.position == pytest.approx((48.005, 11.0))  # near_radius 5 m: only p50 itself
+
+
+# --- the command line ---------------------------------------------------------------------
+
+
+def test_cli_human_and_json(tiny_onnx, tiny_map, gardens_point):
+    runner = CliRunner()
+    frame = str(query(gardens_point, "day_right", 30))
+    args = ["localize", frame, "--model", str(tiny_onnx), "--map", str(tiny_map), "-k", "3"]
+    res = runner.invoke(main, [*args, "--timings"])
+    assert res.exit_code == 0, res.output
+    assert "Image030.jpg" in res.output.splitlines()[0] or "confidence" in res.output
+    assert "timings (ms): decode" in res.output and res.output.count("\n  ") >= 3
+    res = runner.invoke(main, [*args, "--json"])
+    assert res.exit_code == 0
+    d = json.loads(res.output.strip())
+    assert d["source"] == frame and len(d["matches"]) == 3 and "timings" not in d
+    assert d["position_kind"] == "xy" and 0 <= d["confidence"] <= 1
+
+
+def test_cli_bad_frame_is_reported_and_others_continue(
+    tiny_onnx, tiny_map, gardens_point, tmp_path
+):
+    bad = tmp_path / "corrupt.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really")
+    good = str(query(gardens_point, "night_right", 10))
+    runner = CliRunner()
+    base = ["localize", "--model", str(tiny_onnx), "--map", str(tiny_map), "--json"]
+    res = runner.invoke(main, [*base, str(bad), good, str(tmp_path / "missing.jpg")])
+    assert res.exit_code == 1
+    lines = [json.loads(x) for x in res.stdout.strip().splitlines()]
+    assert [("error" in x) for x in lines] == [True, False, True]
+    assert "corrupt.jpg" in lines[0]["error"] and "no such file" in lines[2]["error"]
+    assert "2 frame(s) could not be localized" in res.stderr
+
+
+def test_cli_defaults_work_as_typed(tiny_onnx, tiny_map, gardens_point, tmp_path, monkeypatch):
+    from sfrs_edge import paths
+
+    runner = CliRunner()
+    frame = str(query(gardens_point, "day_right", 50))
+    res = runner.invoke(main, ["localize", frame])
+    assert res.exit_code == 1 and "model.onnx: no such model file" in res.stderr
+    paths.home().mkdir(parents=True)
+    shutil.copy(tiny_onnx, paths.default_model())
+    res = runner.invoke(main, ["localize", frame])
+    assert res.exit_code == 1 and "map" in res.stderr
+    shutil.copytree(tiny_map, paths.default_map())
+    res = runner.invoke(main, ["localize", frame])
+    assert res.exit_code == 0, res.output
+    assert res.output.startswith(f"{frame}: Image0")
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in (5, 6):
+        shutil.copy(query(gardens_point, "night_right", i), folder)
+    res = runner.invoke(main, ["localize", str(folder), "--json"])
+    assert res.exit_code == 0 and len(res.output.strip().splitlines()) == 2
+
+
+def test_cli_map_from_other_model(tiny_map, tmp_path, gardens_point, engine):
+    other = tmp_path / "other.onnx"
+    import onnx
+
+    model = onnx.load(str(engine.path))
+    for p in model.metadata_props:
+        if p.key == "sfrs_edge":
+            info = json.loads(p.value)
+            info["fingerprint"] = "0000111122223333"
+            p.value = json.dumps(info)
+    onnx.save(model, str(other))
+    frame = str(query(gardens_point, "day_right", 50))
+    res = CliRunner().invoke(
+        main, ["localize", frame, "--model", str(other), "--map", str(tiny_map)]
+    )
+    assert res.exit_code == 1
+    assert "0000111122223333" in res.stderr and engine.fingerprint in res.stderr
