@@ -301,3 +301,23 @@ def test_tensorrt_engine_parity(tiny_onnx, tmp_path, some_images):
     assert trt_engine.backend.name == "tensorrt"
     ref = Engine.open(tiny_onnx, backend="cpu").embed_files(some_images)
     assert _cos(trt_engine.embed_files(some_images), ref).min() >= 0.9999
+
+
+def test_engine_info_from_the_onnx_beside_it(tmp_path, tiny_onnx):
+    import importlib.util
+
+    e = tmp_path / "model.engine"
+    e.write_bytes(b"\x00" * 100)
+    fp = Engine.open(tiny_onnx).fingerprint
+    side = {"gpu_name": "x", "tensorrt_version": "10", "fingerprint": fp}
+    (tmp_path / "model.engine.json").write_text(json.dumps(side))
+    with pytest.raises(ModelError, match="model.onnx.*keep both files together"):
+        Engine.open(e)
+    (tmp_path / "model.onnx").write_bytes(tiny_onnx.read_bytes())
+    if importlib.util.find_spec("tensorrt") is None:
+        with pytest.raises(ConfigError, match="tensorrt"):  # metadata read, then TensorRT needed
+            Engine.open(e)
+    side["fingerprint"] = "feedfeedfeedfeed"
+    (tmp_path / "model.engine.json").write_text(json.dumps(side))
+    with pytest.raises(ModelError, match="feedfeedfeedfeed.*rebuild"):
+        Engine.open(e)
