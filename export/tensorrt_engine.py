@@ -59,7 +59,8 @@ def gpu_name() -> str:
         return ""
 
 
-def _import_tensorrt():
+def require_tensorrt():
+    """The tensorrt module, or a ModelError saying how to get it."""
     try:
         import tensorrt as trt
     except ImportError as exc:
@@ -111,7 +112,7 @@ def build_engine(
     max_batch: int = 8,
 ) -> Path:
     """Build ``engine_path`` (+ JSON sidecar) from an sfrs-edge ONNX file; returns the engine path."""
-    trt = _import_tensorrt()
+    trt = require_tensorrt()
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     info, onnx_is_fp16, digest = _onnx_facts(onnx_path)
     t0 = time.time()

@@ -408,3 +408,17 @@ def test_build_engine(tmp_path, lite_exports):
     assert engine.stat().st_size > 0
     assert side["precision"] == "fp16" and side["tensorrt_version"] == tensorrt.__version__
     assert side["fingerprint"] == lite_exports[1].info.fingerprint and side["gpu_name"]
+
+
+def test_cli_engine_without_tensorrt_fails_before_export(tmp_path, tiny_checkpoint):
+    try:
+        import tensorrt  # noqa: F401
+
+        pytest.skip("TensorRT is installed")
+    except ImportError:
+        pass
+    out = tmp_path / "m.onnx"
+    args = ["export", str(tiny_checkpoint), "-o", str(out), "--engine", str(tmp_path / "m.engine")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "TensorRT is not installed" in result.output
+    assert not out.exists()

@@ -82,6 +82,10 @@ def export_command(
 
     checkpoint = checkpoint or paths.default_checkpoint()
     output = output or paths.default_model()
+    if engine is not None:
+        from export.tensorrt_engine import require_tensorrt
+
+        require_tensorrt()  # fail before a long export, not after
     net, provenance = load_checkpoint(checkpoint)
     folder = _verify_folder(verify_images, provenance, checkpoint)
     images = pick_verify_images(folder, verify_count)
