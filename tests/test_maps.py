@@ -531,6 +531,43 @@ def test_exif_gps_positions(tmp_path, images, engine, lat, lon):
     assert m.places([2])[0].position is None
 
 
+def _big_endian_gps_jpeg(path: Path, source: Path) -> None:
+    """A hand-built Motorola-order (MM) EXIF block: 51 deg 30' 0" N, 0 deg 7' 30" W."""
+    import struct
+
+    def entry(tag, typ, count, value_or_offset):
+        return struct.pack(">HHI", tag, typ, count) + value_or_offset
+
+    gps_ifd_off = 8 + 2 + 12 + 4
+    gps_entries = 4
+    data_off = gps_ifd_off + 2 + 12 * gps_entries + 4
+    lat = struct.pack(">6I", 51, 1, 30, 1, 0, 1)
+    lon = struct.pack(">6I", 0, 1, 7, 1, 30, 1)
+    ifd0 = struct.pack(">H", 1) + entry(0x8825, 4, 1, struct.pack(">I", gps_ifd_off)) + bytes(4)
+    gps = (
+        struct.pack(">H", gps_entries)
+        + entry(1, 2, 2, b"N\x00\x00\x00")
+        + entry(2, 5, 3, struct.pack(">I", data_off))
+        + entry(3, 2, 2, b"W\x00\x00\x00")
+        + entry(4, 5, 3, struct.pack(">I", data_off + 24))
+        + bytes(4)
+    )
+    tiff = b"MM\x00\x2a" + struct.pack(">I", 8) + ifd0 + gps + lat + lon
+    seg = b"Exif\x00\x00" + tiff
+    jpeg = source.read_bytes()
+    path.write_bytes(jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(seg) + 2) + seg + jpeg[2:])
+
+
+def test_exif_big_endian(tmp_path, images):
+    out = tmp_path / "mm.jpg"
+    _big_endian_gps_jpeg(out, images / "Image000.jpg")
+    pose = read_exif_gps(out)
+    assert pose is not None
+    np.testing.assert_allclose(pose.position, (51.5, -0.125))
+    assert pose.heading is None and pose.timestamp is None
+    assert read_image(out).shape == (540, 960, 3)  # still a valid JPEG
+
+
 def test_exif_reader_survives_garbage(tmp_path):
     hypothesis = pytest.importorskip("hypothesis")
     from hypothesis import strategies as st
