@@ -78,6 +78,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--efs", default="16,32,64,128,256")
     p.add_argument("--queries", type=int, default=200)
     p.add_argument(
+        "--base-limit",
+        type=int,
+        default=0,
+        help="real base descriptors: first N frames per traversal (0: all 822 images)",
+    )
+    p.add_argument(
         "--threads",
         type=int,
         default=0,
@@ -478,7 +484,11 @@ def main(argv=None) -> int:
     # real base descriptors (GP + Corridor) for the search maps
     base_size = (96, 160) if args.smoke else (180, 320)
     base, seqs = search.base_descriptors(
-        lite0, data_root(), base_size, cache=models.CACHE, per_seq=20 if args.smoke else 0
+        lite0,
+        data_root(),
+        base_size,
+        cache=models.CACHE,
+        per_seq=20 if args.smoke else args.base_limit,
     )
     results["search_base"] = {
         "descriptors": len(base),

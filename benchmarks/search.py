@@ -278,7 +278,10 @@ def base_descriptors(
     if not folders:
         raise FileNotFoundError(f"no Gardens Point / Corridor images under {root}")
     files = [list_images(f)[: per_seq or None] for f in folders]
-    key = f"base_{net.config.backbone}_{input_size[0]}x{input_size[1]}_{sum(map(len, files))}.npz"
+    from train.model import fingerprint
+
+    fp = fingerprint(net.state_dict())[:12]
+    key = f"base_{fp}_{input_size[0]}x{input_size[1]}_{sum(map(len, files))}.npz"
     if cache is not None and (cache / key).is_file():
         z = np.load(cache / key, allow_pickle=False)
         desc = z["desc"]
