@@ -433,6 +433,7 @@ class Trainer:
             "selected_by": "val R@5" if self.val is not None else "last epoch (no val set)",
             "train": asdict(self.cfg),
             "train_set": self.train_set.summary(),
+            "images": str(Path(ts.db_paths[0]).parent.resolve()),
             "pca_images": len(images) if pca_dim else 0,
         }
         save_checkpoint(net, self.run_dir / FINAL, prov)

@@ -1,0 +1,216 @@
+"""SFRS generational training on tiny real configurations (Gardens Point, 96x160, 8 clusters)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from train.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint  # noqa: E402
+from train.config import TrainConfig  # noqa: E402
+from train.datasets import load_traversals  # noqa: E402
+from train.trainer import Trainer  # noqa: E402
+
+TINY = dict(
+    input_height=96,
+    input_width=160,
+    num_clusters=8,
+    pos_radius=2,
+    nonneg_radius=5,
+    eval_radius=2,
+    neg_num=2,
+    neg_pool=20,
+    pos_num=2,
+    pos_pool=5,
+    color_jitter=None,
+    pca_dim=8,
+    descriptors_per_image=10,
+    kmeans_images=40,
+    batch_size=16,
+)
+
+
+def tiny_config(**kw) -> TrainConfig:
+    return TrainConfig(**{**TINY, **kw})
+
+
+@pytest.fixture(scope="module")
+def gp_train(gardens_point):
+    return load_traversals(gardens_point, "day_left", ["night_right"], range(0, 12))
+
+
+@pytest.fixture(scope="module")
+def init_ckpt(tmp_path_factory, gp_train):
+    """The off-the-shelf start point (ImageNet Lite0 + k-means NetVLAD, no PCA)."""
+    from train.offtheshelf import InitConfig, build_offtheshelf
+
+    torch.set_num_threads(1)
+    cfg = tiny_config()
+    icfg = InitConfig(
+        num_clusters=8, input_height=96, input_width=160, descriptors_per_image=10, max_images=40
+    )
+    net, prov = build_offtheshelf([*gp_train.query_paths, *gp_train.db_paths], icfg)
+    assert cfg.num_clusters == net.config.num_clusters
+    path = tmp_path_factory.mktemp("init") / "init.pt"
+    save_checkpoint(net, path, prov)
+    return path
+
+
+def make(gp_train, init_ckpt, run_dir, **kw):
+    return Trainer(tiny_config(**kw), gp_train, run_dir, init=init_ckpt, progress=False)
+
+
+def state(net):
+    return {k: v.clone() for k, v in net.state_dict().items()}
+
+
+def equal_states(a, b, atol=0.0):
+    return all(torch.allclose(a[k], b[k], atol=atol, rtol=0) for k in a)
+
+
+def test_frozen_cache_equals_full_forward(gp_train, init_ckpt, tmp_path):
+    tr = make(gp_train, init_ckpt, tmp_path)
+    paths = gp_train.db_paths[:3]
+    f = tr.inputs(tr.student, paths)
+    assert tr.inputs.split == 12  # Lite0: stem + blocks 0..10 frozen
+    from train.features import map_images
+
+    full = map_images(tr.student, paths, lambda n, x: n.features(x))
+    np.testing.assert_allclose(tr.inputs.suffix(tr.student, f).detach().numpy(), full, atol=1e-4)
+
+
+def test_teacher_frozen_and_student_restarts_from_initial_weights(gp_train, init_ckpt, tmp_path):
+    tr = make(gp_train, init_ckpt, tmp_path, tuples_per_step=2)
+    initial, _ = load_checkpoint(init_ckpt)
+    init_weights = {k: v for k, v in initial.state_dict().items() if not k.startswith("pca")}
+    tr.start_generation(0)
+    assert equal_states(state(tr.student), init_weights)
+    tr.train_epoch(0, 0)
+    trained = state(tr.student)
+    assert not equal_states(trained, init_weights)
+    # generation 1: teacher = the student's last weights, student = the initial weights again
+    tr.start_generation(1)
+    assert equal_states(state(tr.teacher), trained)
+    assert equal_states(state(tr.student), init_weights)
+    assert not any(p.requires_grad for p in tr.teacher.parameters())
+    before = state(tr.teacher)
+    parts = tr.train_epoch(1, 0)
+    assert "soft" in parts and parts["soft"] > 0
+    assert equal_states(state(tr.teacher), before)  # never changes within the generation
+    assert not equal_states(state(tr.student), init_weights)
+    frozen = [k for k, p in tr.student.named_parameters() if not p.requires_grad]
+    assert frozen and all(torch.equal(tr.student.state_dict()[k], init_weights[k]) for k in frozen)
+
+
+def test_resume_continues_exactly(gp_train, init_ckpt, tmp_path):
+    kw = dict(generations=2, epochs=2, tuples_per_step=4)
+    full = make(gp_train, init_ckpt, tmp_path / "full", **kw)
+    full.run()
+    part = make(gp_train, init_ckpt, tmp_path / "part", **kw)
+    out = part.run(max_epochs=2)  # gen 0 (one epoch) + gen 1 epoch 0, then stop
+    assert out["stopped"] == (1, 1)
+    resumed = make(gp_train, init_ckpt, tmp_path / "part", **kw)
+    resumed.run(resume=True)
+    a = read_checkpoint(tmp_path / "full" / "last.pt")
+    b = read_checkpoint(tmp_path / "part" / "last.pt")
+    assert equal_states(a["state_dict"], b["state_dict"], atol=1e-6)
+    assert a["train_state"]["neg_cache"] == b["train_state"]["neg_cache"]
+    rows_a = [r for r in a["train_state"]["history"]]
+    rows_b = [r for r in b["train_state"]["history"]]
+    assert [r.get("loss") for r in rows_a] == pytest.approx([r.get("loss") for r in rows_b])
+
+
+def _ddp_worker(rank, world, init_file, init_ckpt, gp_root, run_dir):
+    import torch.distributed as dist
+
+    from train.distributed import DistInfo
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    train = load_traversals(gp_root, "day_left", ["night_right"], range(0, 12))
+    cfg = tiny_config(generations=2, epochs=1, tuples_per_step=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        Trainer(
+            cfg, train, run_dir, init=init_ckpt, dist=DistInfo(rank, world), progress=False
+        ).run()
+    dist.destroy_process_group()
+
+
+def test_ddp_two_processes_equal_one(gp_train, init_ckpt, gardens_point, tmp_path):
+    import torch.multiprocessing as mp
+
+    single = make(
+        gp_train, init_ckpt, tmp_path / "single", generations=2, epochs=1, tuples_per_step=2
+    )
+    single.run()
+    mp.spawn(
+        _ddp_worker,
+        args=(2, str(tmp_path / "pg"), str(init_ckpt), str(gardens_point), str(tmp_path / "ddp")),
+        nprocs=2,
+    )
+    a = read_checkpoint(tmp_path / "single" / "last.pt")["state_dict"]
+    b = read_checkpoint(tmp_path / "ddp" / "last.pt")["state_dict"]
+    init = read_checkpoint(init_ckpt)["state_dict"]
+    assert not equal_states({k: a[k] for k in init if "pca" not in k}, init)
+    assert equal_states(a, b, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_end_to_end_cli_train_export(gardens_point, tmp_path):
+    """`sfrs-edge train` for generations 0 and 1 on real images; the checkpoint loads, exports,
+    and the exported model localizes like the checkpoint."""
+    from click.testing import CliRunner
+
+    from sfrs_edge.cli import main
+
+    torch.set_num_threads(1)
+    run = tmp_path / "run"
+    args = [
+        "train", "--dataset", "traversal", "--data", str(gardens_point), "-o", str(run),
+        "--train-places", "0-11", "--val-places", "20-29", "--test-places", "100-109",
+        "--query-folders", "night_right",
+        "--input-size", "96x160", "--clusters", "8", "--generations", "2", "--epochs", "2",
+        "--pos-radius", "2", "--nonneg-radius", "5", "--eval-radius", "2",
+        "--neg-num", "2", "--neg-pool", "20", "--pos-num", "2", "--pos-pool", "5",
+        "--color-jitter", "none", "--pca-dim", "8", "--tuples-per-step", "2", "--no-progress",
+    ]  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    log = (run / "log.csv").read_text().splitlines()
+    assert log[0].startswith("generation,epoch")
+    gens = [line.split(",")[0] for line in log[1:]]
+    assert gens[0] == "off-the-shelf" and "0" in gens and "1" in gens and gens[-1] == "final+PCA8"
+    net, prov = load_checkpoint(run / "checkpoint.pt")
+    assert (
+        prov["kind"] == "sfrs" and prov["generation"] in (0, 1) and "val_r5" in prov["val_recall"]
+    )
+    assert net.config.pca_dim == 8 and (96, 160) == (
+        net.config.input_height,
+        net.config.input_width,
+    )
+    export = pytest.importorskip("export.pipeline")
+    from sfrs_edge.engine import Engine
+    from sfrs_edge.recall import rank_database
+    from train.features import descriptors
+
+    onnx_path = tmp_path / "model.onnx"
+    verify = sorted((gardens_point / "day_left").iterdir())[:4]
+    export.export_checkpoint(run / "checkpoint.pt", onnx_path, verify_images=verify)
+    engine = Engine.open(onnx_path, "cpu")
+    assert engine.dim == 8
+    # localize: night queries 100-109 against the day_left database with the exported model
+    db = sorted((gardens_point / "day_left").iterdir())[100:110]
+    queries = sorted((gardens_point / "night_right").iterdir())[100:110]
+    got_db, got_q = engine.embed_files(db), engine.embed_files(queries)
+    ref_db, ref_q = descriptors(net, db), descriptors(net, queries)
+    np.testing.assert_allclose(got_db, ref_db, atol=2e-3)
+    np.testing.assert_allclose(got_q, ref_q, atol=2e-3)
+    top_onnx = rank_database(got_q, got_db, 1)[:, 0]
+    top_torch = rank_database(ref_q, ref_db, 1)[:, 0]
+    assert (top_onnx == top_torch).mean() >= 0.9
