@@ -201,8 +201,10 @@ def bench_checkpoint(net, label: str, args, sets, paths, tmp: Path) -> list[dict
     """Rows for one torch model: torch dims + ONNX FP32/FP16 at the chosen dims."""
     dims = [d if d == "none" else int(d) for d in args.pca_dims.split(",")]
     efs = tuple(int(e) for e in args.efs.split(","))
-    tdesc, skipped = torch_variants(net, paths, dims)
     native = net.pca.out_dim if net.pca is not None else "none"
+    if native not in dims:
+        dims.insert(0, native)  # the model's own dimension is always evaluated
+    tdesc, skipped = torch_variants(net, paths, dims)
     if args.onnx_dims == "native":
         odims = [native]
     elif args.onnx_dims == "all":
