@@ -105,6 +105,7 @@ def test_teacher_frozen_and_student_restarts_from_initial_weights(gp_train, init
     assert frozen and all(torch.equal(tr.student.state_dict()[k], init_weights[k]) for k in frozen)
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(gp_train, init_ckpt, tmp_path):
     kw = dict(generations=2, epochs=2, tuples_per_step=4)
     full = make(gp_train, init_ckpt, tmp_path / "full", **kw)
@@ -140,6 +141,7 @@ def _ddp_worker(rank, world, init_file, init_ckpt, gp_root, run_dir):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_equal_one(gp_train, init_ckpt, gardens_point, tmp_path):
     import torch.multiprocessing as mp
 
@@ -214,3 +216,28 @@ def test_end_to_end_cli_train_export(gardens_point, tmp_path):
     top_onnx = rank_database(got_q, got_db, 1)[:, 0]
     top_torch = rank_database(ref_q, ref_db, 1)[:, 0]
     assert (top_onnx == top_torch).mean() >= 0.9
+
+
+@pytest.mark.slow
+def test_vgg16_trains_conv5_only(gardens_point, tmp_path):
+    """VGG16 path (random weights, no ImageNet file needed): conv1-4 cached and frozen."""
+    from train.model import ModelConfig, SFRSNet
+
+    torch.manual_seed(0)
+    net = SFRSNet(ModelConfig(backbone="vgg16", num_clusters=4, input_height=64, input_width=96))
+    save_checkpoint(net, tmp_path / "vgg_init.pt", {"kind": "test"})
+    train = load_traversals(gardens_point, "day_left", ["night_right"], range(0, 12))
+    cfg = tiny_config(backbone="vgg16", num_clusters=4, input_height=64, input_width=96)
+    tr = Trainer(cfg, train, tmp_path / "run", init=tmp_path / "vgg_init.pt", progress=False)
+    assert tr.inputs.split == 24  # conv5_1 is module 24 of VGG16 features
+    tr.start_generation(0)
+    tr.train_epoch(0, 0)
+    tr.start_generation(1)
+    parts = tr.train_epoch(1, 0)
+    assert {"hard", "soft"} <= set(parts)
+    after = tr.student.state_dict()
+    before = net.state_dict()
+    assert torch.equal(after["backbone.features.21.weight"], before["backbone.features.21.weight"])
+    assert not torch.equal(
+        after["backbone.features.28.weight"], before["backbone.features.28.weight"]
+    )
