@@ -39,13 +39,21 @@ def main(verbose: bool) -> None:
 
 
 def _register() -> None:
+    from . import demo as demo_commands
     from . import export as export_commands
     from . import localize as localize_commands
     from . import maps as map_commands
     from . import model as model_commands
     from . import train as train_commands
 
-    for mod in (model_commands, export_commands, map_commands, localize_commands, train_commands):
+    for mod in (
+        model_commands,
+        export_commands,
+        map_commands,
+        localize_commands,
+        train_commands,
+        demo_commands,
+    ):
         for command in mod.COMMANDS:
             main.add_command(command)
 
