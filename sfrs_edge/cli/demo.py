@@ -52,7 +52,10 @@ def write_index_poses(images: list[Path], path: Path) -> Path:
 )
 @click.option("--fp16", is_flag=True, help="Export and localize with the FP16 model.")
 @click.option(
-    "--evaluate", is_flag=True, help="Also localize every query frame and print R@1/5/10."
+    "--evaluate/--no-evaluate",
+    default=True,
+    show_default=True,
+    help="Also localize every day_right and night_right frame and print R@1/5/10.",
 )
 @click.option("--no-download", is_flag=True, help="Fail instead of downloading Gardens Point.")
 def demo_command(frame, query_set, pca_dim, fp16, evaluate, no_download):
