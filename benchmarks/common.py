@@ -196,6 +196,20 @@ def reps_for_budget(seconds_per_call: float, budget_s: float, lo: int, hi: int) 
     return int(min(hi, max(lo, budget_s // seconds_per_call)))
 
 
+def limit_threads(n: int) -> None:
+    """Cap torch, onnxruntime (by the caller) and numpy's BLAS at ``n`` threads, so no library
+    runs threads into barriers on a busy machine (threadpoolctl, when installed)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    global _LIMITS
+    _LIMITS = threadpool_limits(n)
+
+
+_LIMITS = None
+
+
 def rss_bytes() -> int:
     """Resident memory of this process now (Linux; 0 elsewhere)."""
     try:

@@ -30,6 +30,7 @@ from benchmarks.common import (  # noqa: E402
     Stats,
     Table,
     data_root,
+    limit_threads,
     log,
     machine,
     plt_module,
@@ -474,6 +475,7 @@ def main(argv=None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+        limit_threads(args.threads)
     # the Lite0 net: real ImageNet backbone + k-means NetVLAD (checkpoint or quick build)
     if args.checkpoint:
         lite0 = models.load_net(args.checkpoint)

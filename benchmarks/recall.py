@@ -29,6 +29,7 @@ from benchmarks.common import (  # noqa: E402
     RESULTS,
     Table,
     data_root,
+    limit_threads,
     log,
     machine,
     plt_module,
@@ -341,6 +342,7 @@ def main(argv=None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+        limit_threads(args.threads)
     sets = datasets(args.limit)
     paths = unique_paths(sets)
     names = list(sets)
