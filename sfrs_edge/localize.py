@@ -151,6 +151,45 @@ class Localizer:
         """Where was this frame taken? ``frame_bgr``: uint8 HxWx3 BGR (gray/BGRA/16-bit ok)."""
         return self._localize(frame_bgr, {"decode": 0.0}, None, time.perf_counter())
 
+    def localize_scores(self, frame_bgr: np.ndarray) -> tuple[LocalizationResult, np.ndarray]:
+        """:meth:`localize`, plus the frame's similarity to every map place (N,) float32.
+
+        Exact maps give true similarities; HNSW maps give the candidates' similarities and
+        the lowest of them for every other place (what the temporal filters need).
+        """
+        out: list[np.ndarray] = []
+        result = self._localize(frame_bgr, {"decode": 0.0}, None, time.perf_counter(), out)
+        return result, out[0]
+
+    def match(self, place_id: int, similarity: float) -> Match:
+        """A :class:`Match` for map row ``place_id`` (its name and position)."""
+        pos = self._positions[place_id] if self._positions.shape[1] else None
+        known = pos is not None and not np.isnan(pos).any()
+        return Match(
+            id=int(place_id),
+            name=self._places[int(place_id)].name,
+            similarity=round(float(similarity), 6),
+            position=tuple(float(v) for v in pos) if known else None,
+        )
+
+    def stream(self, frames, filter="none", window: int = 5, **filter_options: Any):  # noqa: A002
+        """Localize an iterable of frames lazily: one :class:`~sfrs_edge.sequence.StreamResult`
+        per frame, with the per-frame and the temporally filtered answer.
+
+        ``frames``: uint8 BGR arrays or :class:`~sfrs_edge.video.Frame` s (e.g. a
+        :class:`~sfrs_edge.stream.FrameStream`). ``filter``: ``none``, ``seq`` or ``hmm``, or a
+        :class:`~sfrs_edge.filtering.FilterConfig`; ``window`` and ``filter_options`` (its
+        other fields) configure it. See :mod:`sfrs_edge.filtering`.
+        """
+        from .filtering import FilterConfig
+        from .sequence import localize_stream
+
+        if isinstance(filter, FilterConfig):
+            config = filter
+        else:
+            config = FilterConfig(method=filter, window=window, **filter_options)
+        return localize_stream(self, frames, config)
+
     def localize_file(self, path: str | os.PathLike) -> LocalizationResult:
         """Read an image file (clear ImageError when unreadable) and localize it."""
         t0 = time.perf_counter()
@@ -160,7 +199,12 @@ class Localizer:
     # --- internals ----------------------------------------------------------------------
 
     def _localize(
-        self, frame: np.ndarray, times: dict[str, float], source: str | None, t0: float
+        self,
+        frame: np.ndarray,
+        times: dict[str, float],
+        source: str | None,
+        t0: float,
+        scores_out: list[np.ndarray] | None = None,
     ) -> LocalizationResult:
         with self._lock:
             desc = self.engine.embed_frame(frame, times)
@@ -168,10 +212,19 @@ class Localizer:
             n = min(len(self.map), max(self.k, CANDIDATES))
             ids, sims = self.map.search(desc, n, self.ef)
             times["search"] = time.perf_counter() - t
+            if scores_out is not None:
+                scores_out.append(self._all_scores(desc, ids[0], sims[0]))
         result = self._estimate(ids[0], sims[0])
         times["total"] = time.perf_counter() - t0
         ms = {key: round(v * 1000.0, 3) for key, v in times.items()}
         return LocalizationResult(**result, timings=ms, source=source)
+
+    def _all_scores(self, desc: np.ndarray, ids: np.ndarray, sims: np.ndarray) -> np.ndarray:
+        if self.map.index_type == "exact":
+            return np.asarray(self.map.descriptors @ desc, np.float32)
+        out = np.full(len(self.map), float(sims.min()), np.float32)
+        out[ids] = sims
+        return out
 
     def _near(self, ids: np.ndarray, best: int, radius: float, frames: int) -> np.ndarray:
         """Which candidate ids lie within ``radius`` of ``best`` (else within ``frames`` rows)."""

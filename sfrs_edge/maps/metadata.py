@@ -21,7 +21,7 @@ CREATE TABLE places (
     lat REAL, lon REAL,            -- position_kind latlon (degrees, WGS84)
     heading REAL,                  -- degrees, when known
     timestamp TEXT,                -- as given by the CSV or EXIF
-    sequence TEXT,                 -- video/sequence id (reserved for keyframe maps)
+    sequence TEXT,                 -- source video of a keyframe (maps built from video)
     frame INTEGER,                 -- frame number within the sequence
     keyframe INTEGER               -- 1 when selected as a keyframe
 );
@@ -40,6 +40,8 @@ class Place:
     position_kind: str | None = None  # "xy" | "xyz" | "latlon" | None
     heading: float | None = None
     timestamp: str | None = None
+    sequence: str | None = None  # source video (maps built from video)
+    frame: int | None = None  # frame number within that video
 
 
 def _row(p: Place) -> tuple:
@@ -54,7 +56,12 @@ def _row(p: Place) -> tuple:
         else:
             raise MapError(f"{p.name}: unknown position kind {p.position_kind!r}")
     kind = p.position_kind if pos is not None else None
-    return (p.id, p.name, p.path, kind, *xyz, *latlon, p.heading, p.timestamp)
+    keyframe = 1 if p.sequence is not None else None
+    return (p.id, p.name, p.path, kind, *xyz, *latlon, p.heading, p.timestamp) + (
+        p.sequence,
+        p.frame,
+        keyframe,
+    )
 
 
 def write_metadata(path: Path, places: list[Place]) -> None:
@@ -65,7 +72,7 @@ def write_metadata(path: Path, places: list[Place]) -> None:
         con.execute("INSERT INTO info VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         con.executemany(
             "INSERT INTO places (id, name, path, position_kind, x, y, z, lat, lon, heading, "
-            "timestamp) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "timestamp, sequence, frame, keyframe) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [_row(p) for p in places],
         )
         con.commit()
@@ -83,15 +90,15 @@ def read_metadata(path: Path) -> list[Place]:
         raise MapError(f"{path}: cannot open map metadata ({exc})") from None
     try:
         rows = con.execute(
-            "SELECT id, name, path, position_kind, x, y, z, lat, lon, heading, timestamp "
-            "FROM places ORDER BY id"
+            "SELECT id, name, path, position_kind, x, y, z, lat, lon, heading, timestamp, "
+            "sequence, frame FROM places ORDER BY id"
         ).fetchall()
     except sqlite3.Error as exc:
         raise MapError(f"{path}: map metadata is corrupt ({exc}); rebuild the map") from None
     finally:
         con.close()
     places = []
-    for pid, name, src, kind, x, y, z, lat, lon, heading, ts in rows:
+    for pid, name, src, kind, x, y, z, lat, lon, heading, ts, seq, frame in rows:
         if kind == "latlon":
             pos = (lat, lon)
         elif kind == "xy":
@@ -100,5 +107,5 @@ def read_metadata(path: Path) -> list[Place]:
             pos = (x, y, z)
         else:
             pos = None
-        places.append(Place(pid, name, src, pos, kind, heading, ts))
+        places.append(Place(pid, name, src, pos, kind, heading, ts, seq, frame))
     return places

@@ -1,0 +1,143 @@
+"""Temporal filtering of place recognition over a sliding window of frames.
+
+Both filters assume the map's rows follow the route (true for maps built from a video or from
+an ordered image folder), so moving along the route means moving to nearby rows. Input per
+frame: the similarities of the frame to every map place (``scores``, shape (N,)). Each frame's
+scores are standardised (z-score over the map) so that frames with compressed similarities
+(night, blur) count as much as crisp ones.
+
+- ``seq`` (SeqSLAM-style sequence matching): for each map row ``j`` and each velocity ``v``
+  (rows per frame, from ``velocities``), the score of the straight line through the last
+  ``window`` frames that ends at ``j``: ``mean_t z[t, j − round(v·(W−1−t))]``; the best over
+  ``v`` is the filtered score of ``j``. Rows before the map's start do not count.
+- ``hmm`` (Bayes filter over map rows, run over the last ``window`` frames from a uniform
+  prior): prediction moves belief forward by ``velocity`` rows per frame with a Gaussian of
+  width ``sigma`` rows (plus a small uniform ``jump`` probability to recover from errors), the
+  update multiplies by ``exp(z / temperature)``.
+
+``window = 1`` (or ``method = "none"``) returns the frame's own best place.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import ConfigError
+
+METHODS = ("none", "seq", "hmm")
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    """Settings of a :class:`TemporalFilter` (see module doc). Saved with results as a dict."""
+
+    method: str = "seq"
+    window: int = 5
+    velocities: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5)
+    velocity: float = 1.0
+    sigma: float = 1.5
+    jump: float = 1e-3
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown filter {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.window < 1:
+            raise ConfigError(f"filter window must be at least 1 frame, got {self.window}")
+        if not self.velocities or self.sigma <= 0 or self.temperature <= 0:
+            raise ConfigError("filter velocities, sigma and temperature must be positive")
+        if not 0 <= self.jump < 1:
+            raise ConfigError(f"filter jump probability must be in [0, 1), got {self.jump}")
+
+
+def standardise(scores: np.ndarray) -> np.ndarray:
+    """Z-score of one frame's similarities over the map (constant scores give zeros)."""
+    s = np.asarray(scores, np.float64)
+    sd = s.std()
+    return (s - s.mean()) / sd if sd > 1e-12 else np.zeros_like(s)
+
+
+def sequence_scores(z: np.ndarray, velocities: tuple[float, ...]) -> np.ndarray:
+    """SeqSLAM line scores: (W, N) standardised scores, oldest first → (N,) per end row."""
+    w, n = z.shape
+    best = np.full(n, -np.inf)
+    ends = np.arange(n)
+    for v in velocities:
+        total = np.zeros(n)
+        count = np.zeros(n)
+        for t in range(w):
+            rows = ends - int(round(v * (w - 1 - t)))
+            ok = rows >= 0
+            total[ok] += z[t, rows[ok]]
+            count[ok] += 1
+        best = np.maximum(best, total / np.maximum(count, 1))
+    return best
+
+
+def _kernel(velocity: float, sigma: float) -> tuple[np.ndarray, int]:
+    """Transition kernel over row offsets -r..r+velocity (Gaussian around ``velocity``)."""
+    lo = int(np.floor(velocity - 3 * sigma))
+    hi = int(np.ceil(velocity + 3 * sigma))
+    offsets = np.arange(lo, hi + 1)
+    k = np.exp(-0.5 * ((offsets - velocity) / sigma) ** 2)
+    return k / k.sum(), lo
+
+
+def hmm_posterior(z: np.ndarray, cfg: FilterConfig) -> np.ndarray:
+    """Forward-filtered belief over map rows after the (W, N) frames, from a uniform prior."""
+    w, n = z.shape
+    kernel, lo = _kernel(cfg.velocity, cfg.sigma)
+    belief = np.full(n, 1.0 / n)
+    for t in range(w):
+        if t > 0:
+            moved = np.convolve(belief, kernel)  # index i + (offset - lo) ← row i
+            shifted = np.zeros(n)
+            start = lo  # output row of moved[0]
+            a, b = max(0, start), min(n, start + len(moved))
+            shifted[a:b] = moved[a - start : b - start]
+            belief = (1 - cfg.jump) * shifted + cfg.jump / n
+        like = np.exp((z[t] - z[t].max()) / cfg.temperature)
+        belief = belief * like
+        belief /= belief.sum()
+    return belief
+
+
+class TemporalFilter:
+    """Keeps the last ``window`` frames' standardised scores; :meth:`update` per frame.
+
+    Call :meth:`reset` when the stream jumps (a new drive, a long pause).
+    """
+
+    def __init__(self, config: FilterConfig | None = None) -> None:
+        self.config = config or FilterConfig()
+        self._history: deque[np.ndarray] = deque(maxlen=self.config.window)
+
+    def reset(self) -> None:
+        self._history.clear()
+
+    def __len__(self) -> int:
+        return len(self._history)
+
+    def update(self, scores: np.ndarray) -> np.ndarray:
+        """Add one frame's similarities to every map row (N,); return filtered scores (N,).
+
+        Higher is better; the filtered answer is ``argmax``. ``none`` returns the standardised
+        frame scores; ``seq`` line scores; ``hmm`` the posterior probability of each row.
+        """
+        z = standardise(scores)
+        if self._history and len(self._history[-1]) != len(z):
+            raise ConfigError(
+                f"filter got scores over {len(z)} places after {len(self._history[-1])}; "
+                "reset the filter when the map changes"
+            )
+        self._history.append(z)
+        cfg = self.config
+        if cfg.method == "none" or len(self._history) == 1:
+            return z if cfg.method != "hmm" else hmm_posterior(z[None], cfg)
+        stack = np.stack(self._history)
+        if cfg.method == "seq":
+            return sequence_scores(stack, cfg.velocities)
+        return hmm_posterior(stack, cfg)
