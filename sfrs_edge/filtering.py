@@ -69,7 +69,7 @@ def sequence_scores(z: np.ndarray, velocities: tuple[float, ...]) -> np.ndarray:
         total = np.zeros(n)
         count = np.zeros(n)
         for t in range(w):
-            rows = ends - int(round(v * (w - 1 - t)))
+            rows = ends - int(np.floor(v * (w - 1 - t) + 0.5))
             ok = rows >= 0
             total[ok] += z[t, rows[ok]]
             count[ok] += 1

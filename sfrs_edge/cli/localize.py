@@ -53,7 +53,40 @@ def _print_human(result, show_timings: bool) -> None:
 
 
 @click.command("localize")
-@click.argument("frames", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("frames", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--video",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Localize the frames of a video file as a camera stream.",
+)
+@click.option("--camera", type=int, default=None, help="Localize a live camera (device number).")
+@click.option(
+    "--fps",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Camera rate to request; for --video, the rate it is played at [default: the file's].",
+)
+@click.option(
+    "--all-frames",
+    is_flag=True,
+    help="--video: process every frame as fast as possible (no real-time pacing, no drops).",
+)
+@click.option(
+    "--filter",
+    "filter_method",
+    type=click.Choice(["seq", "hmm", "none"]),
+    default="seq",
+    show_default=True,
+    help="Temporal filter over the last --window frames (video/camera).",
+)
+@click.option(
+    "--window",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Frames in the temporal filter's window.",
+)
 @click.option(
     "--model",
     "model_path",
@@ -80,11 +113,46 @@ def _print_human(result, show_timings: bool) -> None:
 )
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU inference threads.")
 @click.option("--ef", type=click.IntRange(min=1), default=None, help="HNSW search breadth.")
-def localize_command(frames, model_path, map_path, k, as_json, timings, backend, threads, ef):
+def localize_command(
+    frames,
+    video,
+    camera,
+    fps,
+    all_frames,
+    filter_method,
+    window,
+    model_path,
+    map_path,
+    k,
+    as_json,
+    timings,
+    backend,
+    threads,
+    ef,
+):
     """Localize FRAME... (image files or folders) against a map: top-k places, position,
-    confidence. Unreadable frames are reported and skipped; the exit code is then 1."""
+    confidence. Unreadable frames are reported and skipped; the exit code is then 1.
+
+    With --video FILE or --camera N: a camera loop (decoding in a thread, stale frames
+    dropped), one result per processed frame with the frame's own and the temporally
+    filtered answer and the capture-to-result latency."""
     from ..localize import open_localizer
 
+    sources = bool(frames) + (video is not None) + (camera is not None)
+    if sources != 1:
+        raise click.UsageError("give FRAME... or --video FILE or --camera N (exactly one)")
+    if video is None and camera is None and (fps or all_frames):
+        raise click.UsageError("--fps and --all-frames apply to --video/--camera")
+    if video is not None or camera is not None:
+        from ..filtering import FilterConfig
+
+        config = FilterConfig(method=filter_method, window=window)  # checked before loading
+        loc = open_localizer(model_path, map_path, k=k, backend=backend, threads=threads, ef=ef)
+        from .stream import run_stream
+
+        source = str(video) if video is not None else camera
+        run_stream(loc, source, fps, all_frames, config, as_json, timings)
+        return
     loc = open_localizer(model_path, map_path, k=k, backend=backend, threads=threads, ef=ef)
     failed = 0
     for frame in _frames(frames):

@@ -29,7 +29,8 @@ _poses_option = click.option(
     type=click.Path(path_type=Path),
     default=None,
     help="CSV of positions: name, lat,lon or x,y[,z], optional heading, timestamp "
-    "[default: EXIF GPS of JPEGs when present].",
+    "[default: EXIF GPS of JPEGs when present]. For a video SOURCE: a track CSV with a "
+    "time column (t, seconds of the video or ISO date-times) and lat,lon or x,y[,z].",
 )
 _skip_option = click.option(
     "--skip-bad-images",
@@ -78,6 +79,39 @@ def map_group() -> None:
 @map_group.command("build")
 @click.argument("source", type=click.Path(path_type=Path))
 @_poses_option
+@click.option(
+    "--gpx",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Video sources: GPX track; keyframes are positioned by timestamp.",
+)
+@click.option(
+    "--keyframe-step",
+    default=0.5,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Video sources: seconds between keyframe candidates.",
+)
+@click.option(
+    "--min-change",
+    default=0.05,
+    show_default=True,
+    type=click.FloatRange(0, 2),
+    help="Video sources: keep a candidate only if 1 - cosine to the last keyframe >= this.",
+)
+@click.option(
+    "--track-offset",
+    default=0.0,
+    show_default=True,
+    help="Video sources: seconds added to frame times to get track times.",
+)
+@click.option(
+    "--max-gap",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Video sources: no position inside track gaps longer than this (seconds).",
+)
 @_model_option
 @_backend_option
 @click.option(
@@ -104,6 +138,11 @@ def map_group() -> None:
 def build_command(
     source,
     poses,
+    gpx,
+    keyframe_step,
+    min_change,
+    track_offset,
+    max_gap,
     model_path,
     backend,
     index_type,
@@ -115,15 +154,50 @@ def build_command(
     batch_size,
     output,
 ):
-    """Build a map from the images in SOURCE (a folder)."""
+    """Build a map from the images in SOURCE (a folder), or from the keyframes of a video file
+    (with --poses TRACK.csv or --gpx TRACK.gpx for positions by timestamp)."""
     import time
 
     from ..maps import build_map
+    from ..video import is_video
 
     engine = _engine(model_path, backend)
     output = output or paths.default_map()
     output.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    if is_video(source):
+        from ..keyframes import KeyframeConfig
+        from ..maps.from_video import build_map_from_video
+
+        if poses and gpx:
+            raise click.UsageError("give either --poses (CSV track) or --gpx, not both")
+        m = build_map_from_video(
+            engine,
+            source,
+            output,
+            track=poses or gpx,
+            keyframes=KeyframeConfig(keyframe_step, min_change),
+            max_gap=max_gap,
+            track_offset=track_offset,
+            allow_missing_poses=allow_missing_poses,
+            index=index_type,
+            hnsw_m=hnsw_m,
+            ef_construction=ef_construction,
+            ef=ef,
+        )
+        dt = time.perf_counter() - t0
+        v = m.manifest["history"][-1]["video"]
+        if v["corrupt_frames"]:
+            click.echo(f"warning: skipped {v['corrupt_frames']} corrupt frames", err=True)
+        click.echo(
+            f"wrote {output}: {len(m)} keyframes of {v['frames']} frames "
+            f"({v['rejected_unchanged']} unchanged candidates skipped), {m.dim}-d, "
+            f"{m.index_type} index, {m.manifest['positions'].get('count', 0)} with positions "
+            f"({dt:.1f} s)"
+        )
+        return
+    if gpx:
+        raise click.UsageError("--gpx is for video sources; give image positions with --poses")
     m = build_map(
         engine,
         source,
