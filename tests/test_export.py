@@ -76,8 +76,8 @@ def norm_input_types(model) -> dict[str, set[int]]:
             out.setdefault("ReduceSum", set()).add(types[reduce.input[0]])
             for div in (n for n in downstream(node.output[0]) if n.op_type == "Div"):
                 out.setdefault("Div", set()).update(types.get(i) for i in div.input)
-        elif node.op_type == "Softmax":
-            out.setdefault("Softmax", set()).add(types[node.input[0]])
+        elif node.op_type in ("Softmax", "MatMul"):  # soft-assignment, VLAD aggregation
+            out.setdefault(node.op_type, set()).add(types[node.input[0]])
     return out
 
 
@@ -173,7 +173,7 @@ def test_lite0_fp16_keeps_norms_in_fp32(lite_exports):
     assert conv_w == {FLOAT16}
     types = norm_input_types(model)
     assert len([n for n in model.graph.node if n.op_type == "Sqrt"]) == 4  # the four L2 norms
-    for op in ("ReduceSum", "Sqrt", "Div", "Softmax"):
+    for op in ("ReduceSum", "Sqrt", "Div", "Softmax", "MatMul"):
         assert types[op] == {FLOAT}, f"{op} of a norm must run in fp32 under --fp16: {types[op]}"
 
 
@@ -310,7 +310,7 @@ def test_vgg16_exports_fp32_and_fp16_with_parity(tmp_path, vgg_checkpoint, verif
     assert r16.info.fingerprint == r32.info.fingerprint
     assert r16.info.backbone == "vgg16" and r16.info.descriptor_dim == 16
     types = norm_input_types(onnx.load(str(r16.path)))
-    assert all(t == {FLOAT} for t in types.values()) and len(types) == 4
+    assert all(t == {FLOAT} for t in types.values()) and len(types) == 5
 
 
 # --------------------------------------------------------------------------------------- CLI
