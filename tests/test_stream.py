@@ -169,3 +169,19 @@ def test_localize_video_cli(loc, tiny_onnx, walk, tmp_path):
     assert r.exit_code == 1 and "camera 96: cannot be opened" in r.output
     r = runner.invoke(main, [*base, "--video", str(walk), "--camera", "0"])
     assert r.exit_code == 2 and "exactly one" in r.output
+
+
+def test_example_camera_loop_runs(loc, tiny_onnx, walk):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "camera_loop.py"
+    cmd = [sys.executable, str(example), str(walk), "--model", str(tiny_onnx)]
+    cmd += ["--map", str(loc.map.path), "--camera-fps", "50", "--filter", "hmm"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("frame     0 t=   0.00s  frame says Image")
+    n = int(lines[-1].split()[0])
+    assert n == len(lines) - 1 and f"{n} frames localized" in lines[-1]
