@@ -289,7 +289,7 @@ def headline(rows: list[dict], sets: list[str]) -> list[dict]:
         if not r["backend"].startswith("ONNX") or "recall" not in r:
             continue
         t = torch_rows.get((r["model"], r["dim"]))
-        diffs = {s: r["recall"][s]["exact"][1] - t["recall"][s]["exact"][1] for s in sets}
+        diffs = {s: round(r["recall"][s]["exact"][1] - t["recall"][s]["exact"][1], 6) for s in sets}
         worst = max(abs(v) for v in diffs.values())
         cos = r["cosine_vs_torch"]["min_cos"]
         entry = {
