@@ -90,7 +90,9 @@ def test_tuple_loss_combines_hard_and_soft(generation):
         neg = negs[torch.arange(n_neg), torch.einsum("nrd,d->nr", negs, q).argmax(1)]
     hard = sare_ind_loss(q, p, neg, 0.07)
     y = torch.softmax(torch.einsum("prd,d->pr", teacher[1:], teacher[0, 0]).reshape(-1) / 0.06, 0)
-    logp = torch.log_softmax(torch.einsum("prd,d->pr", student[2 + n_neg :], q).reshape(-1) / 0.07, 0)
+    logp = torch.log_softmax(
+        torch.einsum("prd,d->pr", student[2 + n_neg :], q).reshape(-1) / 0.07, 0
+    )
     soft = -(y * logp).sum()
     assert parts["hard"] == pytest.approx(float(hard), rel=1e-6)
     assert parts["soft"] == pytest.approx(float(soft), rel=1e-5)

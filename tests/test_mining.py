@@ -56,9 +56,7 @@ def test_mining_never_returns_negative_within_nonnegative_radius(seed):
     q_desc, db_desc = unit_rows(ps.num_queries, 16, rng), unit_rows(ps.num_db, 16, rng)
     cache = NegativeCache()
     for _ in range(3):  # repeated visits use the negative cache
-        tuples = mine_chunk(
-            np.arange(ps.num_queries), q_desc, db_desc, gt, cache, rng, 5, 12, 3, 6
-        )
+        tuples = mine_chunk(np.arange(ps.num_queries), q_desc, db_desc, gt, cache, rng, 5, 12, 3, 6)
         for t in tuples:
             d = np.abs(ps.db_pos[:, 0] - ps.query_pos[t.query, 0])
             assert (d[t.negatives] > 10).all()
