@@ -6,14 +6,21 @@ frame: the similarities of the frame to every map place (``scores``, shape (N,))
 scores are standardised (z-score over the map) so that frames with compressed similarities
 (night, blur) count as much as crisp ones.
 
-- ``seq`` (SeqSLAM-style sequence matching): for each map row ``j`` and each velocity ``v``
-  (rows per frame, from ``velocities``), the score of the straight line through the last
-  ``window`` frames that ends at ``j``: ``mean_t z[t, j − round(v·(W−1−t))]``; the best over
-  ``v`` is the filtered score of ``j``. Rows before the map's start do not count.
+**Steps and speed.** Motion is measured in *steps*: the frame numbers of the source (what
+:meth:`TemporalFilter.update` gets as ``step``; by default it counts updates). A stream that
+dropped frames therefore still moves the right distance along the map. ``speed`` is the
+expected number of map rows per step (1 for Gardens Point, where frame i of one traversal
+matches row i; about ``1 / (keyframe_step · camera_fps)`` for a map built from video and
+driven again at the same speed); ``velocities`` and ``velocity`` are multiples of it.
+
+- ``seq`` (SeqSLAM-style sequence matching): for each map row ``j`` and each velocity ``v``,
+  the score of the straight line through the last ``window`` frames that ends at ``j``:
+  ``mean_t z[t, j − round(v·speed·(step_now − step_t))]``; the best over ``v`` is the
+  filtered score of ``j``. Rows before the map's start do not count.
 - ``hmm`` (Bayes filter over map rows, run over the last ``window`` frames from a uniform
-  prior): prediction moves belief forward by ``velocity`` rows per frame with a Gaussian of
-  width ``sigma`` rows (plus a small uniform ``jump`` probability to recover from errors), the
-  update multiplies by ``exp(z / temperature)``.
+  prior): prediction moves belief forward by ``velocity·speed·Δstep`` rows with a Gaussian of
+  width ``max(sigma·speed·Δstep, 0.5)`` rows (plus a small uniform ``jump`` probability to
+  recover from errors); the update multiplies by ``exp(z / temperature)``.
 
 ``window = 1`` (or ``method = "none"``) returns the frame's own best place.
 """
@@ -41,14 +48,15 @@ class FilterConfig:
     sigma: float = 1.5
     jump: float = 1e-3
     temperature: float = 1.0
+    speed: float = 1.0
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ConfigError(f"unknown filter {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.window < 1:
             raise ConfigError(f"filter window must be at least 1 frame, got {self.window}")
-        if not self.velocities or self.sigma <= 0 or self.temperature <= 0:
-            raise ConfigError("filter velocities, sigma and temperature must be positive")
+        if not self.velocities or min(self.sigma, self.temperature, self.speed) <= 0:
+            raise ConfigError("filter velocities, sigma, temperature and speed must be positive")
         if not 0 <= self.jump < 1:
             raise ConfigError(f"filter jump probability must be in [0, 1), got {self.jump}")
 
@@ -60,16 +68,22 @@ def standardise(scores: np.ndarray) -> np.ndarray:
     return (s - s.mean()) / sd if sd > 1e-12 else np.zeros_like(s)
 
 
-def sequence_scores(z: np.ndarray, velocities: tuple[float, ...]) -> np.ndarray:
-    """SeqSLAM line scores: (W, N) standardised scores, oldest first → (N,) per end row."""
+def sequence_scores(
+    z: np.ndarray, velocities: tuple[float, ...], steps: np.ndarray | None = None
+) -> np.ndarray:
+    """SeqSLAM line scores: (W, N) standardised scores, oldest first → (N,) per end row.
+
+    ``steps``: (W,) frame positions (default 0..W−1); ``velocities`` in rows per step."""
     w, n = z.shape
+    steps = np.arange(w, dtype=np.float64) if steps is None else np.asarray(steps, np.float64)
+    back = steps[-1] - steps  # steps from each frame to the newest
     best = np.full(n, -np.inf)
     ends = np.arange(n)
     for v in velocities:
         total = np.zeros(n)
         count = np.zeros(n)
         for t in range(w):
-            rows = ends - int(np.floor(v * (w - 1 - t) + 0.5))
+            rows = ends - int(np.floor(v * back[t] + 0.5))
             ok = rows >= 0
             total[ok] += z[t, rows[ok]]
             count[ok] += 1
@@ -86,18 +100,21 @@ def _kernel(velocity: float, sigma: float) -> tuple[np.ndarray, int]:
     return k / k.sum(), lo
 
 
-def hmm_posterior(z: np.ndarray, cfg: FilterConfig) -> np.ndarray:
+def hmm_posterior(z: np.ndarray, cfg: FilterConfig, steps: np.ndarray | None = None) -> np.ndarray:
     """Forward-filtered belief over map rows after the (W, N) frames, from a uniform prior."""
     w, n = z.shape
-    kernel, lo = _kernel(cfg.velocity, cfg.sigma)
+    steps = np.arange(w, dtype=np.float64) if steps is None else np.asarray(steps, np.float64)
     belief = np.full(n, 1.0 / n)
     for t in range(w):
         if t > 0:
-            moved = np.convolve(belief, kernel)  # index i + (offset - lo) ← row i
+            delta = max(float(steps[t] - steps[t - 1]), 0.0)
+            move = cfg.velocity * cfg.speed * delta
+            kernel, lo = _kernel(move, max(cfg.sigma * cfg.speed * delta, 0.5))
+            moved = np.convolve(belief, kernel)  # moved[m] lands on row m + lo
             shifted = np.zeros(n)
-            start = lo  # output row of moved[0]
-            a, b = max(0, start), min(n, start + len(moved))
-            shifted[a:b] = moved[a - start : b - start]
+            a, b = max(0, lo), min(n, lo + len(moved))
+            if a < b:
+                shifted[a:b] = moved[a - lo : b - lo]
             belief = (1 - cfg.jump) * shifted + cfg.jump / n
         like = np.exp((z[t] - z[t].max()) / cfg.temperature)
         belief = belief * like
@@ -114,18 +131,23 @@ class TemporalFilter:
     def __init__(self, config: FilterConfig | None = None) -> None:
         self.config = config or FilterConfig()
         self._history: deque[np.ndarray] = deque(maxlen=self.config.window)
+        self._steps: deque[float] = deque(maxlen=self.config.window)
+        self._count = 0
 
     def reset(self) -> None:
         self._history.clear()
+        self._steps.clear()
 
     def __len__(self) -> int:
         return len(self._history)
 
-    def update(self, scores: np.ndarray) -> np.ndarray:
+    def update(self, scores: np.ndarray, step: float | None = None) -> np.ndarray:
         """Add one frame's similarities to every map row (N,); return filtered scores (N,).
 
-        Higher is better; the filtered answer is ``argmax``. ``none`` returns the standardised
-        frame scores; ``seq`` line scores; ``hmm`` the posterior probability of each row.
+        ``step``: the frame's position in the source (e.g. its frame number; must not go
+        back); default: one more than the last. Higher output is better; the filtered answer
+        is ``argmax``. ``none`` returns the standardised frame scores; ``seq`` line scores;
+        ``hmm`` the posterior probability of each row.
         """
         z = standardise(scores)
         if self._history and len(self._history[-1]) != len(z):
@@ -133,11 +155,16 @@ class TemporalFilter:
                 f"filter got scores over {len(z)} places after {len(self._history[-1])}; "
                 "reset the filter when the map changes"
             )
+        step = float(self._count if step is None else step)
+        if self._steps and step < self._steps[-1]:
+            raise ConfigError(f"filter step went back from {self._steps[-1]} to {step}")
+        self._count = int(step) + 1
         self._history.append(z)
+        self._steps.append(step)
         cfg = self.config
         if cfg.method == "none" or len(self._history) == 1:
             return z if cfg.method != "hmm" else hmm_posterior(z[None], cfg)
-        stack = np.stack(self._history)
+        stack, steps = np.stack(self._history), np.asarray(self._steps)
         if cfg.method == "seq":
-            return sequence_scores(stack, cfg.velocities)
-        return hmm_posterior(stack, cfg)
+            return sequence_scores(stack, tuple(v * cfg.speed for v in cfg.velocities), steps)
+        return hmm_posterior(stack, cfg, steps)

@@ -70,7 +70,7 @@ def localize_stream(
         filtered = score = None
         t0 = time.perf_counter()
         if filt is not None:
-            smoothed = filt.update(scores)
+            smoothed = filt.update(scores, index)
             best = int(np.argmax(smoothed))
             filtered, score = localizer.match(best, float(scores[best])), float(smoothed[best])
         t_filter = time.perf_counter() - t0

@@ -105,3 +105,37 @@ def test_map_size_change_is_an_error():
 def test_bad_config(kwargs):
     with pytest.raises(ConfigError):
         FilterConfig(**kwargs)
+
+
+@pytest.mark.parametrize("method", ["seq", "hmm"])
+def test_dropped_frames_keep_the_motion_model_right(method):
+    """A stream that skips frames passes frame numbers as steps; the filter moves that far."""
+    rng = np.random.default_rng(5)
+    kept = np.sort(rng.choice(np.arange(10, 110), 50, replace=False))  # ~half dropped, irregular
+    rows = kept  # frame i is at map row i
+    sims = noisy_sequence(rows, seed=6)
+    cfg = FilterConfig(method=method, window=8, velocities=(1.0,))
+    f = TemporalFilter(cfg)
+    with_steps = np.array(
+        [int(np.argmax(f.update(s, step))) for s, step in zip(sims, kept, strict=True)]
+    )
+    counted = run(sims, cfg)  # pretends the kept frames were consecutive
+    good = accuracy(with_steps[8:], rows[8:])
+    assert good >= 0.75 and good > accuracy(sims.argmax(1)[8:], rows[8:]) + 0.2
+    assert good > accuracy(counted[8:], rows[8:]) + 0.1
+
+
+@pytest.mark.parametrize("method", ["seq", "hmm"])
+def test_speed_scales_rows_per_step(method):
+    rows = 20 + np.arange(90) // 3  # a third of a map row per frame (dense camera, sparse map)
+    sims = noisy_sequence(rows, seed=7)
+    answers = run(sims, FilterConfig(method=method, window=12, speed=1 / 3))
+    assert accuracy(answers[12:], rows[12:]) >= 0.85
+    assert accuracy(answers[12:], rows[12:]) > accuracy(sims.argmax(1)[12:], rows[12:]) + 0.3
+
+
+def test_step_must_not_go_back():
+    f = TemporalFilter(FilterConfig(method="seq", window=3))
+    f.update(np.arange(5.0), 10)
+    with pytest.raises(ConfigError, match="went back"):
+        f.update(np.arange(5.0), 9)

@@ -88,6 +88,14 @@ def _print_human(result, show_timings: bool) -> None:
     help="Frames in the temporal filter's window.",
 )
 @click.option(
+    "--speed",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Expected map rows per source frame, for the filter's motion model "
+    "(about 1 / (keyframe step s x camera fps) for a map built from video).",
+)
+@click.option(
     "--model",
     "model_path",
     type=click.Path(path_type=Path),
@@ -121,6 +129,7 @@ def localize_command(
     all_frames,
     filter_method,
     window,
+    speed,
     model_path,
     map_path,
     k,
@@ -146,7 +155,9 @@ def localize_command(
     if video is not None or camera is not None:
         from ..filtering import FilterConfig
 
-        config = FilterConfig(method=filter_method, window=window)  # checked before loading
+        config = FilterConfig(
+            method=filter_method, window=window, speed=speed
+        )  # checked before loading
         loc = open_localizer(model_path, map_path, k=k, backend=backend, threads=threads, ef=ef)
         from .stream import run_stream
 
