@@ -6,6 +6,9 @@ afterwards), then plays it through ``FrameStream`` + ``Localizer.stream``:
 - ``--fps all``: every frame, as fast as possible (no pacing, no drops): throughput;
 - ``--fps F``: played as a camera at F frames/s; stale frames are dropped.
 
+R@1 over the processed frames (per-frame and filtered answer) assumes frame i of the video
+shows map row i (Gardens Point traversals against a map of another traversal), |i - j| <= 2.
+
     python benchmarks/streaming_throughput.py --model /tmp/maps_lite0.onnx --map /tmp/gp_map \
         --frames /work/shared/datasets/gardens_point/day_right --fps all 5 10 30 --threads 1
 """
@@ -40,12 +43,14 @@ def make_video(frames: list[Path], path: Path, fps: float) -> tuple[int, int]:
 
 def run(loc: Localizer, video: Path, fps: str, method: str, window: int) -> dict:
     all_frames = fps == "all"
-    latencies, infer = [], []
+    latencies, infer, right, right_f = [], [], [], []
     t0 = time.perf_counter()
     with FrameStream(video, fps=None if all_frames else float(fps), drop=not all_frames) as fs:
         for r in loc.stream(fs, filter=method, window=window):
             latencies.append(r.latency_ms)
             infer.append(r.result.timings["total"])
+            right.append(abs(r.result.best.id - r.index) <= 2)
+            right_f.append(abs(r.best.id - r.index) <= 2)
         dt = time.perf_counter() - t0
         decoded, dropped = fs.decoded, fs.dropped
     lat = np.array(latencies)
@@ -61,6 +66,8 @@ def run(loc: Localizer, video: Path, fps: str, method: str, window: int) -> dict
         "latency_ms_median": round(float(np.median(lat)), 1),
         "latency_ms_p95": round(float(np.percentile(lat, 95)), 1),
         "latency_ms_max": round(float(lat.max()), 1),
+        "r1_per_frame": round(100.0 * float(np.mean(right)), 1),
+        "r1_filtered": round(100.0 * float(np.mean(right_f)), 1),
     }
 
 
