@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from sfrs_edge.atomic import atomic_file
 from sfrs_edge.errors import ConfigError, ModelError
 
 from .model import ModelConfig, SFRSNet
@@ -40,7 +40,6 @@ def save_checkpoint(
 ) -> Path:
     """Write a checkpoint atomically (temp file + fsync + rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_VERSION,
@@ -50,16 +49,8 @@ def save_checkpoint(
     }
     if extra:
         payload.update(extra)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as f:
+        torch.save(payload, f)
     return path
 
 
