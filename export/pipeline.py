@@ -6,12 +6,12 @@ import copy
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sfrs_edge.atomic import atomic_path
 from sfrs_edge.errors import ConfigError
 from sfrs_edge.model_info import ModelInfo
 from train.model import SFRSNet, model_info
@@ -107,22 +107,12 @@ def export_model(
     if output.is_dir():
         raise ConfigError(f"{output}: is a directory; give a file name such as model.onnx")
     output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(output) as tmp:  # verified before it replaces anything at output
         write_onnx(exported, tmp, info, opset=opset)
         del exported
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
         result = verify.parity(tmp, ref, images)
         log.info("%s", result.line())
         verify.check(result, precision, output)
-        os.replace(tmp, output)
-        _fsync_dir(output.parent)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return ExportReport(
         path=output,
         info=info,
@@ -147,16 +137,3 @@ def export_checkpoint(
     if kwargs.get("provenance") is None:
         kwargs["provenance"] = {**prov, "checkpoint": str(Path(checkpoint).resolve())}
     return export_model(net, output, **kwargs)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -17,10 +17,10 @@ import hashlib
 import json
 import os
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
+from sfrs_edge.atomic import atomic_write_bytes
 from sfrs_edge.errors import ModelError
 from sfrs_edge.model_info import INPUT_NAME, METADATA_KEY, ModelInfo
 
@@ -158,20 +158,6 @@ def build_engine(
         "input_size": [h, w],
         "seconds": round(time.time() - t0, 1),
     }
-    _atomic_write(engine_path, bytes(serialized))
-    _atomic_write(sidecar_path(engine_path), json.dumps(sidecar, indent=2).encode())
+    atomic_write_bytes(engine_path, bytes(serialized))
+    atomic_write_bytes(sidecar_path(engine_path), json.dumps(sidecar, indent=2).encode())
     return engine_path
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
