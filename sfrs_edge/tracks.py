@@ -22,7 +22,6 @@ Fixes are sorted by time; a fix at the same time as an earlier one is dropped (f
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import xml.etree.ElementTree as ET
@@ -33,17 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError
-from .maps.poses import Pose
+from .maps.poses import Pose, find_columns, parse_number, position_columns, read_csv_table
 
-_TIME_NAMES = ("t", "time", "timestamp")
-_POS_NAMES = {
-    "lat": ("lat", "latitude"),
-    "lon": ("lon", "lng", "long", "longitude"),
-    "x": ("x",),
-    "y": ("y",),
-    "z": ("z",),
-    "heading": ("heading", "yaw", "bearing"),
-}
 DEFAULT_MAX_GAP = 5.0
 
 
@@ -121,46 +111,19 @@ class Track:
     @classmethod
     def read_csv(cls, path: str | os.PathLike) -> Track:
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: track file not found") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: cannot read track file ({exc})") from None
-        rows = [r for r in csv.reader(text.splitlines())]
-        if not rows or not rows[0]:
-            raise ConfigError(f"{path}: track file is empty (expected a header row)")
-        header = [h.strip().lower() for h in rows[0]]
-        col = {}
-        for key, names in (("time", _TIME_NAMES), *_POS_NAMES.items()):
-            hits = [i for i, h in enumerate(header) if h in names]
-            if len(hits) > 1:
-                raise ConfigError(f"{path}: line 1: more than one column for {key!r}")
-            if hits:
-                col[key] = hits[0]
-        if "time" not in col:
+        header, rows = read_csv_table(path, "track")
+        col = find_columns(header, str(path))
+        if "timestamp" not in col:
             raise ConfigError(f"{path}: line 1: a track needs a time column (t, time, timestamp)")
-        if "lat" in col and "lon" in col:
-            kind, keys = "latlon", ("lat", "lon")
-        elif "x" in col and "y" in col:
-            kind, keys = ("xyz", ("x", "y", "z")) if "z" in col else ("xy", ("x", "y"))
-        else:
-            raise ConfigError(f"{path}: line 1: needs lat,lon or x,y[,z] columns (got {header})")
+        kind, keys = position_columns(col, str(path))
         times, pos, heads, absolute = [], [], [], set()
-        for lineno, row in enumerate(rows[1:], start=2):
-            if not row or all(not c.strip() for c in row):
-                continue
+        for lineno, row in rows:
             where = f"{path}: line {lineno}"
-            if len(row) != len(header):
-                raise ConfigError(f"{where}: {len(row)} fields, the header has {len(header)}")
-            t, is_abs = _parse_time(row[col["time"]], where)
+            t, is_abs = _parse_time(row[col["timestamp"]], where)
             absolute.add(is_abs)
-            try:
-                pos.append([float(row[col[k]]) for k in keys])
-            except ValueError:
-                raise ConfigError(f"{where}: position is not a number") from None
+            pos.append([parse_number(row[col[k]], k, where) for k in keys])
             h = row[col["heading"]].strip() if "heading" in col else ""
-            heads.append(float(h) if h else math.nan)
+            heads.append(parse_number(h, "heading", where) if h else math.nan)
             times.append(t)
         if not times:
             raise ConfigError(f"{path}: track has a header but no rows")

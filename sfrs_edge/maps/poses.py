@@ -43,7 +43,8 @@ class Pose:
     timestamp: str | None = None
 
 
-def _columns(header: list[str], source: str) -> dict[str, int]:
+def find_columns(header: list[str], source: str) -> dict[str, int]:
+    """Column index of every known field in a CSV header (aliases, case-insensitive)."""
     norm = [h.strip().lower() for h in header]
     cols: dict[str, int] = {}
     for key, names in _ALIASES.items():
@@ -52,8 +53,11 @@ def _columns(header: list[str], source: str) -> dict[str, int]:
             raise ConfigError(f"{source}: line 1: more than one column for {key!r}")
         if hits:
             cols[key] = hits[0]
-    if "name" not in cols:
-        raise ConfigError(f"{source}: line 1: header needs a 'name' column (got {header})")
+    return cols
+
+
+def position_columns(cols: dict[str, int], source: str) -> tuple[str, tuple[str, ...]]:
+    """(kind, keys) of the position columns: ``latlon`` (lat, lon) or ``xy``/``xyz``."""
     has_ll = "lat" in cols or "lon" in cols
     has_xy = "x" in cols or "y" in cols
     if has_ll and has_xy:
@@ -66,10 +70,13 @@ def _columns(header: list[str], source: str) -> dict[str, int]:
         raise ConfigError(f"{source}: line 1: no position columns (lat,lon or x,y[,z])")
     if "z" in cols and not has_xy:
         raise ConfigError(f"{source}: line 1: 'z' needs 'x' and 'y'")
-    return cols
+    if has_ll:
+        return "latlon", ("lat", "lon")
+    return ("xyz", ("x", "y", "z")) if "z" in cols else ("xy", ("x", "y"))
 
 
-def _number(text: str, what: str, where: str) -> float:
+def parse_number(text: str, what: str, where: str) -> float:
+    """A finite float from a CSV cell, or a ConfigError naming the place and the field."""
     try:
         value = float(text)
     except ValueError:
@@ -79,29 +86,41 @@ def _number(text: str, what: str, where: str) -> float:
     return value
 
 
-def read_poses_csv(path: str | os.PathLike) -> dict[str, Pose]:
-    """Read a positions CSV into ``{name: Pose}``. Blank lines are ignored."""
-    path = Path(path)
+def read_csv_table(path: Path, what: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """(header, [(line number, row)]) of a CSV file; blank lines skipped, field counts checked."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: positions file not found") from None
+        raise ConfigError(f"{path}: {what} file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read positions file ({exc})") from None
-    rows = csv.reader(text.splitlines())
-    header = next(rows, None)
+        raise ConfigError(f"{path}: cannot read {what} file ({exc})") from None
+    reader = csv.reader(text.splitlines())
+    header = next(reader, None)
     if not header:
-        raise ConfigError(f"{path}: positions file is empty (expected a header row)")
-    cols = _columns(header, str(path))
-    kind = "latlon" if "lat" in cols else ("xyz" if "z" in cols else "xy")
-    keys = ("lat", "lon") if kind == "latlon" else ("x", "y", "z")[: len(kind)]
-    out: dict[str, Pose] = {}
-    for lineno, row in enumerate(rows, start=2):
+        raise ConfigError(f"{path}: {what} file is empty (expected a header row)")
+    rows = []
+    for lineno, row in enumerate(reader, start=2):
         if not row or all(not c.strip() for c in row):
             continue
-        where = f"{path}: line {lineno}"
         if len(row) != len(header):
-            raise ConfigError(f"{where}: {len(row)} fields, the header has {len(header)}")
+            raise ConfigError(
+                f"{path}: line {lineno}: {len(row)} fields, the header has {len(header)}"
+            )
+        rows.append((lineno, row))
+    return header, rows
+
+
+def read_poses_csv(path: str | os.PathLike) -> dict[str, Pose]:
+    """Read a positions CSV into ``{name: Pose}``. Blank lines are ignored."""
+    path = Path(path)
+    header, rows = read_csv_table(path, "positions")
+    cols = find_columns(header, str(path))
+    if "name" not in cols:
+        raise ConfigError(f"{path}: line 1: header needs a 'name' column (got {header})")
+    kind, keys = position_columns(cols, str(path))
+    out: dict[str, Pose] = {}
+    for lineno, row in rows:
+        where = f"{path}: line {lineno}"
         name = row[cols["name"]].strip()
         if not name:
             raise ConfigError(f"{where}: empty image name")
@@ -112,12 +131,12 @@ def read_poses_csv(path: str | os.PathLike) -> dict[str, Pose]:
             cell = row[cols[key]]
             if not cell.strip():
                 raise ConfigError(f"{where}: missing {key} for {name!r}")
-            pos.append(_number(cell, key, where))
+            pos.append(parse_number(cell, key, where))
         if kind == "latlon" and not (-90 <= pos[0] <= 90 and -180 <= pos[1] <= 180):
             raise ConfigError(f"{where}: lat/lon {pos[0]}, {pos[1]} out of range")
         heading = None
         if "heading" in cols and row[cols["heading"]].strip():
-            heading = _number(row[cols["heading"]], "heading", where)
+            heading = parse_number(row[cols["heading"]], "heading", where)
         ts = (row[cols["timestamp"]].strip() or None) if "timestamp" in cols else None
         out[name] = Pose(tuple(pos), kind, heading, ts)
     if not out:
