@@ -47,6 +47,7 @@ import numpy as np
 from .engine import Engine
 from .errors import ConfigError, MapError
 from .images import read_image
+from .maps.index import top_k
 
 CANDIDATES = 32
 EARTH_RADIUS_M = 6_371_008.8
@@ -210,21 +211,22 @@ class Localizer:
             desc = self.engine.embed_frame(frame, times)
             t = time.perf_counter()
             n = min(len(self.map), max(self.k, CANDIDATES))
-            ids, sims = self.map.search(desc, n, self.ef)
+            if scores_out is not None and self.map.index_type == "exact":
+                # the filter needs every similarity: one matrix product serves both
+                scores = np.asarray(self.map.descriptors @ desc, np.float32)
+                ids, sims = top_k(scores[None], n)
+            else:
+                ids, sims = self.map.search(desc, n, self.ef)
+                if scores_out is not None:  # HNSW: candidates, the lowest for the rest
+                    scores = np.full(len(self.map), float(sims[0].min()), np.float32)
+                    scores[ids[0]] = sims[0]
             times["search"] = time.perf_counter() - t
             if scores_out is not None:
-                scores_out.append(self._all_scores(desc, ids[0], sims[0]))
+                scores_out.append(scores)
         result = self._estimate(ids[0], sims[0])
         times["total"] = time.perf_counter() - t0
         ms = {key: round(v * 1000.0, 3) for key, v in times.items()}
         return LocalizationResult(**result, timings=ms, source=source)
-
-    def _all_scores(self, desc: np.ndarray, ids: np.ndarray, sims: np.ndarray) -> np.ndarray:
-        if self.map.index_type == "exact":
-            return np.asarray(self.map.descriptors @ desc, np.float32)
-        out = np.full(len(self.map), float(sims.min()), np.float32)
-        out[ids] = sims
-        return out
 
     def _near(self, ids: np.ndarray, best: int, radius: float, frames: int) -> np.ndarray:
         """Which candidate ids lie within ``radius`` of ``best`` (else within ``frames`` rows)."""
@@ -250,18 +252,7 @@ class Localizer:
         s_rival = float(sims[far[0]]) if len(far) else float(sims[-1])
         margin = max(0.0, s_best - s_rival)
         confidence = float(np.clip(margin / (self.margin_scale * max(1.0 - s_rival, 1e-6)), 0, 1))
-        matches = []
-        for i, s in zip(ids[: self.k], sims[: self.k], strict=True):
-            pos = self._positions[i] if self._positions.shape[1] else None
-            known = pos is not None and not np.isnan(pos).any()
-            matches.append(
-                Match(
-                    id=int(i),
-                    name=self._places[int(i)].name,
-                    similarity=round(float(s), 6),
-                    position=tuple(float(v) for v in pos) if known else None,
-                )
-            )
+        matches = [self.match(i, s) for i, s in zip(ids[: self.k], sims[: self.k], strict=True)]
         return {
             "matches": tuple(matches),
             "position": self._position(ids[: self.k], sims[: self.k], s_rival),
