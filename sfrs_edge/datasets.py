@@ -56,14 +56,9 @@ def _complete(folder: Path) -> bool:
 
 
 def candidates() -> list[Path]:
-    """Folders searched for Gardens Point, in order."""
-    out = []
-    env = os.environ.get("SFRS_EDGE_DATA")
-    if env:
-        out.append(Path(env).expanduser().resolve() / GARDENS_POINT)
-    out.append(paths.data_root() / GARDENS_POINT)
-    out.append(cache_dir() / GARDENS_POINT)
-    return list(dict.fromkeys(out))
+    """Folders searched for Gardens Point, in order: ``$SFRS_EDGE_DATA`` (or ../shared/datasets),
+    then the download cache."""
+    return [paths.data_root() / GARDENS_POINT, cache_dir() / GARDENS_POINT]
 
 
 def cache_dir() -> Path:

@@ -61,6 +61,7 @@ def write_index_poses(images: list[Path], path: Path) -> Path:
 def demo_command(frame, query_set, pca_dim, fp16, evaluate, no_download):
     """Main job: model → export → map of day_left → localize a night_right frame."""
     from ..datasets import gardens_point
+    from ..engine import Engine
     from ..images import list_images
     from ..localize import Localizer
     from ..maps import build_map
@@ -104,7 +105,7 @@ def demo_command(frame, query_set, pca_dim, fp16, evaluate, no_download):
     db_images = list_images(root / "day_left")
     poses = write_index_poses(db_images, home / "day_left_poses.csv")
     t = time.perf_counter()
-    the_map = build_map_from(build_map, model, root / "day_left", paths.default_map(), poses)
+    the_map = build_map(Engine.open(model), root / "day_left", paths.default_map(), poses=poses)
     click.echo(
         f"[3/4] map of day_left: {len(the_map)} images, {the_map.index_type} index "
         f"({time.perf_counter() - t:.0f} s) -> {paths.default_map()}"
@@ -127,12 +128,6 @@ def demo_command(frame, query_set, pca_dim, fp16, evaluate, no_download):
         f"done in {time.perf_counter() - t_all:.0f} s; try: sfrs-edge localize "
         f"{root / 'night_right' / 'Image050.jpg'}"
     )
-
-
-def build_map_from(build_map, model: Path, source: Path, output: Path, poses: Path):
-    from ..engine import Engine
-
-    return build_map(Engine.open(model), source, output, poses=poses)
 
 
 def _evaluate(loc, root: Path) -> None:
