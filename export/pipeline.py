@@ -58,11 +58,6 @@ def prepare(
                 f"--pca-dim {pca_dim}: this model has no PCA whitening layer (its descriptor is "
                 f"the raw {net.config.vlad_dim}-d NetVLAD); re-run `sfrs-edge init --pca-dim N`"
             )
-        if not 1 <= pca_dim <= net.pca.out_dim:
-            raise ConfigError(
-                f"--pca-dim {pca_dim} is larger than available: the model has "
-                f"{net.pca.out_dim} PCA dimensions; use --pca-dim {net.pca.out_dim} or fewer"
-            )
         net.pca.truncate(pca_dim)
         net.config.pca_dim = pca_dim
     if input_size is not None:

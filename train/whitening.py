@@ -78,7 +78,8 @@ class PCAWhitening(nn.Module):
         """Keep the first ``dim`` whitened components (rows sorted by eigenvalue)."""
         if not 1 <= dim <= self.out_dim:
             raise ConfigError(
-                f"--pca-dim {dim} is larger than available: the model has {self.out_dim}"
+                f"--pca-dim {dim} is larger than available: the model has {self.out_dim} PCA "
+                f"dimensions; use --pca-dim {self.out_dim} or fewer"
             )
         old = self.linear
         self.linear = nn.Linear(old.in_features, dim).to(old.weight.dtype)
