@@ -126,8 +126,7 @@ class TorchRunner:
 
     def __init__(self, net, device: str) -> None:
         import torch
-
-        from train.model import ExportWrapper
+        from sfrs_edge.train.model import ExportWrapper
 
         self.torch = torch
         self.device = device

@@ -24,7 +24,7 @@ def quick_offtheshelf(input_size: tuple[int, int] = (180, 320), clusters: int = 
     """A real off-the-shelf Lite0 (ImageNet backbone, k-means NetVLAD on 50 Gardens Point
     day_right images, no PCA): seconds to build. Weights matter for the search benchmark's
     base descriptors, not for speed."""
-    from train.offtheshelf import InitConfig, build_offtheshelf
+    from sfrs_edge.train.offtheshelf import InitConfig, build_offtheshelf
 
     cfg = InitConfig(
         backbone="efficientnet_lite0",
@@ -58,8 +58,7 @@ def with_random_pca(net, pca_dim: int | None, seed: int = 0):
 def vgg16_random(clusters: int = 64, pca_dim: int | None = 4096, seed: int = 0):
     """VGG16 + NetVLAD with random weights (no ImageNet weights here): right for speed only."""
     import torch
-
-    from train.model import ModelConfig, SFRSNet
+    from sfrs_edge.train.model import ModelConfig, SFRSNet
 
     torch.manual_seed(seed)
     net = SFRSNet(ModelConfig(backbone="vgg16", num_clusters=clusters)).eval()
@@ -67,7 +66,7 @@ def vgg16_random(clusters: int = 64, pca_dim: int | None = 4096, seed: int = 0):
 
 
 def load_net(checkpoint: Path):
-    from train.checkpoint import load_checkpoint
+    from sfrs_edge.train.checkpoint import load_checkpoint
 
     return load_checkpoint(checkpoint)[0]
 
@@ -88,7 +87,8 @@ def without_pca(net):
 
 def export(net, out: Path, fp16: bool, verify: list[Path], pca_dim: int | None = None):
     """export.export_model; returns (report or None, error message or None)."""
-    from export import export_model
+    from sfrs_edge.export import export_model
+
     from sfrs_edge.errors import SfrsEdgeError
 
     try:

@@ -167,8 +167,7 @@ def cosines(a: dict[Path, np.ndarray], b: dict[Path, np.ndarray]) -> dict[str, f
 def torch_variants(net, paths: list[Path], dims: list) -> tuple[dict, dict]:
     """Torch FP32 descriptors for each PCA dim, from one pass of the backbone + NetVLAD."""
     import torch
-
-    from train.features import vlad_descriptors
+    from sfrs_edge.train.features import vlad_descriptors
 
     t0 = time.perf_counter()
     vlad = vlad_descriptors(net, paths, batch_size=8)
@@ -358,15 +357,15 @@ def main(argv=None) -> int:
         net = models.quick_offtheshelf(
             (96, 160) if args.smoke else (360, 640), clusters=8 if args.smoke else 64
         )
-        from train.features import vlad_descriptors
-        from train.whitening import fit_pca_whitening
+        from sfrs_edge.train.features import vlad_descriptors
+        from sfrs_edge.train.whitening import fit_pca_whitening
 
         fit = models.gp_images()[::4]
         w, b, _ = fit_pca_whitening(vlad_descriptors(net, fit), 32)
         net.set_pca(w, b)
         nets.append((net, "lite0-offtheshelf"))
     if args.vgg16_weights:
-        from train.offtheshelf import InitConfig, build_offtheshelf
+        from sfrs_edge.train.offtheshelf import InitConfig, build_offtheshelf
 
         cfg = InitConfig(backbone="vgg16", weights=str(args.vgg16_weights), pca_dim=128)
         nets.append((build_offtheshelf(models.gp_images(), cfg)[0], "vgg16-offtheshelf"))

@@ -269,8 +269,9 @@ def base_descriptors(
     ``per_seq`` > 0 keeps only the first that many frames of each traversal (smoke runs)."""
     import copy
 
+    from sfrs_edge.train.features import vlad_descriptors
+
     from sfrs_edge.images import list_images
-    from train.features import vlad_descriptors
 
     folders = [root / "gardens_point" / s for s in ("day_left", "day_right", "night_right")]
     folders += [root / "corridor" / s for s in ("ref", "query")]
@@ -278,7 +279,7 @@ def base_descriptors(
     if not folders:
         raise FileNotFoundError(f"no Gardens Point / Corridor images under {root}")
     files = [list_images(f)[: per_seq or None] for f in folders]
-    from train.model import fingerprint
+    from sfrs_edge.train.model import fingerprint
 
     fp = fingerprint(net.state_dict())[:12]
     key = f"base_{fp}_{input_size[0]}x{input_size[1]}_{sum(map(len, files))}.npz"

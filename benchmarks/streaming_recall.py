@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from sfrs_edge.engine import Engine
-from sfrs_edge.filtering import FilterConfig, TemporalFilter
 from sfrs_edge.images import list_images
 from sfrs_edge.maps import Map
+from sfrs_edge.stream.filtering import FilterConfig, TemporalFilter
 
 
 def query_descriptors(engine: Engine, folder: Path, cache: Path | None) -> np.ndarray:

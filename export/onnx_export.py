@@ -19,10 +19,10 @@ import numpy as np
 import onnx
 import torch
 from onnx import shape_inference
+from sfrs_edge.train.model import ExportWrapper, SFRSNet
 
 from sfrs_edge.errors import ModelError
 from sfrs_edge.model_info import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelInfo
-from train.model import ExportWrapper, SFRSNet
 
 FORBIDDEN_OPS = ("Einsum",)  # DESIGN.md §3.1: no einsum in exported graphs
 

@@ -11,10 +11,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sfrs_edge.train.model import SFRSNet, model_info
+
 from sfrs_edge.atomic import atomic_path
 from sfrs_edge.errors import ConfigError
 from sfrs_edge.model_info import ModelInfo
-from train.model import SFRSNet, model_info
 
 from . import verify
 from .onnx_export import write_onnx
@@ -126,7 +127,7 @@ def export_checkpoint(
 
     ``provenance`` defaults to the checkpoint's, with the checkpoint path added.
     """
-    from train.checkpoint import load_checkpoint
+    from sfrs_edge.train.checkpoint import load_checkpoint
 
     net, prov = load_checkpoint(checkpoint)
     if kwargs.get("provenance") is None:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sfrs_edge.train.model import ExportWrapper, SFRSNet
 
 from sfrs_edge.errors import ModelError
 from sfrs_edge.images import load_for_model
 from sfrs_edge.model_info import INPUT_NAME
-from train.model import ExportWrapper, SFRSNet
 
 # Minimum cosine between torch fp32 and exported descriptors (DESIGN.md §3.5).
 THRESHOLDS = {"fp32": 0.9999, "fp16": 0.999}

@@ -174,16 +174,16 @@ class Localizer:
         )
 
     def stream(self, frames, filter="none", window: int = 5, **filter_options: Any):  # noqa: A002
-        """Localize an iterable of frames lazily: one :class:`~sfrs_edge.sequence.StreamResult`
+        """Localize an iterable of frames lazily: one :class:`~sfrs_edge.stream.sequence.StreamResult`
         per frame, with the per-frame and the temporally filtered answer.
 
         ``frames``: uint8 BGR arrays or :class:`~sfrs_edge.video.Frame` s (e.g. a
         :class:`~sfrs_edge.stream.FrameStream`). ``filter``: ``none``, ``seq`` or ``hmm``, or a
-        :class:`~sfrs_edge.filtering.FilterConfig`; ``window`` and ``filter_options`` (its
-        other fields) configure it. See :mod:`sfrs_edge.filtering`.
+        :class:`~sfrs_edge.stream.filtering.FilterConfig`; ``window`` and ``filter_options`` (its
+        other fields) configure it. See :mod:`sfrs_edge.stream.filtering`.
         """
-        from .filtering import FilterConfig
-        from .sequence import localize_stream
+        from .stream.filtering import FilterConfig
+        from .stream.sequence import localize_stream
 
         if isinstance(filter, FilterConfig):
             config = filter

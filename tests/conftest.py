@@ -44,9 +44,10 @@ def tiny_checkpoint(tmp_path_factory, gardens_point) -> Path:
     """A small real off-the-shelf Lite0 model (96x160 input, 8 clusters, 16-d whitening)
     fitted on 40 Gardens Point day_right images; seconds to build on a 2-core CPU."""
     pytest.importorskip("torch")
+    from sfrs_edge.train.checkpoint import save_checkpoint
+    from sfrs_edge.train.offtheshelf import InitConfig, build_offtheshelf
+
     from sfrs_edge.images import list_images
-    from train.checkpoint import save_checkpoint
-    from train.offtheshelf import InitConfig, build_offtheshelf
 
     images = list_images(gardens_point / "day_right")[::5]
     cfg = InitConfig(
@@ -74,7 +75,7 @@ def tiny_onnx(tmp_path_factory, tiny_checkpoint, gardens_point) -> Path:
     from sfrs_edge.images import list_images
 
     try:
-        from export import export_checkpoint
+        from sfrs_edge.export import export_checkpoint
     except ImportError:
         pytest.skip("export package not available")
     out = tmp_path_factory.mktemp("onnx") / "tiny.onnx"

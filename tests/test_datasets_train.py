@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sfrs_edge.train.datasets import load_csv, load_dbstruct, load_traversals, parse_range
 
 from sfrs_edge.errors import ConfigError
-from train.datasets import load_csv, load_dbstruct, load_traversals, parse_range
 
 
 def write_dbstruct(path, layout="pitts"):

@@ -38,8 +38,8 @@ def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def test_runtime_descriptors_equal_torch(engine, tiny_checkpoint, some_images):
     pytest.importorskip("torch")
-    from train.checkpoint import load_checkpoint
-    from train.features import descriptors
+    from sfrs_edge.train.checkpoint import load_checkpoint
+    from sfrs_edge.train.features import descriptors
 
     net, _ = load_checkpoint(tiny_checkpoint)
     ref = descriptors(net, some_images, batch_size=4)
@@ -293,7 +293,7 @@ def test_engine_without_tensorrt_installed(tmp_path, tiny_onnx):
 
 def test_tensorrt_engine_parity(tiny_onnx, tmp_path, some_images):
     pytest.importorskip("tensorrt", reason="TensorRT not installed")
-    from export import build_engine
+    from sfrs_edge.export import build_engine
 
     engine_path = build_engine(tiny_onnx, tmp_path / "tiny.engine", fp16=False)
     (tmp_path / "tiny.onnx").write_bytes(tiny_onnx.read_bytes())

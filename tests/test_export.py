@@ -13,16 +13,16 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from click.testing import CliRunner  # noqa: E402
+from sfrs_edge.export import export_checkpoint, export_model  # noqa: E402
+from sfrs_edge.export import verify as verify_mod  # noqa: E402
+from sfrs_edge.export.onnx_export import graph_summary  # noqa: E402
+from sfrs_edge.train.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from sfrs_edge.train.model import fingerprint  # noqa: E402
 
-from export import export_checkpoint, export_model  # noqa: E402
-from export import verify as verify_mod  # noqa: E402
-from export.onnx_export import graph_summary  # noqa: E402
 from sfrs_edge.cli import main  # noqa: E402
 from sfrs_edge.errors import ConfigError, ModelError  # noqa: E402
 from sfrs_edge.images import list_images, load_for_model  # noqa: E402
 from sfrs_edge.model_info import METADATA_KEY, ModelInfo  # noqa: E402
-from train.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from train.model import fingerprint  # noqa: E402
 
 FLOAT, FLOAT16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
 
@@ -189,7 +189,7 @@ def test_pca_dim_truncates_and_renormalises(tmp_path, tiny_checkpoint, verify_im
     batch = np.stack([load_for_model(p, pre) for p in verify_images])
     got = run_onnx(report.path, batch)
     # Reference: the full model's VLAD, first 8 rows of W and b, then L2 (plain torch).
-    from train.model import InputAdapter
+    from sfrs_edge.train.model import InputAdapter
 
     with torch.no_grad():
         v = net.vlad(InputAdapter(pre)(torch.from_numpy(batch)))
@@ -235,7 +235,7 @@ def test_failed_verification_leaves_nothing_behind(
 
 def test_corrupted_graph_fails_verification(tmp_path, tiny_checkpoint, verify_images, monkeypatch):
     """A graph that runs but computes the wrong thing is caught by the parity check."""
-    import export.pipeline as pipeline
+    import sfrs_edge.export.pipeline as pipeline
 
     real = pipeline.write_onnx
 
@@ -261,8 +261,8 @@ def test_export_needs_images(tmp_path, tiny_checkpoint):
 def vgg_checkpoint(tmp_path_factory, gardens_point) -> Path:
     """VGG16 with random (He-initialised, so 0-255-scale activations like ImageNet VGG16) conv
     weights, NetVLAD from k-means on real images, 16-d whitening; 96x160 input, 8 clusters."""
-    from train.backbones import VGG16
-    from train.offtheshelf import InitConfig, build_offtheshelf
+    from sfrs_edge.train.backbones import VGG16
+    from sfrs_edge.train.offtheshelf import InitConfig, build_offtheshelf
 
     torch.manual_seed(0)
     vgg = VGG16()
@@ -297,7 +297,7 @@ def vgg_checkpoint(tmp_path_factory, gardens_point) -> Path:
 def test_vgg16_exports_fp32_and_fp16_with_parity(tmp_path, vgg_checkpoint, verify_images):
     net, _ = load_checkpoint(vgg_checkpoint)
     pre = net.config.preprocessing()
-    from train.model import InputAdapter
+    from sfrs_edge.train.model import InputAdapter
 
     with torch.no_grad():
         x = InputAdapter(pre)(torch.from_numpy(load_for_model(verify_images[0], pre)[None]))
@@ -386,7 +386,7 @@ def test_engine_without_tensorrt_is_a_clear_error(tmp_path, lite_exports):
     try:
         import tensorrt  # noqa: F401
     except ImportError:
-        from export import build_engine
+        from sfrs_edge.export import build_engine
 
         with pytest.raises(ModelError, match="TensorRT is not installed"):
             build_engine(lite_exports[1].path, tmp_path / "m.engine")
@@ -403,7 +403,7 @@ def test_build_engine(tmp_path, lite_exports):
         pytest.skip("TensorRT not installed")
     import json
 
-    from export import build_engine
+    from sfrs_edge.export import build_engine
 
     engine = build_engine(lite_exports[1].path, tmp_path / "m.engine", fp16=True)
     side = json.loads((tmp_path / "m.engine.json").read_text())

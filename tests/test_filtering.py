@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sfrs_edge.errors import ConfigError
-from sfrs_edge.filtering import FilterConfig, TemporalFilter, sequence_scores, standardise
+from sfrs_edge.stream.filtering import FilterConfig, TemporalFilter, sequence_scores, standardise
 
 N_PLACES = 120
 

@@ -17,13 +17,13 @@ import pytest
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
+from sfrs_edge.train.backbones import VGG16, VGG16_CFG  # noqa: E402
+from sfrs_edge.train.checkpoint import load_checkpoint  # noqa: E402
+from sfrs_edge.train.importers import import_openibl_sfrs, load_torchvision_vgg16  # noqa: E402
 
 from sfrs_edge.cli import main  # noqa: E402
 from sfrs_edge.errors import ModelError  # noqa: E402
 from sfrs_edge.images import list_images, load_for_model  # noqa: E402
-from train.backbones import VGG16, VGG16_CFG  # noqa: E402
-from train.checkpoint import load_checkpoint  # noqa: E402
-from train.importers import import_openibl_sfrs, load_torchvision_vgg16  # noqa: E402
 
 MEAN = torch.tensor([123.68, 116.78, 103.94]).view(1, 3, 1, 1)  # OpenIBL vgg16, RGB 0-255
 K, D = 64, 512
@@ -104,7 +104,7 @@ def real_rgb(gardens_point) -> torch.Tensor:
 
 def imported_descriptor(net, rgb: torch.Tensor) -> torch.Tensor:
     """Our network fed through its own input adapter (uint8 BGR NHWC, as exported)."""
-    from train.model import InputAdapter
+    from sfrs_edge.train.model import InputAdapter
 
     bgr8 = rgb.flip(1).permute(0, 2, 3, 1).round().to(torch.uint8)
     with torch.no_grad():

@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from train.losses import (  # noqa: E402
+from sfrs_edge.train.losses import (  # noqa: E402
     hardest_regions,
     region_scores,
     sare_ind_loss,
@@ -16,7 +16,7 @@ from train.losses import (  # noqa: E402
     soft_targets,
     tuple_loss,
 )
-from train.netvlad import NetVLAD  # noqa: E402
+from sfrs_edge.train.netvlad import NetVLAD  # noqa: E402
 
 
 def unit(*shape, seed=0):

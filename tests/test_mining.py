@@ -6,10 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from train.datasets import PlaceSet
-from train.groundtruth import eval_positives, training_ground_truth
-from train.mining import NegativeCache, mine_chunk, mine_tuple, reorder_by_rank_gap
+from sfrs_edge.train.datasets import PlaceSet
+from sfrs_edge.train.groundtruth import eval_positives, training_ground_truth
+from sfrs_edge.train.mining import NegativeCache, mine_chunk, mine_tuple, reorder_by_rank_gap
 
 
 def places(nq=30, ndb=60, seed=0):

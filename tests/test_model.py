@@ -9,12 +9,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from sfrs_edge.train.backbones import VGG16, EfficientNetLite0, backbone_spec, create_backbone  # noqa: E402
+from sfrs_edge.train.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from sfrs_edge.train.model import ExportWrapper, ModelConfig, SFRSNet  # noqa: E402
+from sfrs_edge.train.netvlad import NetVLAD  # noqa: E402
+from sfrs_edge.train.whitening import fit_pca_whitening  # noqa: E402
+
 from sfrs_edge.errors import ConfigError, ModelError  # noqa: E402
-from train.backbones import VGG16, EfficientNetLite0, backbone_spec, create_backbone  # noqa: E402
-from train.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from train.model import ExportWrapper, ModelConfig, SFRSNet  # noqa: E402
-from train.netvlad import NetVLAD  # noqa: E402
-from train.whitening import fit_pca_whitening  # noqa: E402
 
 
 def test_vgg16_matches_torchvision_layout():

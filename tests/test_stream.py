@@ -15,8 +15,8 @@ from sfrs_edge.cli import main
 from sfrs_edge.engine import Engine
 from sfrs_edge.localize import Localizer
 from sfrs_edge.maps import build_map
-from sfrs_edge.sequence import StreamResult
 from sfrs_edge.stream import FrameStream, LatestFrame
+from sfrs_edge.stream.sequence import StreamResult
 from sfrs_edge.video import Frame, VideoError, VideoSource
 
 MAP_FRAMES = range(0, 200, 4)  # 50 places of day_left

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sfrs_edge.errors import ConfigError
-from sfrs_edge.tracks import Track
+from sfrs_edge.video.tracks import Track
 
 GPX_11 = """<?xml version="1.0" encoding="UTF-8"?>
 <gpx version="1.1" creator="test" xmlns="http://www.topografix.com/GPX/1/1">

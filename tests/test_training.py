@@ -9,10 +9,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from train.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint  # noqa: E402
-from train.config import TrainConfig  # noqa: E402
-from train.datasets import load_traversals  # noqa: E402
-from train.trainer import Trainer  # noqa: E402
+from sfrs_edge.train.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint  # noqa: E402
+from sfrs_edge.train.config import TrainConfig  # noqa: E402
+from sfrs_edge.train.datasets import load_traversals  # noqa: E402
+from sfrs_edge.train.trainer import Trainer  # noqa: E402
 
 TINY = dict(
     input_height=96,
@@ -45,7 +45,7 @@ def gp_train(gardens_point):
 @pytest.fixture(scope="module")
 def init_ckpt(tmp_path_factory, gp_train):
     """The off-the-shelf start point (ImageNet Lite0 + k-means NetVLAD, no PCA)."""
-    from train.offtheshelf import InitConfig, build_offtheshelf
+    from sfrs_edge.train.offtheshelf import InitConfig, build_offtheshelf
 
     torch.set_num_threads(1)
     cfg = tiny_config()
@@ -76,7 +76,7 @@ def test_frozen_cache_equals_full_forward(gp_train, init_ckpt, tmp_path):
     paths = gp_train.db_paths[:3]
     f = tr.inputs(tr.student, paths)
     assert tr.inputs.split == 12  # Lite0: stem + blocks 0..10 frozen
-    from train.features import map_images
+    from sfrs_edge.train.features import map_images
 
     full = map_images(tr.student, paths, lambda n, x: n.features(x))
     np.testing.assert_allclose(tr.inputs.suffix(tr.student, f).detach().numpy(), full, atol=1e-4)
@@ -126,8 +126,7 @@ def test_resume_continues_exactly(gp_train, init_ckpt, tmp_path):
 
 def _ddp_worker(rank, world, init_file, init_ckpt, gp_root, run_dir):
     import torch.distributed as dist
-
-    from train.distributed import DistInfo
+    from sfrs_edge.train.distributed import DistInfo
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
@@ -196,10 +195,11 @@ def test_end_to_end_cli_train_export(gardens_point, tmp_path):
         net.config.input_height,
         net.config.input_width,
     )
-    export = pytest.importorskip("export.pipeline")
+    export = pytest.importorskip("sfrs_edge.export.pipeline")
+    from sfrs_edge.train.features import descriptors
+
     from sfrs_edge.engine import Engine
     from sfrs_edge.recall import rank_database
-    from train.features import descriptors
 
     onnx_path = tmp_path / "model.onnx"
     verify = sorted((gardens_point / "day_left").iterdir())[:4]
@@ -221,7 +221,7 @@ def test_end_to_end_cli_train_export(gardens_point, tmp_path):
 @pytest.mark.slow
 def test_vgg16_trains_conv5_only(gardens_point, tmp_path):
     """VGG16 path (random weights, no ImageNet file needed): conv1-4 cached and frozen."""
-    from train.model import ModelConfig, SFRSNet
+    from sfrs_edge.train.model import ModelConfig, SFRSNet
 
     torch.manual_seed(0)
     net = SFRSNet(ModelConfig(backbone="vgg16", num_clusters=4, input_height=64, input_width=96))

@@ -16,11 +16,11 @@ from click.testing import CliRunner
 from sfrs_edge.cli import main
 from sfrs_edge.engine import Engine
 from sfrs_edge.errors import ConfigError
-from sfrs_edge.keyframes import KeyframeConfig, KeyframeSelector
 from sfrs_edge.localize import Localizer
 from sfrs_edge.maps import build_map
-from sfrs_edge.maps.from_video import build_map_from_video
 from sfrs_edge.video import VideoError, VideoSource, is_video
+from sfrs_edge.video.keyframes import KeyframeConfig, KeyframeSelector
+from sfrs_edge.video.mapping import build_map_from_video
 
 FPS = 10.0
 

@@ -67,9 +67,9 @@ def demo_command(frame, query_set, pca_dim, fp16, evaluate, no_download):
     from ..maps import build_map
 
     try:
-        from export import export_checkpoint
-        from train.checkpoint import save_checkpoint
-        from train.offtheshelf import InitConfig, build_offtheshelf
+        from sfrs_edge.export import export_checkpoint
+        from sfrs_edge.train.checkpoint import save_checkpoint
+        from sfrs_edge.train.offtheshelf import InitConfig, build_offtheshelf
     except ImportError as exc:
         raise ConfigError(
             f"the demo makes a model, which needs torch ({exc}); "

@@ -77,13 +77,13 @@ def export_command(
     checkpoint, output, fp16, pca_dim, input_size, verify_images, verify_count, engine, workspace_gb
 ):
     """Export CHECKPOINT [default: $SFRS_EDGE_HOME/checkpoint.pt] to a verified ONNX model."""
-    from export import build_engine, export_model
-    from train.checkpoint import load_checkpoint
+    from sfrs_edge.export import build_engine, export_model
+    from sfrs_edge.train.checkpoint import load_checkpoint
 
     checkpoint = checkpoint or paths.default_checkpoint()
     output = output or paths.default_model()
     if engine is not None:
-        from export.tensorrt_engine import require_tensorrt
+        from sfrs_edge.export.tensorrt_engine import require_tensorrt
 
         require_tensorrt()  # fail before a long export, not after
     net, provenance = load_checkpoint(checkpoint)
@@ -131,8 +131,8 @@ def export_command(
 def import_command(source, file, output):
     """Import weights published elsewhere as an sfrs-edge checkpoint."""
     if source == "torchvision-vgg16":
-        from train.backbones import VGG16
-        from train.importers import load_torchvision_vgg16
+        from sfrs_edge.train.backbones import VGG16
+        from sfrs_edge.train.importers import load_torchvision_vgg16
 
         load_torchvision_vgg16(VGG16(), file)
         hint = f"sfrs-edge init --backbone vgg16 --weights {file} --images DIR" + (
@@ -145,8 +145,8 @@ def import_command(source, file, output):
             )
         click.echo(f"{file}: valid torchvision VGG16 weights (conv1_1..conv5_3). Next: {hint}")
         return
-    from train.checkpoint import save_checkpoint
-    from train.importers import import_openibl_sfrs
+    from sfrs_edge.train.checkpoint import save_checkpoint
+    from sfrs_edge.train.importers import import_openibl_sfrs
 
     net = import_openibl_sfrs(file)
     output = output or paths.default_checkpoint()

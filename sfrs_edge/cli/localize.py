@@ -153,7 +153,7 @@ def localize_command(
     if video is None and camera is None and (fps or all_frames):
         raise click.UsageError("--fps and --all-frames apply to --video/--camera")
     if video is not None or camera is not None:
-        from ..filtering import FilterConfig
+        from ..stream.filtering import FilterConfig
 
         config = FilterConfig(
             method=filter_method, window=window, speed=speed

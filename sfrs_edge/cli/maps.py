@@ -166,8 +166,8 @@ def build_command(
     output.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     if is_video(source):
-        from ..keyframes import KeyframeConfig
-        from ..maps.from_video import build_map_from_video
+        from ..video.keyframes import KeyframeConfig
+        from ..video.mapping import build_map_from_video
 
         if poses and gpx:
             raise click.UsageError("give either --poses (CSV track) or --gpx, not both")

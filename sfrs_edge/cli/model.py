@@ -50,9 +50,9 @@ from .options import InputSize, PcaDim
 def init_command(backbone, images_dir, pca_dim, no_whiten, input_size, clusters, weights, output):
     """Make an off-the-shelf model: pretrained backbone, k-means NetVLAD, PCA whitening."""
     from sfrs_edge.images import list_images
-    from train.backbones import backbone_spec
-    from train.checkpoint import save_checkpoint
-    from train.offtheshelf import InitConfig, build_offtheshelf
+    from sfrs_edge.train.backbones import backbone_spec
+    from sfrs_edge.train.checkpoint import save_checkpoint
+    from sfrs_edge.train.offtheshelf import InitConfig, build_offtheshelf
 
     backbone_spec(backbone)
     images = list_images(images_dir)

@@ -19,7 +19,7 @@ def _floats(value: str, what: str) -> list[float]:
 
 def _load_splits(kind, data, o):
     """(train, val or None, {test name: PlaceSet}) from the dataset options."""
-    from train.datasets import load_csv, load_dbstruct, load_traversals, parse_range
+    from sfrs_edge.train.datasets import load_csv, load_dbstruct, load_traversals, parse_range
 
     if kind == "traversal":
         queries = [q.strip() for q in o["query_folders"].split(",") if q.strip()]
@@ -107,9 +107,9 @@ def _load_splits(kind, data, o):
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def train_command(kind, data, run_dir, **o):
     """Train an SFRS model in generations (self-supervised image-to-region similarities)."""
-    from train.config import TrainConfig
-    from train.distributed import init_from_env
-    from train.trainer import Trainer
+    from sfrs_edge.train.config import TrainConfig
+    from sfrs_edge.train.distributed import init_from_env
+    from sfrs_edge.train.trainer import Trainer
 
     h, w = o["input_size"] or (0, 0)
     jitter = None

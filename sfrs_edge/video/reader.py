@@ -31,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import ImageError
+from ..errors import ImageError
 
 log = logging.getLogger(__name__)
 

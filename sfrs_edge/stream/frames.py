@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from .video import Frame, VideoSource
+from ..video.reader import Frame, VideoSource
 
 
 class LatestFrame:

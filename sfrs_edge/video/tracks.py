@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError
-from .maps.poses import Pose, find_columns, parse_number, position_columns, read_csv_table
+from ..errors import ConfigError
+from ..maps.poses import Pose, find_columns, parse_number, position_columns, read_csv_table
 
 DEFAULT_MAX_GAP = 5.0
 

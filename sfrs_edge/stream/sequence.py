@@ -4,7 +4,7 @@ Used by :meth:`sfrs_edge.localize.Localizer.stream` and ``sfrs-edge localize --v
 Each input item is a :class:`~sfrs_edge.video.Frame` (from :class:`~sfrs_edge.stream.FrameStream`
 or :class:`~sfrs_edge.video.VideoSource`) or a plain uint8 BGR array. Each output is a
 :class:`StreamResult` holding the frame's own :class:`~sfrs_edge.localize.LocalizationResult`,
-the filtered best place (see :mod:`sfrs_edge.filtering`), and the latency from capture (decode
+the filtered best place (see :mod:`sfrs_edge.stream.filtering`), and the latency from capture (decode
 of the frame) to result.
 """
 
@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from ..localize import LocalizationResult, Localizer, Match
 from .filtering import FilterConfig, TemporalFilter
-from .localize import LocalizationResult, Localizer, Match
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,9 @@
 Each keyframe becomes one place named ``<video stem>_<frame number:06d>``; its ``path`` is the
 video, ``timestamp`` the frame time in seconds (text, 3 decimals), and the metadata columns
 ``sequence`` / ``frame`` / ``keyframe`` hold the video name, frame number and 1. Rows follow the
-video's order (what the temporal filters of :mod:`sfrs_edge.filtering` need).
+video's order (what the temporal filters of :mod:`sfrs_edge.stream.filtering` need).
 
-Positions come from a track (CSV or GPX, :mod:`sfrs_edge.tracks`) by timestamp. A keyframe the
+Positions come from a track (CSV or GPX, :mod:`sfrs_edge.video.tracks`) by timestamp. A keyframe the
 track cannot place (before/after the track, or inside a gap longer than ``max_gap``) is an
 error listing the counts, unless ``allow_missing_poses`` (then it has no position).
 Corrupt frames in the video are skipped and recorded in the manifest's history.
@@ -22,16 +22,16 @@ import numpy as np
 
 from ..errors import ConfigError, ImageError, MapError
 from ..images import resize_for_model
-from ..keyframes import KeyframeConfig, KeyframeSelector
-from ..tracks import DEFAULT_MAX_GAP, Track
-from ..video import VideoSource
-from .build import _check_dim, _event, _model_section, _write
-from .index import HnswIndex, IndexConfig
-from .manifest import new_manifest
-from .map import Map
-from .metadata import Place
-from .poses import Pose
-from .store import atomic_map_dir
+from ..maps.build import _check_dim, _event, _model_section, _write
+from ..maps.index import HnswIndex, IndexConfig
+from ..maps.manifest import new_manifest
+from ..maps.map import Map
+from ..maps.metadata import Place
+from ..maps.poses import Pose
+from ..maps.store import atomic_map_dir
+from .keyframes import KeyframeConfig, KeyframeSelector
+from .reader import VideoSource
+from .tracks import DEFAULT_MAX_GAP, Track
 
 log = logging.getLogger(__name__)
 
