@@ -260,11 +260,28 @@ def add_to_map(
         desc, kept, skipped, extras = _embed(engine, files, skip_bad_images, batch_size, progress)
         keep = {f: p for f, p in zip(files, pose_list, strict=True)}
         new_places = _places(kept, [keep[f] for f in kept], len(old))
-        with_pos = sum(p.position is not None for p in new_places)
-        manifest = _updated_manifest(old, old_positions(old) + with_pos, pos_info)
-        manifest["history"].append(history_event("add", len(new_places), skipped))
-        append_rows(staging, old, Rows(desc, new_places, extras), manifest)
+        _append(staging, old, Rows(desc, new_places, extras), pos_info, skipped)
     return Map.open(map_path, expect_fingerprint=engine.fingerprint)
+
+
+def append_to_map(map_path: str | os.PathLike, rows: Rows, expect_fingerprint: str | None) -> Map:
+    """Add already-embedded places (``rows``) to a map: one new segment (see :mod:`.writer`)."""
+    map_path = Path(map_path).expanduser()
+    with atomic_map_dir(map_path) as staging:
+        old = Map.open(map_path, expect_fingerprint=expect_fingerprint, load_index=False)
+        dup = old.find_names([p.name for p in rows.places])
+        if dup:
+            raise ConfigError(f"{map_path}: already holds images named {', '.join(dup[:5])}")
+        kinds = {p.position_kind for p in rows.places if p.position is not None}
+        _append(staging, old, rows, {"kind": kinds.pop() if kinds else None, "source": None}, [])
+    return Map.open(map_path, expect_fingerprint=expect_fingerprint, load_index=False)
+
+
+def _append(staging: Path, old: Map, rows: Rows, pos_info: dict, skipped: list[str]) -> None:
+    with_pos = sum(p.position is not None for p in rows.places)
+    manifest = _updated_manifest(old, old_positions(old) + with_pos, pos_info)
+    manifest["history"].append(history_event("add", len(rows.places), skipped))
+    append_rows(staging, old, rows, manifest)
 
 
 def old_positions(m: Map) -> int:
