@@ -47,7 +47,7 @@ import numpy as np
 from .engine import Engine
 from .errors import ConfigError, MapError
 from .images import read_image
-from .maps.index import top_k
+from .maps.index import check_k, top_k
 from .stream.filtering import partial_scores
 
 CANDIDATES = 32
@@ -113,8 +113,7 @@ class Localizer:
         margin_scale: float = 0.25,
         near_radius: float | None = None,
     ) -> None:
-        if k < 1:
-            raise ConfigError(f"k must be at least 1, got {k}")
+        check_k(k)
         if far_radius <= 0 or far_frames < 1 or margin_scale <= 0:
             raise ConfigError("far_radius, far_frames and margin_scale must be positive")
         from .maps import Map  # hnswlib only when localizing
