@@ -135,9 +135,8 @@ def import_command(source, file, output):
     require_extra("import", "train", "torch")
     if source == "torchvision-vgg16":
         from sfrs_edge.train.backbones import VGG16
-        from sfrs_edge.train.importers import load_torchvision_vgg16
 
-        load_torchvision_vgg16(VGG16(), file)
+        VGG16().load_pretrained(file)
         hint = f"sfrs-edge init --backbone vgg16 --weights {file} --images DIR" + (
             f" -o {output}" if output else ""
         )
