@@ -24,7 +24,7 @@ from sfrs_edge.train.model import ExportWrapper, SFRSNet
 from sfrs_edge.errors import ModelError
 from sfrs_edge.model_info import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelInfo
 
-FORBIDDEN_OPS = ("Einsum",)  # DESIGN.md §3.1: no einsum in exported graphs
+FORBIDDEN_OPS = ("Einsum",)  # docs/DESIGN.md §3.1: no einsum in exported graphs
 
 
 @torch.no_grad()

@@ -2,7 +2,7 @@
 
 Engines are specific to the GPU model and TensorRT version, so a JSON sidecar
 (``<engine>.json``) records both, plus the ONNX file's hash and weight fingerprint; the runtime
-compares them and rebuilds on mismatch instead of failing obscurely (DESIGN.md §2).
+compares them and rebuilds on mismatch instead of failing obscurely (docs/DESIGN.md §2.3).
 
 Precision: an fp16 ONNX (``export --fp16``) already carries its fp32 islands (every L2 norm and
 the softmax sit between Cast nodes), so it is parsed as a STRONGLY_TYPED network and TensorRT

@@ -1,4 +1,4 @@
-"""Tuple mining (SFRS_METHOD.md §2.4) and radius ground truth on synthetic 1-D positions."""
+"""Tuple mining (docs/DESIGN.md §5.3) and radius ground truth on synthetic 1-D positions."""
 
 from __future__ import annotations
 

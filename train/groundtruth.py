@@ -1,4 +1,4 @@
-"""Weak GPS ground truth by radius (SFRS_METHOD.md §2.3), in the dataset's position units."""
+"""Weak GPS ground truth by radius (docs/DESIGN.md §5.3), in the dataset's position units."""
 
 from __future__ import annotations
 

@@ -68,7 +68,7 @@ def pretrained_backbone_net(cfg: InitConfig) -> SFRSNet:
 def add_pca_whitening(net: SFRSNet, vlads: np.ndarray, dim: int, whiten: bool = True) -> None:
     """Fit PCA (whitening) of ``dim`` components on NetVLAD descriptors and fuse it into ``net``.
 
-    The last step of both ``sfrs-edge init`` and training (docs/DESIGN.md §5.4).
+    The last step of both ``sfrs-edge init`` and training (docs/DESIGN.md §5.5).
     """
     w, b, _ = fit_pca_whitening(vlads, dim, whiten=whiten)
     net.set_pca(w, b)

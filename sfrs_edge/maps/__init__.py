@@ -1,6 +1,6 @@
 """Maps: a self-describing directory of descriptors, an index and per-image metadata.
 
-Layout (DESIGN.md §2)::
+Layout (docs/DESIGN.md §2.4, docs/MAPS.md)::
 
     map/
       manifest.json     format version, dim, metric, model fingerprint, index + params,
