@@ -50,6 +50,16 @@ CONSTANT_INPUT = "constant-input"
 ATTRIBUTE = "attribute"
 STATIC_SHAPE = "static-shape"
 SHAPE_ARITHMETIC = "shape-arithmetic"
+RULES = (
+    UINT8_INPUT,
+    UINT8_INTERMEDIATE,
+    SUPPORTED_OP,
+    OP_DTYPE,
+    CONSTANT_INPUT,
+    ATTRIBUTE,
+    STATIC_SHAPE,
+    SHAPE_ARITHMETIC,
+)
 
 
 @dataclass(frozen=True)
@@ -137,7 +147,8 @@ OPS: dict[str, OpRule] = {
     "Cast": OpRule(CAST_TARGETS, check=_cast),
     "Clip": OpRule(FLOATS, constant_inputs=(1, 2)),
     "Constant": OpRule(DATA),
-    "Conv": OpRule(FLOATS, constant_inputs=(1, 2), check=_spatial_2d),
+    # TensorRT 10 takes Conv weights as tensors too (DequantizeLinear outputs in QDQ graphs).
+    "Conv": OpRule(FLOATS, check=_spatial_2d),
     "Div": OpRule(NUMERIC),
     "MatMul": OpRule(FLOATS),
     "MaxPool": OpRule(FLOATS, check=_maxpool),
