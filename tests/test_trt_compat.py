@@ -11,10 +11,10 @@ import pytest
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto as T  # noqa: E402
 from onnx import helper, numpy_helper  # noqa: E402
-
-from sfrs_edge.errors import ModelError  # noqa: E402
 from sfrs_edge.export import trt_compat  # noqa: E402
 from sfrs_edge.export.trt_compat import check_tensorrt_compatible, violations  # noqa: E402
+
+from sfrs_edge.errors import ModelError  # noqa: E402
 
 H, W = 4, 6
 
