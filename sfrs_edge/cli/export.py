@@ -9,6 +9,7 @@ import click
 
 from .. import paths
 from ..errors import ConfigError
+from .extras import require_extra
 from .options import InputSize
 
 DEFAULT_VERIFY_COUNT = 8
@@ -77,6 +78,7 @@ def export_command(
     checkpoint, output, fp16, pca_dim, input_size, verify_images, verify_count, engine, workspace_gb
 ):
     """Export CHECKPOINT [default: $SFRS_EDGE_HOME/checkpoint.pt] to a verified ONNX model."""
+    require_extra("export", "export", "torch", "onnx")
     from sfrs_edge.export import build_engine, export_model
     from sfrs_edge.train.checkpoint import load_checkpoint
 
@@ -130,11 +132,11 @@ def export_command(
 )
 def import_command(source, file, output):
     """Import weights published elsewhere as an sfrs-edge checkpoint."""
+    require_extra("import", "train", "torch")
     if source == "torchvision-vgg16":
         from sfrs_edge.train.backbones import VGG16
-        from sfrs_edge.train.importers import load_torchvision_vgg16
 
-        load_torchvision_vgg16(VGG16(), file)
+        VGG16().load_pretrained(file)
         hint = f"sfrs-edge init --backbone vgg16 --weights {file} --images DIR" + (
             f" -o {output}" if output else ""
         )

@@ -8,6 +8,7 @@ import click
 
 from .. import paths
 from ..errors import ConfigError
+from .extras import require_extra
 from .options import InputSize, PcaDim
 
 
@@ -49,6 +50,7 @@ from .options import InputSize, PcaDim
 )
 def init_command(backbone, images_dir, pca_dim, no_whiten, input_size, clusters, weights, output):
     """Make an off-the-shelf model: pretrained backbone, k-means NetVLAD, PCA whitening."""
+    require_extra("init", "train", "torch", "sklearn")
     from sfrs_edge.images import list_images
     from sfrs_edge.train.backbones import backbone_spec
     from sfrs_edge.train.checkpoint import save_checkpoint
