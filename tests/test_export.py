@@ -386,7 +386,7 @@ def test_engine_without_tensorrt_is_a_clear_error(tmp_path, lite_exports):
     except ImportError:
         from sfrs_edge.export import build_engine
 
-        with pytest.raises(ModelError, match="TensorRT is not installed"):
+        with pytest.raises(ConfigError, match="TensorRT is not installed"):
             build_engine(lite_exports[1].path, tmp_path / "m.engine")
         assert not (tmp_path / "m.engine").exists()
     else:
@@ -403,7 +403,7 @@ def test_build_engine(tmp_path, lite_exports):
 
     from sfrs_edge.export import build_engine
 
-    engine = build_engine(lite_exports[1].path, tmp_path / "m.engine", fp16=True)
+    engine = build_engine(lite_exports[1].path, tmp_path / "m.engine")
     side = json.loads((tmp_path / "m.engine.json").read_text())
     assert engine.stat().st_size > 0
     assert side["precision"] == "fp16" and side["tensorrt_version"] == tensorrt.__version__
