@@ -49,6 +49,20 @@ def _nested(d: dict[str, Any], what: str, known: set[str]) -> dict[str, Any]:
         raise ConfigError(f"{what}: {exc}") from exc
 
 
+class SavedConfig:
+    """``to_dict``/``from_dict`` of the configs saved with checkpoints (nested dicts)."""
+
+    what = "config"  # names the config in error messages
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        """The config saved as ``d``, nested or in the flat layout of older checkpoints."""
+        return cls(**_nested(d, cls.what, {f.name for f in fields(cls)}))
+
+
 @dataclass
 class KMeansConfig:
     """NetVLAD cluster initialisation: k-means on local descriptors sampled from images
@@ -60,8 +74,10 @@ class KMeansConfig:
 
 
 @dataclass
-class InitConfig:
+class InitConfig(SavedConfig):
     """Settings of ``sfrs-edge init`` (an off-the-shelf model); saved in its provenance."""
+
+    what = "init config"
 
     model: ModelConfig = field(default_factory=ModelConfig)
     kmeans: KMeansConfig = field(default_factory=KMeansConfig)
@@ -69,18 +85,12 @@ class InitConfig:
     seed: int = 43
     batch_size: int = 8
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> InitConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**_nested(d, "init config", known))
-
 
 @dataclass
-class TrainConfig:
+class TrainConfig(SavedConfig):
     """SFRS generational training settings (units of radii = the dataset's position units)."""
+
+    what = "training config"
 
     # the model trained; its PCA whitening (docs/DESIGN.md §5.5) is fitted at the end on ``pca_images``
     model: ModelConfig = field(default_factory=lambda: ModelConfig(pca_dim=4096))
@@ -172,11 +182,3 @@ class TrainConfig:
             seed=self.seed,
             batch_size=self.batch_size,
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**_nested(d, "training config", known))
