@@ -262,7 +262,9 @@ def vgg_checkpoint(tmp_path_factory, gardens_point) -> Path:
     """VGG16 with random (He-initialised, so 0-255-scale activations like ImageNet VGG16) conv
     weights, NetVLAD from k-means on real images, 16-d whitening; 96x160 input, 8 clusters."""
     from sfrs_edge.train.backbones import VGG16
-    from sfrs_edge.train.offtheshelf import InitConfig, build_offtheshelf
+    from sfrs_edge.train.config import InitConfig, KMeansConfig
+    from sfrs_edge.train.model import ModelConfig
+    from sfrs_edge.train.offtheshelf import build_offtheshelf
 
     torch.manual_seed(0)
     vgg = VGG16()
@@ -277,12 +279,8 @@ def vgg_checkpoint(tmp_path_factory, gardens_point) -> Path:
     torch.save(state, weights)
     images = list_images(gardens_point / "day_right")[::8]  # 25 images: 250 local descriptors
     cfg = InitConfig(
-        backbone="vgg16",
-        num_clusters=8,
-        input_height=96,
-        input_width=160,
-        pca_dim=16,
-        descriptors_per_image=10,
+        model=ModelConfig("vgg16", num_clusters=8, input_height=96, input_width=160, pca_dim=16),
+        kmeans=KMeansConfig(descriptors_per_image=10),
         weights=str(weights),
     )
     with warnings.catch_warnings():

@@ -70,7 +70,9 @@ def demo_command(frame, query_set, pca_dim, fp16, evaluate, no_download):
     require_extra("demo", "train", "torch", "onnx", "sklearn")  # the demo makes a model
     from sfrs_edge.export import export_checkpoint
     from sfrs_edge.train.checkpoint import save_checkpoint
-    from sfrs_edge.train.offtheshelf import InitConfig, build_offtheshelf
+    from sfrs_edge.train.config import InitConfig
+    from sfrs_edge.train.model import ModelConfig
+    from sfrs_edge.train.offtheshelf import build_offtheshelf
 
     home = paths.home()
     home.mkdir(parents=True, exist_ok=True)
@@ -81,7 +83,7 @@ def demo_command(frame, query_set, pca_dim, fp16, evaluate, no_download):
     ckpt = paths.default_checkpoint()
     t = time.perf_counter()
     net, provenance = build_offtheshelf(
-        list_images(root / "day_right"), InitConfig(pca_dim=pca_dim)
+        list_images(root / "day_right"), InitConfig(model=ModelConfig(pca_dim=pca_dim))
     )
     save_checkpoint(net, ckpt, provenance)
     click.echo(
