@@ -3,6 +3,7 @@ weights → checkpoint). Both need torch, imported inside the commands."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -120,7 +121,7 @@ def export_command(
     type=click.Choice(["openibl", "torchvision-vgg16"]),
     help="openibl: the SFRS authors' vgg16_netvlad.pth; torchvision-vgg16: ImageNet VGG16.",
 )
-@click.argument("file", type=click.Path(path_type=Path))
+@click.argument("file", required=False, type=click.Path(path_type=Path))
 @click.option(
     "-o",
     "--output",
@@ -128,31 +129,55 @@ def export_command(
     default=None,
     help="Checkpoint to write [default: $SFRS_EDGE_HOME/checkpoint.pt] (openibl only).",
 )
-def import_command(source, file, output):
-    """Import weights published elsewhere as an sfrs-edge checkpoint."""
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def import_command(source, file, output, as_json):
+    """Import weights published elsewhere as an sfrs-edge checkpoint. Without FILE, the
+    published file is downloaded (verified) into $SFRS_EDGE_HOME/weights."""
+    from .weights import checked_weights
+
+    name = "openibl" if source == "openibl" else "vgg16"
     if source == "torchvision-vgg16":
         from sfrs_edge.train.backbones import VGG16
         from sfrs_edge.train.importers import load_torchvision_vgg16
 
-        load_torchvision_vgg16(VGG16(), file)
-        hint = f"sfrs-edge init --backbone vgg16 --weights {file} --images DIR" + (
+        with checked_weights(name, file) as path:
+            load_torchvision_vgg16(VGG16(), path)
+        hint = f"sfrs-edge init --backbone vgg16 --weights {path} --images DIR" + (
             f" -o {output}" if output else ""
         )
         if output is not None:
             raise ConfigError(
-                f"{file}: valid torchvision VGG16 weights, but an ImageNet backbone alone is not "
+                f"{path}: valid torchvision VGG16 weights, but an ImageNet backbone alone is not "
                 f"a place-recognition model (NetVLAD clusters come from images); run: {hint}"
             )
-        click.echo(f"{file}: valid torchvision VGG16 weights (conv1_1..conv5_3). Next: {hint}")
+        if as_json:
+            click.echo(json.dumps({"weights": str(path), "valid": True, "next": hint}))
+        else:
+            click.echo(f"{path}: valid torchvision VGG16 weights (conv1_1..conv5_3). Next: {hint}")
         return
     from sfrs_edge.train.checkpoint import save_checkpoint
     from sfrs_edge.train.importers import import_openibl_sfrs
 
-    net = import_openibl_sfrs(file)
+    with checked_weights(name, file) as path:
+        net = import_openibl_sfrs(path)
     output = output or paths.default_checkpoint()
-    provenance = {"kind": "imported", "source": "openibl", "file": str(Path(file).resolve())}
+    provenance = {"kind": "imported", "source": "openibl", "file": str(Path(path).resolve())}
     save_checkpoint(net, output, provenance)
     cfg = net.config
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "checkpoint": str(output),
+                    "weights": str(path),
+                    "backbone": "vgg16",
+                    "clusters": cfg.num_clusters,
+                    "descriptor_dim": cfg.descriptor_dim,
+                    "input_size": [cfg.input_height, cfg.input_width],
+                }
+            )
+        )
+        return
     click.echo(
         f"wrote {output} (vgg16, {cfg.num_clusters} clusters, descriptor {cfg.descriptor_dim}-d, "
         f"input {cfg.input_height}x{cfg.input_width}); export needs --verify-images DIR"

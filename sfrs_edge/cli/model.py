@@ -38,7 +38,8 @@ from .options import InputSize, PcaDim
     "--weights",
     type=click.Path(path_type=Path),
     default=None,
-    help="Backbone ImageNet weights file (vgg16: torchvision state dict).",
+    help="Backbone ImageNet weights file (vgg16: torchvision state dict) [default for vgg16: "
+    "torchvision's vgg16-397923af.pth, downloaded and verified into $SFRS_EDGE_HOME/weights].",
 )
 @click.option(
     "-o",
@@ -56,6 +57,10 @@ def init_command(backbone, images_dir, pca_dim, no_whiten, input_size, clusters,
 
     backbone_spec(backbone)
     images = list_images(images_dir)
+    if backbone == "vgg16" and weights is None:
+        from .weights import published
+
+        weights = published("vgg16")  # SHA-256 verified
     h, w = input_size or (0, 0)
     cfg = InitConfig(
         backbone=backbone,
