@@ -74,8 +74,18 @@ def _verify_folder(verify_images: Path | None, provenance: dict, checkpoint: Pat
     help="Also build a TensorRT engine here (needs TensorRT and a GPU).",
 )
 @click.option("--workspace-gb", type=float, default=4.0, show_default=True, hidden=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def export_command(
-    checkpoint, output, fp16, pca_dim, input_size, verify_images, verify_count, engine, workspace_gb
+    checkpoint,
+    output,
+    fp16,
+    pca_dim,
+    input_size,
+    verify_images,
+    verify_count,
+    engine,
+    workspace_gb,
+    as_json=False,
 ):
     """Export CHECKPOINT [default: $SFRS_EDGE_HOME/checkpoint.pt] to a verified ONNX model."""
     from sfrs_edge.export import build_engine, export_model
@@ -91,7 +101,7 @@ def export_command(
     folder = _verify_folder(verify_images, provenance, checkpoint)
     images = pick_verify_images(folder, verify_count)
     provenance = {**provenance, "checkpoint": str(Path(checkpoint).resolve())}
-    click.echo(f"export: {checkpoint} -> {output} ({'fp16' if fp16 else 'fp32'})")
+    click.echo(f"export: {checkpoint} -> {output} ({'fp16' if fp16 else 'fp32'})", err=as_json)
     report = export_model(
         net,
         output,
@@ -101,16 +111,38 @@ def export_command(
         verify_images=images,
         provenance=provenance,
     )
-    click.echo(report.line())
+    click.echo(report.line(), err=as_json)
     info = report.info
     pre = info.preprocessing
     click.echo(
-        f"wrote {report.path} ({report.size_bytes / 2**20:.1f} MiB, {info.descriptor_dim}-d, "
-        f"input {pre.height}x{pre.width}, fingerprint {info.fingerprint}, {report.seconds} s)"
+        err=as_json,
+        message=f"wrote {report.path} ({report.size_bytes / 2**20:.1f} MiB, {info.descriptor_dim}-d, "
+        f"input {pre.height}x{pre.width}, fingerprint {info.fingerprint}, {report.seconds} s)",
     )
+    built = None
     if engine is not None:
         built = build_engine(report.path, engine, fp16=fp16, workspace_gb=workspace_gb)
-        click.echo(f"wrote TensorRT engine {built}")
+        click.echo(f"wrote TensorRT engine {built}", err=as_json)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "model": str(report.path),
+                    "size_bytes": report.size_bytes,
+                    "precision": report.precision,
+                    "descriptor_dim": info.descriptor_dim,
+                    "input_size": [pre.height, pre.width],
+                    "fingerprint": info.fingerprint,
+                    "verify": {
+                        "images": report.num_images,
+                        "min_cos": report.min_cos,
+                        "mean_cos": report.mean_cos,
+                    },
+                    "engine": str(built) if built else None,
+                    "seconds": report.seconds,
+                }
+            )
+        )
 
 
 @click.command("import")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -48,7 +49,10 @@ from .options import InputSize, PcaDim
     default=None,
     help="Checkpoint to write [default: $SFRS_EDGE_HOME/checkpoint.pt].",
 )
-def init_command(backbone, images_dir, pca_dim, no_whiten, input_size, clusters, weights, output):
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def init_command(
+    backbone, images_dir, pca_dim, no_whiten, input_size, clusters, weights, output, as_json
+):
     """Make an off-the-shelf model: pretrained backbone, k-means NetVLAD, PCA whitening."""
     from sfrs_edge.images import list_images
     from sfrs_edge.train.backbones import backbone_spec
@@ -73,10 +77,24 @@ def init_command(backbone, images_dir, pca_dim, no_whiten, input_size, clusters,
     )
     if clusters < 2:
         raise ConfigError(f"--clusters must be at least 2, got {clusters}")
-    click.echo(f"init: {backbone}, {len(images)} images from {images_dir}")
+    click.echo(f"init: {backbone}, {len(images)} images from {images_dir}", err=as_json)
     net, provenance = build_offtheshelf(images, cfg)
     output = output or paths.default_checkpoint()
     save_checkpoint(net, output, provenance)
+    if as_json:
+        c = net.config
+        click.echo(
+            json.dumps(
+                {
+                    "checkpoint": str(output),
+                    "backbone": backbone,
+                    "descriptor_dim": c.descriptor_dim,
+                    "input_size": [c.input_height, c.input_width],
+                    "seconds": provenance["seconds"],
+                }
+            )
+        )
+        return
     click.echo(
         f"wrote {output} (descriptor {net.config.descriptor_dim}-d, "
         f"input {net.config.input_height}x{net.config.input_width}, {provenance['seconds']} s)"

@@ -90,3 +90,19 @@ def _lines(label: str, unit: str) -> Report:
             click.echo(f"{label}: {_fmt(done, unit)}{suffix}", err=True)
 
     return report
+
+
+def reporter(label: str, unit: str = "items") -> Report:
+    """A ``report(done, total)`` callback for code that cannot hold a ``with`` block; the bar
+    closes itself when ``done`` reaches ``total``."""
+    if not _is_terminal():
+        return _lines(label, unit)
+    cm = _bar(label, unit)
+    report = cm.__enter__()
+
+    def call(done: int, total: int | None) -> None:
+        report(done, total)
+        if total is not None and done >= total:
+            cm.__exit__(None, None, None)
+
+    return call
