@@ -29,7 +29,7 @@ from .config import TrainConfig
 from .datasets import PlaceSet
 from .distributed import DistInfo, barrier, check_step_size, rank_share, wrap
 from .evaluation import embed, evaluate
-from .frozen import set_first_trainable, trainable_suffix
+from .frozen import trainable_suffix
 from .groundtruth import eval_positives, training_ground_truth
 from .inputs import FrozenInputs
 from .losses import tuple_loss
@@ -130,7 +130,7 @@ class Trainer:
             barrier(self.dist)
         net, _ = load_checkpoint(path)
         net = _strip_pca(net)
-        set_first_trainable(net.backbone, cfg.first_trainable)
+        net.backbone.set_trainable(cfg.first_trainable)
         return net.train()
 
     def _new_optimizer(self) -> None:

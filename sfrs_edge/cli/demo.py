@@ -15,6 +15,7 @@ import click
 
 from .. import paths
 from ..errors import ConfigError
+from .extras import require_extra
 from .options import PcaDim
 
 TOLERANCE = 2
@@ -70,15 +71,10 @@ def demo_command(frame, query_set, pca_dim, fp16, evaluate, no_download, as_json
     from ..localize import Localizer
     from ..maps import build_map
 
-    try:
-        from sfrs_edge.export import export_checkpoint
-        from sfrs_edge.train.checkpoint import save_checkpoint
-        from sfrs_edge.train.offtheshelf import InitConfig, build_offtheshelf
-    except ImportError as exc:
-        raise ConfigError(
-            f"the demo makes a model, which needs torch ({exc}); "
-            "install with: pip install -c constraints/cpu.txt -e '.[train,export]'"
-        ) from exc
+    require_extra("demo", "train", "torch", "onnx", "sklearn")  # the demo makes a model
+    from sfrs_edge.export import export_checkpoint
+    from sfrs_edge.train.checkpoint import save_checkpoint
+    from sfrs_edge.train.offtheshelf import InitConfig, build_offtheshelf
 
     def say(msg: str) -> None:
         click.echo(msg, err=as_json)

@@ -10,6 +10,7 @@ import click
 
 from .. import paths
 from ..errors import ConfigError
+from .extras import require_extra
 from .options import InputSize
 
 DEFAULT_VERIFY_COUNT = 8
@@ -88,6 +89,7 @@ def export_command(
     as_json=False,
 ):
     """Export CHECKPOINT [default: $SFRS_EDGE_HOME/checkpoint.pt] to a verified ONNX model."""
+    require_extra("export", "export", "torch", "onnx")
     from sfrs_edge.export import build_engine, export_model
     from sfrs_edge.train.checkpoint import load_checkpoint
 
@@ -165,15 +167,15 @@ def export_command(
 def import_command(source, file, output, as_json):
     """Import weights published elsewhere as an sfrs-edge checkpoint. Without FILE, the
     published file is downloaded (verified) into $SFRS_EDGE_HOME/weights."""
+    require_extra("import", "train", "torch")
     from .weights import checked_weights
 
     name = "openibl" if source == "openibl" else "vgg16"
     if source == "torchvision-vgg16":
         from sfrs_edge.train.backbones import VGG16
-        from sfrs_edge.train.importers import load_torchvision_vgg16
 
         with checked_weights(name, file) as path:
-            load_torchvision_vgg16(VGG16(), path)
+            VGG16().load_pretrained(path)
         hint = f"sfrs-edge init --backbone vgg16 --weights {path} --images DIR" + (
             f" -o {output}" if output else ""
         )

@@ -9,6 +9,7 @@ import click
 
 from .. import paths
 from ..errors import ConfigError
+from .extras import require_extra
 from .options import InputSize, PcaDim
 
 
@@ -54,6 +55,7 @@ def init_command(
     backbone, images_dir, pca_dim, no_whiten, input_size, clusters, weights, output, as_json
 ):
     """Make an off-the-shelf model: pretrained backbone, k-means NetVLAD, PCA whitening."""
+    require_extra("init", "train", "torch", "sklearn")
     from sfrs_edge.images import list_images
     from sfrs_edge.train.backbones import backbone_spec
     from sfrs_edge.train.checkpoint import save_checkpoint

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import ConfigError
+from .extras import require_extra
 from .options import InputSize, PcaDim
 
 
@@ -107,6 +108,7 @@ def _load_splits(kind, data, o):
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def train_command(kind, data, run_dir, **o):
     """Train an SFRS model in generations (self-supervised image-to-region similarities)."""
+    require_extra("train", "train", "torch", "sklearn", "tqdm")
     from sfrs_edge.train.config import TrainConfig
     from sfrs_edge.train.distributed import init_from_env
     from sfrs_edge.train.trainer import Trainer
