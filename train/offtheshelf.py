@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -43,7 +43,12 @@ class InitConfig:
 
 
 def sample_local_descriptors(
-    net: SFRSNet, paths: Sequence[str | os.PathLike], per_image: int, seed: int, batch_size: int = 8
+    net: SFRSNet,
+    paths: Sequence[str | os.PathLike],
+    per_image: int,
+    seed: int,
+    batch_size: int = 8,
+    progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """``per_image`` random L2-normalised local descriptors from each image's feature map
     (all of its locations when the map is smaller)."""
@@ -57,7 +62,7 @@ def sample_local_descriptors(
         idx = torch.stack([torch.randperm(hw, generator=gen)[:take] for _ in range(len(f))])
         return torch.gather(f, 1, idx.unsqueeze(2).expand(-1, -1, f.shape[2])).flatten(0, 1)
 
-    return map_images(net, paths, sample, batch_size)
+    return map_images(net, paths, sample, batch_size, progress or False)
 
 
 def kmeans(descriptors: np.ndarray, k: int, iters: int, seed: int) -> np.ndarray:
@@ -90,10 +95,15 @@ def pretrained_backbone_net(cfg: InitConfig) -> SFRSNet:
     return net.eval()
 
 
-def build_offtheshelf(images: Sequence[str | os.PathLike], cfg: InitConfig) -> tuple[SFRSNet, dict]:
+def build_offtheshelf(
+    images: Sequence[str | os.PathLike],
+    cfg: InitConfig,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[SFRSNet, dict]:
     """Pretrained backbone + k-means NetVLAD (+ PCA whitening) fitted on ``images``.
 
-    Returns the network and a provenance dict for the checkpoint.
+    Returns the network and a provenance dict for the checkpoint. ``progress(done, total)``
+    counts images over both passes (local descriptors, then global ones for PCA).
     """
     images = [Path(p) for p in images]
     if cfg.pca_dim is not None and cfg.pca_dim > len(images) - 1:
@@ -109,8 +119,13 @@ def build_offtheshelf(images: Sequence[str | os.PathLike], cfg: InitConfig) -> t
         kimages = [
             images[i] for i in sorted(rng.choice(len(images), cfg.max_images, replace=False))
         ]
+    total = len(kimages) + (len(images) if cfg.pca_dim else 0)
+
+    def report(offset: int):
+        return None if progress is None else (lambda done, _n: progress(offset + done, total))
+
     local = sample_local_descriptors(
-        net, kimages, cfg.descriptors_per_image, cfg.seed, cfg.batch_size
+        net, kimages, cfg.descriptors_per_image, cfg.seed, cfg.batch_size, report(0)
     )
     centroids = kmeans(local, cfg.num_clusters, cfg.kmeans_iters, cfg.seed)
     alpha = net.netvlad.init_from_kmeans(centroids, local)
@@ -121,7 +136,7 @@ def build_offtheshelf(images: Sequence[str | os.PathLike], cfg: InitConfig) -> t
         alpha,
     )
     if cfg.pca_dim:
-        vlads = vlad_descriptors(net, images, cfg.batch_size)
+        vlads = vlad_descriptors(net, images, cfg.batch_size, report(len(kimages)) or False)
         w, b, _ = fit_pca_whitening(vlads, cfg.pca_dim, whiten=cfg.whiten)
         net.set_pca(w, b)
         net.config.whiten = cfg.whiten

@@ -17,6 +17,7 @@ from .. import paths
 from ..errors import ConfigError
 from .extras import require_extra
 from .options import PcaDim
+from .progress import progress
 
 TOLERANCE = 2
 
@@ -87,9 +88,10 @@ def demo_command(frame, query_set, pca_dim, fp16, evaluate, no_download, as_json
 
     ckpt = paths.default_checkpoint()
     t = time.perf_counter()
-    net, provenance = build_offtheshelf(
-        list_images(root / "day_right"), InitConfig(pca_dim=pca_dim)
-    )
+    with progress("      fitting the model: images", unit="images") as report:
+        net, provenance = build_offtheshelf(
+            list_images(root / "day_right"), InitConfig(pca_dim=pca_dim), progress=report
+        )
     save_checkpoint(net, ckpt, provenance)
     say(
         f"      model: EfficientNet-Lite0 + NetVLAD, {net.config.descriptor_dim}-d, "
@@ -108,7 +110,14 @@ def demo_command(frame, query_set, pca_dim, fp16, evaluate, no_download, as_json
     db_images = list_images(root / "day_left")
     poses = write_index_poses(db_images, home / "day_left_poses.csv")
     t = time.perf_counter()
-    the_map = build_map(Engine.open(model), root / "day_left", paths.default_map(), poses=poses)
+    with progress("      map of day_left: images", unit="images") as report:
+        the_map = build_map(
+            Engine.open(model),
+            root / "day_left",
+            paths.default_map(),
+            poses=poses,
+            progress=report,
+        )
     say(
         f"[3/4] map of day_left: {len(the_map)} images, {the_map.index_type} index "
         f"({time.perf_counter() - t:.0f} s) -> {paths.default_map()}"
@@ -149,13 +158,17 @@ def demo_command(frame, query_set, pca_dim, fp16, evaluate, no_download, as_json
 
 
 def _pictures(loc, query: Path, result, frame: int, home: Path) -> dict[str, str]:
-    """The answer beside the query (green/red borders by the ±TOLERANCE rule) and the map."""
+    """The answer beside the query (its top 3, green/red borders by the ±TOLERANCE rule) and
+    the map with the query's similarity along the route."""
+    from dataclasses import replace
+
     from ..images import read_image
     from ..pictures import map_picture, match_sheet
     from ..plots import write_png
 
-    right = [abs(_frame_index(m.name) - frame) <= TOLERANCE for m in result.matches]
-    sheet, _ = match_sheet(read_image(query), result, loc.map, right)
+    top = replace(result, matches=result.matches[:3])
+    right = [abs(_frame_index(m.name) - frame) <= TOLERANCE for m in top.matches]
+    sheet, _ = match_sheet(read_image(query), top, loc.map, right)
     answer = home / "demo_answer.png"
     write_png(sheet, answer)
     _, scores = loc.localize_scores(read_image(query))

@@ -80,7 +80,10 @@ def init_command(
     if clusters < 2:
         raise ConfigError(f"--clusters must be at least 2, got {clusters}")
     click.echo(f"init: {backbone}, {len(images)} images from {images_dir}", err=as_json)
-    net, provenance = build_offtheshelf(images, cfg)
+    from .progress import progress
+
+    with progress("init: reading images", unit="images") as report:
+        net, provenance = build_offtheshelf(images, cfg, progress=report)
     output = output or paths.default_checkpoint()
     save_checkpoint(net, output, provenance)
     if as_json:
