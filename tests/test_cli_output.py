@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from sfrs_edge.cli import main
@@ -47,3 +48,17 @@ def test_map_build_add_remove_json(tiny_onnx, gardens_point, tmp_path):
     assert json.loads(r.stdout.strip().splitlines()[-1]) == {"map": m, "added": 1, "images": 7}
     r = run(main, ["map", "remove", m, "Image010.jpg", "--json"])
     assert json.loads(r.stdout.strip()) == {"map": m, "removed": 1, "images": 6}
+
+
+def test_init_reports_progress_over_both_passes(gardens_point):
+    pytest.importorskip("torch")
+    from sfrs_edge.train.offtheshelf import InitConfig, build_offtheshelf
+
+    from sfrs_edge.images import list_images
+
+    images = list_images(gardens_point / "day_right")[:12]
+    cfg = InitConfig(num_clusters=4, input_height=64, input_width=96, pca_dim=3, batch_size=4)
+    seen = []
+    build_offtheshelf(images, cfg, progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (24, 24)  # 12 images for k-means, then 12 for PCA
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)

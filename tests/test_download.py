@@ -198,3 +198,24 @@ def test_published_entries_follow_torchvision_convention():
     assert weights.PUBLISHED["openibl"].url == (
         "https://github.com/yxgeee/OpenIBL/releases/download/v0.1.0-beta/vgg16_netvlad.pth"
     )
+
+
+def test_cli_import_downloads_checks_and_forgets_a_bad_file(server, tmp_path, monkeypatch):
+    """`import --from openibl` with no FILE: downloads into the cache; a file the importer
+    rejects is deleted so the next run downloads again. The URL points at the local server."""
+    pytest.importorskip("torch")
+    from click.testing import CliRunner
+
+    from sfrs_edge.cli import main
+
+    monkeypatch.setenv("SFRS_EDGE_HOME", str(tmp_path / "home"))
+    remote = weights.PUBLISHED["openibl"]
+    monkeypatch.setitem(
+        weights.PUBLISHED, "openibl", Remote(f"{server}/good", remote.filename, remote.what)
+    )
+    r = CliRunner().invoke(main, ["import", "--from", "openibl"])
+    assert r.exit_code == 1
+    err = r.output.strip().splitlines()[-1]
+    assert err.startswith("error: ") and "deleted the downloaded" in err
+    assert not weights.cached_path("openibl").exists()
+    assert Handler.requests[0]["path"] == "/good"

@@ -83,12 +83,13 @@ def demo_command(frame, query_set, pca_dim, fp16, evaluate, no_download, as_json
     home = paths.home()
     home.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
-    root = gardens_point(download=not no_download)
+    with progress("downloading Gardens Point", unit="bytes") as report:
+        root = gardens_point(download=not no_download, progress=report)
     say(f"[1/4] Gardens Point at {root}")
 
     ckpt = paths.default_checkpoint()
     t = time.perf_counter()
-    with progress("      fitting the model: images", unit="images") as report:
+    with progress("      fitting the model", unit="images") as report:
         net, provenance = build_offtheshelf(
             list_images(root / "day_right"), InitConfig(pca_dim=pca_dim), progress=report
         )
@@ -110,7 +111,7 @@ def demo_command(frame, query_set, pca_dim, fp16, evaluate, no_download, as_json
     db_images = list_images(root / "day_left")
     poses = write_index_poses(db_images, home / "day_left_poses.csv")
     t = time.perf_counter()
-    with progress("      map of day_left: images", unit="images") as report:
+    with progress("      map of day_left", unit="images") as report:
         the_map = build_map(
             Engine.open(model),
             root / "day_left",

@@ -82,7 +82,7 @@ def init_command(
     click.echo(f"init: {backbone}, {len(images)} images from {images_dir}", err=as_json)
     from .progress import progress
 
-    with progress("init: reading images", unit="images") as report:
+    with progress("init: images read", unit="images") as report:
         net, provenance = build_offtheshelf(images, cfg, progress=report)
     output = output or paths.default_checkpoint()
     save_checkpoint(net, output, provenance)
