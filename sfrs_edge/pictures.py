@@ -104,9 +104,15 @@ def map_picture(
             xy = xy * np.array([np.cos(np.radians(np.nanmean(pos[:, 0]))), 1.0])
         lo, hi = np.nanmin(xy[known], axis=0), np.nanmax(xy[known], axis=0)
         scale = min((x1 - x0) / max(hi[0] - lo[0], 1e-9), (y1 - y0) / max(hi[1] - lo[1], 1e-9))
+        # centre the drawing in the free direction
+        cx = x0 + ((x1 - x0) - (hi[0] - lo[0]) * scale) / 2
+        cy = y1 - ((y1 - y0) - (hi[1] - lo[1]) * scale) / 2
+
+        def to_px(p: np.ndarray) -> tuple[int, int]:
+            return (int(cx + (p[0] - lo[0]) * scale), int(cy - (p[1] - lo[1]) * scale))
 
         def at(i: int) -> tuple[int, int]:
-            return (int(x0 + (xy[i, 0] - lo[0]) * scale), int(y1 - (xy[i, 1] - lo[1]) * scale))
+            return to_px(xy[i])
 
         note = "positions: " + ("lat/lon (north up)" if kind == "latlon" else "x/y map units")
         rows = [i for i in range(n) if known[i]]
@@ -153,7 +159,7 @@ def map_picture(
                 if (kind == "latlon")
                 else e
             )
-            p = (int(x0 + (e[0] - lo[0]) * scale), int(y1 - (e[1] - lo[1]) * scale))
+            p = to_px(e)
             cv2.drawMarker(img, p, plots.BLACK, cv2.MARKER_CROSS, 22, 2, cv2.LINE_AA)
         elif result.matches:
             p = at(result.best.id)
