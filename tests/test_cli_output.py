@@ -52,12 +52,15 @@ def test_map_build_add_remove_json(tiny_onnx, gardens_point, tmp_path):
 
 def test_init_reports_progress_over_both_passes(gardens_point):
     pytest.importorskip("torch")
-    from sfrs_edge.train.offtheshelf import InitConfig, build_offtheshelf
+    from sfrs_edge.train.config import InitConfig
+    from sfrs_edge.train.model import ModelConfig
+    from sfrs_edge.train.offtheshelf import build_offtheshelf
 
     from sfrs_edge.images import list_images
 
     images = list_images(gardens_point / "day_right")[:12]
-    cfg = InitConfig(num_clusters=4, input_height=64, input_width=96, pca_dim=3, batch_size=4)
+    model = ModelConfig(num_clusters=4, input_height=64, input_width=96, pca_dim=3)
+    cfg = InitConfig(model=model, batch_size=4)
     seen = []
     build_offtheshelf(images, cfg, progress=lambda d, t: seen.append((d, t)))
     assert seen[-1] == (24, 24)  # 12 images for k-means, then 12 for PCA

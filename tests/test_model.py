@@ -280,4 +280,4 @@ def test_init_cli_writes_checkpoint(tmp_path, gardens_point):
     assert r.exit_code == 0, r.output
     net, prov = load_checkpoint(out)
     assert (net.config.input_height, net.config.input_width) == (64, 96)
-    assert prov["init"]["pca_dim"] == 8 and prov["num_images"] == 200
+    assert prov["init"]["model"]["pca_dim"] == 8 and prov["num_images"] == 200

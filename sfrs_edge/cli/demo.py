@@ -75,7 +75,9 @@ def demo_command(frame, query_set, pca_dim, fp16, evaluate, no_download, as_json
     require_extra("demo", "train", "torch", "onnx", "sklearn")  # the demo makes a model
     from sfrs_edge.export import export_checkpoint
     from sfrs_edge.train.checkpoint import save_checkpoint
-    from sfrs_edge.train.offtheshelf import InitConfig, build_offtheshelf
+    from sfrs_edge.train.config import InitConfig
+    from sfrs_edge.train.model import ModelConfig
+    from sfrs_edge.train.offtheshelf import build_offtheshelf
 
     def say(msg: str) -> None:
         click.echo(msg, err=as_json)
@@ -91,7 +93,9 @@ def demo_command(frame, query_set, pca_dim, fp16, evaluate, no_download, as_json
     t = time.perf_counter()
     with progress("      fitting the model", unit="images") as report:
         net, provenance = build_offtheshelf(
-            list_images(root / "day_right"), InitConfig(pca_dim=pca_dim), progress=report
+            list_images(root / "day_right"),
+            InitConfig(model=ModelConfig(pca_dim=pca_dim)),
+            progress=report,
         )
     save_checkpoint(net, ckpt, provenance)
     say(

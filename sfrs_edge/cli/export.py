@@ -74,6 +74,13 @@ def _verify_folder(verify_images: Path | None, provenance: dict, checkpoint: Pat
     default=None,
     help="Also build a TensorRT engine here (needs TensorRT and a GPU).",
 )
+@click.option(
+    "--engine-batch",
+    type=(click.IntRange(min=1), click.IntRange(min=1)),
+    default=(1, 8),
+    show_default=True,
+    help="The engine's tuned (opt) and largest (max) batch; the smallest is 1.",
+)
 @click.option("--workspace-gb", type=float, default=4.0, show_default=True, hidden=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def export_command(
@@ -85,6 +92,7 @@ def export_command(
     verify_images,
     verify_count,
     engine,
+    engine_batch,
     workspace_gb,
     as_json=False,
 ):
@@ -95,10 +103,11 @@ def export_command(
 
     checkpoint = checkpoint or paths.default_checkpoint()
     output = output or paths.default_model()
-    if engine is not None:
-        from sfrs_edge.export.tensorrt_engine import require_tensorrt
+    if engine is not None:  # fail before a long export, not after
+        from sfrs_edge.export.tensorrt_engine import BatchProfile, require_tensorrt
 
-        require_tensorrt()  # fail before a long export, not after
+        require_tensorrt()
+        profile = BatchProfile(min=1, opt=engine_batch[0], max=engine_batch[1])
     net, provenance = load_checkpoint(checkpoint)
     folder = _verify_folder(verify_images, provenance, checkpoint)
     images = pick_verify_images(folder, verify_count)
@@ -123,8 +132,11 @@ def export_command(
     )
     built = None
     if engine is not None:
-        built = build_engine(report.path, engine, fp16=fp16, workspace_gb=workspace_gb)
-        click.echo(f"wrote TensorRT engine {built}", err=as_json)
+        built = build_engine(report.path, engine, profile=profile, workspace_gb=workspace_gb)
+        click.echo(
+            f"wrote TensorRT {report.precision} engine {built} (batch 1..{profile.max})",
+            err=as_json,
+        )
     if as_json:
         click.echo(
             json.dumps(
