@@ -10,6 +10,7 @@ query i is right when the answer j has |i - j| <= tolerance. Every frame counts 
 ``--index exact hnsw`` plays every stream against both indexes of the same map: exact (every
 similarity) and HNSW (32 candidates + the filter's focus rows + ``--sample`` rows scored
 exactly, :func:`sfrs_edge.stream.filtering.partial_scores`: what ``Localizer.stream`` does).
+``hnsw-candidates`` is the rule before: the 32 candidates, their lowest for every other row.
 ``--db day_left`` embeds that traversal as the map instead of opening ``--map``.
 """
 
@@ -45,12 +46,20 @@ def filtered_answers(sims: np.ndarray, config: FilterConfig) -> np.ndarray:
     return np.array([int(np.argmax(filt.update(s))) for s in sims])
 
 
-def hnsw_filtered_answers(m: Map, q: np.ndarray, config: FilterConfig, sample: int) -> np.ndarray:
-    """As :func:`filtered_answers` on an HNSW map: partial exact scores per frame."""
+def hnsw_filtered_answers(
+    m: Map, q: np.ndarray, config: FilterConfig, sample: int, candidates_only: bool = False
+) -> np.ndarray:
+    """As :func:`filtered_answers` on an HNSW map: partial exact scores per frame.
+    ``candidates_only``: the previous rule (32 candidates, their lowest for every other row)."""
     filt = TemporalFilter(config)
     out = []
     for x in q:
         ids, sims = m.search(x, min(32, len(m)))
+        if candidates_only:
+            scores = np.full(len(m), float(sims[0].min()), np.float32)
+            scores[ids[0]] = sims[0]
+            out.append(int(np.argmax(filt.update(scores))))
+            continue
         scores, stats = partial_scores(m, x, ids[0], sims[0], filt.focus(), sample)
         out.append(int(np.argmax(filt.update(scores, stats=stats))))
     return np.array(out)
@@ -61,7 +70,9 @@ def main() -> None:
     ap.add_argument("--model", required=True)
     ap.add_argument("--map", default=None)
     ap.add_argument("--db", default=None, help="traversal to embed as the map (instead of --map)")
-    ap.add_argument("--index", nargs="+", default=["exact"], choices=["exact", "hnsw"])
+    ap.add_argument(
+        "--index", nargs="+", default=["exact"], choices=["exact", "hnsw", "hnsw-candidates"]
+    )
     ap.add_argument("--sample", type=int, default=256, help="HNSW: rows scored for z statistics")
     ap.add_argument("--data", required=True, help="gardens_point folder")
     ap.add_argument("--queries", nargs="+", default=["day_right", "night_right"])
@@ -79,7 +90,7 @@ def main() -> None:
         m = Map.open(args.map, expect_fingerprint=engine.fingerprint)
         db, name = np.asarray(m.descriptors), m.path.name
     maps = {"exact": Map.from_arrays(db)}
-    if "hnsw" in args.index:
+    if {"hnsw", "hnsw-candidates"} & set(args.index):
         maps["hnsw"] = Map.from_arrays(db, HnswIndex.build(db, IndexConfig("hnsw")))
     rows = []
     for split in args.queries:
@@ -94,7 +105,8 @@ def main() -> None:
                     if kind == "exact":
                         ans = filtered_answers(sims, cfg)
                     else:
-                        ans = hnsw_filtered_answers(maps["hnsw"], q, cfg, args.sample)
+                        only = kind == "hnsw-candidates"
+                        ans = hnsw_filtered_answers(maps["hnsw"], q, cfg, args.sample, only)
                     r1 = float(np.mean(np.abs(ans - truth) <= args.tolerance) * 100)
                     rows.append(
                         {
@@ -107,7 +119,7 @@ def main() -> None:
                         }
                     )
                     print(
-                        f"{name} <- {split:12s} {kind:5s} {method:4s} W={w:<3d} per-frame R@1 "
+                        f"{name} <- {split:12s} {kind:15s} {method:4s} W={w:<3d} per-frame R@1 "
                         f"{single:5.1f}  filtered R@1 {r1:5.1f}",
                         flush=True,
                     )
