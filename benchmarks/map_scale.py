@@ -159,6 +159,25 @@ def run(args) -> list[dict]:
     return rows
 
 
+def table(rows: list[dict]) -> str:
+    """Markdown table of the rows (one per map)."""
+    head = (
+        "| dim | places | build s | open cold s | open warm s | ef | p50 ms | p99 ms | top-1 % "
+        "| top-10 % | RSS MiB | disk B/place | add 1,000 s | fp16 exact top-1 vs fp32 % |"
+    )
+    out = [head, "|" + "---|" * 14]
+    for r in rows:
+        for e in r.get("by_ef") or [r]:
+            out.append(
+                f"| {r['dim']} | {r['size']:,} | {r['build_s']:.1f} | {r['open_cold_s']:.2f} "
+                f"| {r['open_warm_s']:.2f} | {e.get('ef', '')} | {e['p50_ms']:.2f} "
+                f"| {e['p99_ms']:.2f} | {e['top1']:.1f} | {e['top10']:.1f} "
+                f"| {r['rss_bytes'] / 2**20:.0f} | {r['disk_bytes_per_place']:,.0f} "
+                f"| {r['add_1000_s']:.2f} | {r.get('fp16_top1_vs_fp32', float('nan')):.1f} |"
+            )
+    return "\n".join(out)
+
+
 def plot(rows: list[dict], path: Path) -> Path:
     plt = plt_module()
     fig, ax = plt.subplots(1, 2, figsize=(8, 3.2))
@@ -191,6 +210,15 @@ def main(argv=None) -> int:
     ap.add_argument("--efs", type=int, nargs="*", default=[256, 512], help="more ef to probe")
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--probe", type=Path, default=None, help="only probe this existing map")
+    ap.add_argument("--report", type=Path, nargs="*", help="only print tables + plot of JSONs")
+    ap.add_argument(
+        "--add-bench",
+        type=Path,
+        nargs="*",
+        help="only time `map add` of 1,000 places into "
+        "each of these maps, interleaved, --reps times",
+    )
+    ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--base-limit", type=int, default=60)
     ap.add_argument("--work", type=Path, default=Path("/tmp/sfrs_map_scale"))
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/map_scale"))
@@ -202,7 +230,30 @@ def main(argv=None) -> int:
         )
         print(json.dumps(warm, indent=2))
         return 0
+    if args.add_bench:
+        times: dict[str, list[float]] = {str(p): [] for p in args.add_bench}
+        for rep in range(args.reps):
+            for p in args.add_bench:
+                from sfrs_edge.maps import Map
+
+                m = Map.open(p, load_index=False)
+                extra = np.random.default_rng(rep).standard_normal((1000, m.dim)).astype(np.float32)
+                extra /= np.linalg.norm(extra, axis=1, keepdims=True)
+                n = len(m)
+                del m
+                times[str(p)].append(add_time(p, extra, n + 10_000_000 * (rep + 1)))
+                log(f"add 1000 into {p} ({n:,} places): {times[str(p)][-1]:.3f} s")
+        print(
+            json.dumps({p: {"median_s": float(np.median(t)), "all_s": t} for p, t in times.items()})
+        )
+        return 0
+    if args.report:
+        rows = [r for p in args.report for r in json.loads(p.read_text())]
+        print(table(rows))
+        plot(rows, args.out / "map_scale.png")
+        return 0
     rows = run(args)
+    (args.out / "map_scale.md").write_text(table(rows) + "\n")
     plot(rows, args.out / f"map_scale_{args.dim}.png")
     return 0
 
