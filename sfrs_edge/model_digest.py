@@ -115,7 +115,7 @@ def file_digest(path: str | os.PathLike) -> tuple[str, dict[str, str]]:
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
                 return scan(mm)
     except _Malformed as exc:
-        raise ModelError(f"{path}: not a valid ONNX (protobuf) file ({exc})") from None
+        raise ModelError(f"{path}: not a loadable ONNX model (bad protobuf: {exc})") from None
     except OSError as exc:
         raise ModelError(f"{path}: cannot read model file ({exc.strerror})") from None
 
