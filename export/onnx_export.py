@@ -25,6 +25,8 @@ from sfrs_edge.errors import ModelError
 from sfrs_edge.model_digest import DIGEST_KEY, file_digest
 from sfrs_edge.model_info import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelInfo
 
+from .trt_compat import static_output_dims
+
 __all__ = ["check_graph", "graph_summary", "stamp_digest", "write_onnx"]
 FORBIDDEN_OPS = ("Einsum",)  # DESIGN.md §3.1: no einsum in exported graphs
 
@@ -50,6 +52,7 @@ def write_onnx(net: SFRSNet, path: Path, info: ModelInfo, opset: int = 17) -> on
         )
     model = onnx.load(str(path))
     check_graph(model, path)
+    static_output_dims(model)  # (batch, dim), not (batch, "Castdescriptor_dim_1")
     del model.metadata_props[:]
     entry = model.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, info.to_json()
