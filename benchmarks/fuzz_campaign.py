@@ -339,6 +339,10 @@ def run_case(category: str, case, tmp: Path) -> str:
             p.write_bytes(case[1])
             track = Track.read(p)
             track.at(float(track.times[0]))
+            if track.kind == "latlon":
+                lat, lon = track.positions[:, 0], track.positions[:, 1]
+                if (abs(lat) > 90).any() or (abs(lon) > 180).any():
+                    return "silent_wrong"  # an impossible position accepted
             return "valid"
         if category == "special":
             return _special(case, tmp)
