@@ -28,7 +28,7 @@ from sfrs_edge.model_info import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelInf
 from .trt_compat import static_output_dims
 
 __all__ = ["check_graph", "graph_summary", "stamp_digest", "write_onnx"]
-FORBIDDEN_OPS = ("Einsum",)  # DESIGN.md §3.1: no einsum in exported graphs
+FORBIDDEN_OPS = ("Einsum",)  # docs/DESIGN.md §3.1: no einsum in exported graphs
 
 
 @torch.no_grad()
