@@ -50,6 +50,7 @@ def test_map_build_add_remove_json(tiny_onnx, gardens_point, tmp_path):
     assert json.loads(r.stdout.strip()) == {"map": m, "removed": 1, "images": 6}
 
 
+@pytest.mark.slow
 def test_init_reports_progress_over_both_passes(gardens_point):
     pytest.importorskip("torch")
     from sfrs_edge.train.config import InitConfig
