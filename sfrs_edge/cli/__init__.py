@@ -1,7 +1,9 @@
 """The ``sfrs-edge`` command line: thin click commands over library functions.
 
-Commands that need torch (init, export, train, import) import ``train``/``export`` lazily,
-so ``sfrs-edge localize`` starts fast and works where torch is not installed.
+Commands that need torch (init, export, import, train, demo) first check that their extra is
+installed (``extras.require_extra``: one line naming it, exit 1) and import
+``sfrs_edge.train``/``sfrs_edge.export`` inside the command, so ``sfrs-edge localize`` starts
+fast and works where torch is not installed.
 Every :class:`~sfrs_edge.errors.SfrsEdgeError` becomes ``error: <message>`` and exit code 1.
 """
 
