@@ -37,6 +37,7 @@ _skip_option = click.option(
     is_flag=True,
     help="Skip unreadable/corrupt images with a warning instead of failing.",
 )
+_json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 _missing_option = click.option(
     "--allow-missing-poses",
     is_flag=True,
@@ -51,16 +52,10 @@ def _engine(model_path: Path | None, backend: str):
 
 
 def _progress(label: str):
-    """A progress callback printing to stderr, once per ~10 %."""
-    state = {"last": -1}
+    """Progress of a long run: a bar on a terminal, a line per ~10 % otherwise (stderr)."""
+    from .progress import reporter
 
-    def report(done: int, total: int) -> None:
-        step = done * 10 // max(total, 1)
-        if step != state["last"] or done == total:
-            state["last"] = step
-            click.echo(f"{label}: {done}/{total} images", err=True)
-
-    return report
+    return reporter(label, "images")
 
 
 def _human(n: float) -> str:
@@ -142,6 +137,7 @@ def map_group() -> None:
     default=None,
     help="Map folder to write (replaced atomically) [default: $SFRS_EDGE_HOME/map].",
 )
+@_json_option
 def build_command(
     source,
     poses,
@@ -161,6 +157,7 @@ def build_command(
     allow_missing_poses,
     batch_size,
     output,
+    as_json=False,
 ):
     """Build a map from the images in SOURCE (a folder), or from the keyframes of a video file
     (with --poses TRACK.csv or --gpx TRACK.gpx for positions by timestamp)."""
@@ -197,6 +194,9 @@ def build_command(
         v = m.manifest["history"][-1]["video"]
         if v["corrupt_frames"]:
             click.echo(f"warning: skipped {v['corrupt_frames']} corrupt frames", err=True)
+        if as_json:
+            click.echo(json.dumps({**_summary(m, output, dt), "video": v}))
+            return
         click.echo(
             f"wrote {output}: {len(m)} keyframes of {v['frames']} frames "
             f"({v['rejected_unchanged']} unchanged candidates skipped), {m.dim}-d, "
@@ -225,11 +225,25 @@ def build_command(
     skipped = m.manifest["history"][-1].get("skipped", [])
     if skipped:
         click.echo(f"warning: skipped {len(skipped)} unreadable images", err=True)
+    if as_json:
+        click.echo(json.dumps({**_summary(m, output, dt), "skipped": skipped}))
+        return
     click.echo(
         f"wrote {output}: {len(m)} images, {m.dim}-d, {m.index_type} index, "
         f"{m.manifest['positions'].get('count', 0)} with positions "
         f"({dt:.1f} s, {len(m) / dt:.1f} images/s)"
     )
+
+
+def _summary(m, output: Path, seconds: float) -> dict:
+    return {
+        "map": str(output),
+        "images": len(m),
+        "dim": m.dim,
+        "index": m.index_type,
+        "with_positions": m.manifest["positions"].get("count", 0),
+        "seconds": round(seconds, 2),
+    }
 
 
 @map_group.command("add")
@@ -241,8 +255,17 @@ def build_command(
 @_skip_option
 @_missing_option
 @_batch_option
+@_json_option
 def add_command(
-    map_path, images, poses, model_path, backend, skip_bad_images, allow_missing_poses, batch_size
+    map_path,
+    images,
+    poses,
+    model_path,
+    backend,
+    skip_bad_images,
+    allow_missing_poses,
+    batch_size,
+    as_json=False,
 ):
     """Add IMAGES (files or folders) to MAP; existing descriptors are kept."""
     from ..maps import add_to_map
@@ -259,6 +282,9 @@ def add_command(
         batch_size=batch_size,
         progress=_progress("embedding"),
     )
+    if as_json:
+        click.echo(json.dumps({"map": str(map_path), "added": len(m) - before, "images": len(m)}))
+        return
     click.echo(f"added {len(m) - before} images to {map_path}: now {len(m)}")
 
 
@@ -271,12 +297,16 @@ def _count(map_path: Path) -> int:
 @map_group.command("remove")
 @click.argument("map_path", metavar="MAP", type=click.Path(path_type=Path))
 @click.argument("names", nargs=-1, required=True)
-def remove_command(map_path, names):
+@_json_option
+def remove_command(map_path, names, as_json=False):
     """Remove the images called NAMES from MAP (no model needed)."""
     from ..maps import remove_from_map
 
     before = _count(map_path)
     m = remove_from_map(map_path, list(names))
+    if as_json:
+        click.echo(json.dumps({"map": str(map_path), "removed": before - len(m), "images": len(m)}))
+        return
     click.echo(f"removed {before - len(m)} images from {map_path}: now {len(m)}")
 
 

@@ -11,7 +11,6 @@ import logging
 import os
 import sqlite3
 import threading
-import urllib.parse
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,17 +22,10 @@ from ..errors import ConfigError, MapError
 from .index import ExactIndex, HnswIndex, IndexConfig, check_k, similarities, top_k
 from .manifest import INDEX
 from .metadata import Place, place_from_row, select_columns
-from .snapshot import Snapshot, check_hnsw_header, read_npy
+from .snapshot import Snapshot, check_hnsw_header, read_all, read_npy
 from .store import resolve
 
 log = logging.getLogger(__name__)
-
-
-def sqlite_readonly(path: str) -> sqlite3.Connection:
-    """Open an SQLite file read-only whatever characters its path holds (``%``, ``#``, ``?``):
-    the path is percent-encoded into the URI, so it can never name another file or create one."""
-    uri = "file:" + urllib.parse.quote(os.fspath(path), safe="/") + "?mode=ro&immutable=1"
-    return sqlite3.connect(uri, uri=True, check_same_thread=False)
 
 
 @dataclass
@@ -169,7 +161,7 @@ class Map:
                         )
                     extras[xname] = arr
                 meta = entry["metadata"]
-                con = _open_metadata(snap.path(fds[meta], meta), meta, where, start, rows)
+                con = _open_metadata(fds[meta], meta, where, start, rows)
                 segments.append(Segment(start, rows, desc, con, extras, entry))
                 start += rows
             index = None
@@ -421,10 +413,15 @@ class Map:
         return similarities(q, self.descriptors)
 
 
-def _open_metadata(path: str, name: str, where: str, start: int, rows: int) -> sqlite3.Connection:
-    """Open a segment's metadata read-only and check it holds exactly ids start..start+rows-1."""
+def _open_metadata(fd: int, name: str, where: str, start: int, rows: int) -> sqlite3.Connection:
+    """Load a segment's metadata from the open file ``fd`` into an in-memory, query-only
+    database (SQLite resolves paths itself, even /proc/self/fd links, so it is never handed
+    one: what it reads is the file of this generation) and check it holds exactly ids
+    start..start+rows-1."""
     try:
-        con = sqlite_readonly(path)
+        con = sqlite3.connect(":memory:", check_same_thread=False)
+        con.deserialize(read_all(fd))
+        con.execute("PRAGMA query_only = ON")
         n, lo, hi = con.execute("SELECT count(*), min(id), max(id) FROM places").fetchone()
     except sqlite3.Error as exc:
         raise MapError(
@@ -439,4 +436,4 @@ def _open_metadata(path: str, name: str, where: str, start: int, rows: int) -> s
     return con
 
 
-__all__ = ["Map", "Segment", "sqlite_readonly"]
+__all__ = ["Map", "Segment"]
