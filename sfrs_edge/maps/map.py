@@ -171,13 +171,9 @@ class Map:
                 check_hnsw_header(fds[INDEX], dim, indexed, config.M, f"{where}: {INDEX}")
                 if load_index:
                     index = HnswIndex.load(snap.path(fds[INDEX], INDEX), dim, indexed, config)
-        m = cls(requested, manifest, segments, index, folder)
-        m._unloaded_index = config.type == "hnsw" and not load_index
-        return m
+        return cls(requested, manifest, segments, index, folder)
 
     # --- facts --------------------------------------------------------------------------
-
-    _unloaded_index = False
 
     def __len__(self) -> int:
         return self._count
