@@ -48,8 +48,13 @@ from .engine import Engine
 from .errors import ConfigError, MapError
 from .images import read_image
 from .maps.index import top_k
+from .threads import blas_limit
 
 CANDIDATES = 32
+# One frame's exact search is a matrix-vector product: memory-bound, no faster on more BLAS
+# threads, and OpenBLAS's threads spin after each call, taking cores from the next inference
+# (issue 13: 11.1 → 18.5 frames/s with BLAS held to one). Held to 1 whatever ``threads`` is.
+SEARCH_BLAS_THREADS = 1
 EARTH_RADIUS_M = 6_371_008.8
 
 
@@ -211,15 +216,8 @@ class Localizer:
             desc = self.engine.embed_frame(frame, times)
             t = time.perf_counter()
             n = min(len(self.map), max(self.k, CANDIDATES))
-            if scores_out is not None and self.map.index_type == "exact":
-                # the filter needs every similarity: one matrix product serves both
-                scores = np.asarray(self.map.descriptors @ desc, np.float32)
-                ids, sims = top_k(scores[None], n)
-            else:
-                ids, sims = self.map.search(desc, n, self.ef)
-                if scores_out is not None:  # HNSW: candidates, the lowest for the rest
-                    scores = np.full(len(self.map), float(sims[0].min()), np.float32)
-                    scores[ids[0]] = sims[0]
+            with blas_limit(SEARCH_BLAS_THREADS):
+                ids, sims, scores = self._search(desc, n, scores_out is not None)
             times["search"] = time.perf_counter() - t
             if scores_out is not None:
                 scores_out.append(scores)
@@ -227,6 +225,22 @@ class Localizer:
         times["total"] = time.perf_counter() - t0
         ms = {key: round(v * 1000.0, 3) for key, v in times.items()}
         return LocalizationResult(**result, timings=ms, source=source)
+
+    def _search(
+        self, desc: np.ndarray, n: int, want_scores: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Top-``n`` (ids, sims) of one descriptor, and every place's score when wanted."""
+        scores = None
+        if want_scores and self.map.index_type == "exact":
+            # the filter needs every similarity: one matrix product serves both
+            scores = np.asarray(self.map.descriptors @ desc, np.float32)
+            ids, sims = top_k(scores[None], n)
+        else:
+            ids, sims = self.map.search(desc, n, self.ef)
+            if want_scores:  # HNSW: candidates, the lowest for the rest
+                scores = np.full(len(self.map), float(sims[0].min()), np.float32)
+                scores[ids[0]] = sims[0]
+        return ids, sims, scores
 
     def _near(self, ids: np.ndarray, best: int, radius: float, frames: int) -> np.ndarray:
         """Which candidate ids lie within ``radius`` of ``best`` (else within ``frames`` rows)."""

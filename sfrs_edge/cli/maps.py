@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from .. import paths
+from .options import threads_option
 
 _model_option = click.option(
     "--model",
@@ -44,10 +45,12 @@ _missing_option = click.option(
 )
 
 
-def _engine(model_path: Path | None, backend: str):
+def _engine(model_path: Path | None, backend: str, threads: int | None = None):
     from ..engine import Engine
+    from ..threads import limit_process
 
-    return Engine.open(model_path or paths.default_model(), backend=backend)
+    threads = limit_process(threads)  # BLAS and OpenCV too, not only onnxruntime
+    return Engine.open(model_path or paths.default_model(), backend=backend, threads=threads)
 
 
 def _progress(label: str):
@@ -128,6 +131,7 @@ def map_group() -> None:
 @_skip_option
 @_missing_option
 @_batch_option
+@threads_option
 @click.option(
     "-o",
     "--output",
@@ -152,6 +156,7 @@ def build_command(
     skip_bad_images,
     allow_missing_poses,
     batch_size,
+    threads,
     output,
 ):
     """Build a map from the images in SOURCE (a folder), or from the keyframes of a video file
@@ -161,7 +166,7 @@ def build_command(
     from ..maps import build_map
     from ..video import is_video
 
-    engine = _engine(model_path, backend)
+    engine = _engine(model_path, backend, threads)
     output = output or paths.default_map()
     output.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -211,15 +216,17 @@ def build_command(
         allow_missing_poses=allow_missing_poses,
         batch_size=batch_size,
         progress=_progress("embedding"),
+        threads=threads,
     )
     dt = time.perf_counter() - t0
     skipped = m.manifest["history"][-1].get("skipped", [])
     if skipped:
         click.echo(f"warning: skipped {len(skipped)} unreadable images", err=True)
+    rate = m.manifest["history"][-1].get("images_per_s")
     click.echo(
         f"wrote {output}: {len(m)} images, {m.dim}-d, {m.index_type} index, "
         f"{m.manifest['positions'].get('count', 0)} with positions "
-        f"({dt:.1f} s, {len(m) / dt:.1f} images/s)"
+        f"({dt:.1f} s; embedding {rate} images/s)"
     )
 
 
@@ -232,13 +239,22 @@ def build_command(
 @_skip_option
 @_missing_option
 @_batch_option
+@threads_option
 def add_command(
-    map_path, images, poses, model_path, backend, skip_bad_images, allow_missing_poses, batch_size
+    map_path,
+    images,
+    poses,
+    model_path,
+    backend,
+    skip_bad_images,
+    allow_missing_poses,
+    batch_size,
+    threads,
 ):
     """Add IMAGES (files or folders) to MAP; existing descriptors are kept."""
     from ..maps import add_to_map
 
-    engine = _engine(model_path, backend)
+    engine = _engine(model_path, backend, threads)
     before = _count(map_path)
     m = add_to_map(
         engine,
@@ -249,6 +265,7 @@ def add_command(
         allow_missing_poses=allow_missing_poses,
         batch_size=batch_size,
         progress=_progress("embedding"),
+        threads=threads,
     )
     click.echo(f"added {len(m) - before} images to {map_path}: now {len(m)}")
 

@@ -8,7 +8,7 @@ import click
 
 from .. import paths
 from ..errors import ConfigError
-from .options import InputSize, PcaDim
+from .options import InputSize, PcaDim, threads_option
 
 
 @click.command("init")
@@ -47,12 +47,18 @@ from .options import InputSize, PcaDim
     default=None,
     help="Checkpoint to write [default: $SFRS_EDGE_HOME/checkpoint.pt].",
 )
-def init_command(backbone, images_dir, pca_dim, no_whiten, input_size, clusters, weights, output):
+@threads_option
+def init_command(
+    backbone, images_dir, pca_dim, no_whiten, input_size, clusters, weights, output, threads
+):
     """Make an off-the-shelf model: pretrained backbone, k-means NetVLAD, PCA whitening."""
     from sfrs_edge.images import list_images
+    from sfrs_edge.threads import limit_process
     from sfrs_edge.train.backbones import backbone_spec
     from sfrs_edge.train.checkpoint import save_checkpoint
     from sfrs_edge.train.offtheshelf import InitConfig, build_offtheshelf
+
+    limit_process(threads)  # torch (imported above), BLAS, OpenCV
 
     backbone_spec(backbone)
     images = list_images(images_dir)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,6 +36,7 @@ from .manifest import (
     now,
     write_manifest,
 )
+from .embedding import embed_images
 from .map import Map
 from .metadata import Place, write_metadata
 from .poses import Pose, match_poses, read_exif_gps, read_poses_csv
@@ -117,8 +119,34 @@ def _embed(
     skip_bad: bool,
     batch_size: int,
     progress: Progress | None,
+    threads: int | None = None,
 ) -> tuple[np.ndarray, list[Path], list[str]]:
-    """Descriptors of ``files``; returns (descriptors, files kept, skipped file messages)."""
+    """Descriptors of ``files``; returns (descriptors, files kept, skipped file messages).
+
+    A real :class:`~sfrs_edge.engine.Engine` goes through the overlapped decode/inference
+    pipeline (:mod:`.embedding`); an engine offering only ``embed_files`` is called in chunks.
+    """
+    if hasattr(engine, "embed") and hasattr(engine.info, "preprocessing"):
+        result = embed_images(engine, files, batch_size, threads, skip_bad, progress)
+        log.info("embedded %d images at %.1f images/s", len(result.kept), result.images_per_s)
+        desc, kept, skipped = result.descriptors, result.kept, result.skipped
+    else:
+        desc, kept, skipped = _embed_in_chunks(engine, files, skip_bad, batch_size, progress)
+    desc = np.ascontiguousarray(desc, dtype=np.float32)
+    if desc.shape != (len(kept), engine.dim):
+        raise MapError(f"engine returned descriptors of shape {desc.shape}, expected {len(kept)}")
+    if not np.isfinite(desc).all():
+        raise MapError("the model produced NaN/inf descriptors; the model file is unusable")
+    return desc, kept, skipped
+
+
+def _embed_in_chunks(
+    engine: EmbeddingEngine,
+    files: list[Path],
+    skip_bad: bool,
+    batch_size: int,
+    progress: Progress | None,
+) -> tuple[np.ndarray, list[Path], list[str]]:
     parts, kept, skipped = [], [], []
     total = len(files)
     for start in range(0, total, EMBED_CHUNK):
@@ -140,12 +168,7 @@ def _embed(
             progress(min(start + EMBED_CHUNK, total), total)
     if not kept:
         raise ImageError(f"none of the {total} images could be read: {skipped[0]}")
-    desc = np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
-    if desc.shape != (len(kept), engine.dim):
-        raise MapError(f"engine returned descriptors of shape {desc.shape}, expected {len(kept)}")
-    if not np.isfinite(desc).all():
-        raise MapError("the model produced NaN/inf descriptors; the model file is unusable")
-    return desc, kept, skipped
+    return np.concatenate(parts), kept, skipped
 
 
 def _model_section(engine: EmbeddingEngine) -> dict[str, Any]:
@@ -219,11 +242,13 @@ def build_map(
     allow_missing_poses: bool = False,
     batch_size: int = 8,
     progress: Progress | None = None,
+    threads: int | None = None,
 ) -> Map:
     """Embed every image of ``source`` and write a map at ``output`` (replacing a map there).
 
     ``index``: ``auto`` (exact below 50k images, else HNSW), ``exact`` or ``hnsw``.
-    Returns the new map, opened.
+    ``threads``: image-decoding threads (None: physical cores). Returns the new map, opened;
+    ``manifest["history"][-1]["images_per_s"]`` is the embedding rate.
     """
     _check_dim(engine)
     files = collect_images(source)
@@ -231,7 +256,9 @@ def build_map(
     pose_list, pos_info = _poses_for(files, poses, allow_missing_poses)
     output = Path(output).expanduser()
     with atomic_map_dir(output) as staging:
-        desc, kept, skipped = _embed(engine, files, skip_bad_images, batch_size, progress)
+        t0 = time.perf_counter()
+        desc, kept, skipped = _embed(engine, files, skip_bad_images, batch_size, progress, threads)
+        rate = round(len(kept) / max(time.perf_counter() - t0, 1e-9), 2)
         keep = {f: p for f, p in zip(files, pose_list, strict=True)}
         places = _places(kept, [keep[f] for f in kept], 0)
         hnsw = HnswIndex.build(desc, config) if config.type == "hnsw" else None
@@ -242,7 +269,9 @@ def build_map(
             index=config.to_manifest(),
             count=len(places),
             positions=pos_info,
-            history=[_event("build", len(places), skipped, source=_describe(source))],
+            history=[
+                _event("build", len(places), skipped, source=_describe(source), images_per_s=rate)
+            ],
         )
         _write(staging, manifest, desc, places, hnsw)
     return Map.open(output, expect_fingerprint=engine.fingerprint)
@@ -270,6 +299,7 @@ def add_to_map(
     allow_missing_poses: bool = False,
     batch_size: int = 8,
     progress: Progress | None = None,
+    threads: int | None = None,
 ) -> Map:
     """Add images (files and/or folders) to a map without recomputing existing descriptors.
 
@@ -293,7 +323,7 @@ def add_to_map(
                 f"map positions are {kind}, the new images' are {pos_info['kind']}; "
                 "use the same kind of coordinates"
             )
-        desc, kept, skipped = _embed(engine, files, skip_bad_images, batch_size, progress)
+        desc, kept, skipped = _embed(engine, files, skip_bad_images, batch_size, progress, threads)
         keep = {f: p for f, p in zip(files, pose_list, strict=True)}
         new_places = _places(kept, [keep[f] for f in kept], len(old))
         places = old.all_places() + new_places
