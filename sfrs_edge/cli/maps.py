@@ -133,6 +133,16 @@ def map_group() -> None:
 @_batch_option
 @threads_option
 @click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Embed on a Ray cluster (Ray Data actor pool): ADDRESS such as auto or "
+    "ray://host:10001, or none for a local instance. Needs the 'cluster' extra.",
+)
+@click.option(
     "-o",
     "--output",
     type=click.Path(path_type=Path),
@@ -157,6 +167,7 @@ def build_command(
     allow_missing_poses,
     batch_size,
     threads,
+    ray_address,
     output,
 ):
     """Build a map from the images in SOURCE (a folder), or from the keyframes of a video file
@@ -171,6 +182,8 @@ def build_command(
     output.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     if is_video(source):
+        if ray_address:
+            raise click.UsageError("--ray builds maps from image folders, not videos")
         from ..video.keyframes import KeyframeConfig
         from ..video.mapping import build_map_from_video
 
@@ -203,6 +216,8 @@ def build_command(
         return
     if gpx:
         raise click.UsageError("--gpx is for video sources; give image positions with --poses")
+    if ray_address and engine.path.suffix != ".onnx":
+        raise click.UsageError("--ray runs ONNX models (onnxruntime on each worker)")
     m = build_map(
         engine,
         source,
@@ -217,6 +232,7 @@ def build_command(
         batch_size=batch_size,
         progress=_progress("embedding"),
         threads=threads,
+        ray=ray_address,
     )
     dt = time.perf_counter() - t0
     skipped = m.manifest["history"][-1].get("skipped", [])

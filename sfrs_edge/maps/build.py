@@ -120,13 +120,20 @@ def _embed(
     batch_size: int,
     progress: Progress | None,
     threads: int | None = None,
+    ray: str | None = None,
 ) -> tuple[np.ndarray, list[Path], list[str]]:
     """Descriptors of ``files``; returns (descriptors, files kept, skipped file messages).
 
     A real :class:`~sfrs_edge.engine.Engine` goes through the overlapped decode/inference
-    pipeline (:mod:`.embedding`); an engine offering only ``embed_files`` is called in chunks.
+    pipeline (:mod:`.embedding`), or with ``ray`` (an address, or ``local``) through a Ray
+    actor pool (:mod:`.ray_embed`); an engine offering only ``embed_files`` is called in chunks.
     """
-    if hasattr(engine, "embed") and hasattr(engine.info, "preprocessing"):
+    if ray is not None:
+        from .ray_embed import embed_with_ray
+
+        result = embed_with_ray(engine.path, files, ray, batch_size, skip_bad)
+        desc, kept, skipped = result.descriptors, result.kept, result.skipped
+    elif hasattr(engine, "embed") and hasattr(engine.info, "preprocessing"):
         result = embed_images(engine, files, batch_size, threads, skip_bad, progress)
         log.info("embedded %d images at %.1f images/s", len(result.kept), result.images_per_s)
         desc, kept, skipped = result.descriptors, result.kept, result.skipped
@@ -243,11 +250,13 @@ def build_map(
     batch_size: int = 8,
     progress: Progress | None = None,
     threads: int | None = None,
+    ray: str | None = None,
 ) -> Map:
     """Embed every image of ``source`` and write a map at ``output`` (replacing a map there).
 
     ``index``: ``auto`` (exact below 50k images, else HNSW), ``exact`` or ``hnsw``.
-    ``threads``: image-decoding threads (None: physical cores). Returns the new map, opened;
+    ``threads``: image-decoding threads (None: physical cores). ``ray``: embed on a Ray
+    cluster at this address (``local``: a local instance). Returns the new map, opened;
     ``manifest["history"][-1]["images_per_s"]`` is the embedding rate.
     """
     _check_dim(engine)
@@ -257,7 +266,9 @@ def build_map(
     output = Path(output).expanduser()
     with atomic_map_dir(output) as staging:
         t0 = time.perf_counter()
-        desc, kept, skipped = _embed(engine, files, skip_bad_images, batch_size, progress, threads)
+        desc, kept, skipped = _embed(
+            engine, files, skip_bad_images, batch_size, progress, threads, ray
+        )
         rate = round(len(kept) / max(time.perf_counter() - t0, 1e-9), 2)
         keep = {f: p for f, p in zip(files, pose_list, strict=True)}
         places = _places(kept, [keep[f] for f in kept], 0)
