@@ -21,6 +21,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 BACKBONE_PREFIX = "/net/backbone/"  # node names of the traced backbone (ExportWrapper.net)
 QUANTIZED_OPS = ("Conv",)
+MIN_GATE_IMAGES = 32
 
 
 @dataclass(frozen=True)
@@ -252,3 +254,54 @@ def check(result: Int8Gate, config: Int8Config, source: str | os.PathLike) -> No
             f"{source}: INT8 model refused ({'; '.join(fails)}; {result.line()}); "
             "nothing was written. Use the FP32 model, or calibrate on images like the deployment's"
         )
+
+
+@dataclass(frozen=True)
+class Int8Report:
+    """What ``export --int8`` wrote: the FP32 parity (vs torch) and the INT8 gate (vs FP32)."""
+
+    path: Path
+    info: ModelInfo
+    fp32_parity: str
+    gate: Int8Gate
+    seconds: float
+
+    @property
+    def size_bytes(self) -> int:
+        return self.path.stat().st_size
+
+
+def export_int8(
+    net: Any,
+    output: str | os.PathLike,
+    *,
+    calibration: Sequence[str | os.PathLike],
+    verify_images: Sequence[str | os.PathLike],
+    config: Int8Config = Int8Config(),
+    **export_kwargs: Any,
+) -> Int8Report:
+    """Export ``net`` in FP32 (verified against torch), quantize it, gate INT8 against FP32,
+    and only then write ``output``. ``export_kwargs``: those of :func:`export_model` (pca_dim,
+    input_size, provenance). On any failure nothing is left at ``output``."""
+    import tempfile
+    import time
+
+    from sfrs_edge.atomic import atomic_path
+
+    from .pipeline import export_model
+
+    t0 = time.time()
+    output = Path(output)
+    if output.is_dir():
+        raise ConfigError(f"{output}: is a directory; give a file name such as model.onnx")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=output.parent, prefix=".sfrs-int8-") as tmp:
+        fp32 = export_model(
+            net, Path(tmp) / "fp32.onnx", fp16=False, verify_images=verify_images, **export_kwargs
+        )
+        with atomic_path(output) as tmp_out:
+            info, quantized, kept = quantize_model(fp32.path, tmp_out, calibration, config)
+            result = gate(fp32.path, tmp_out, verify_images, len(quantized), len(kept))
+            log.info("%s", result.line())
+            check(result, config, output)
+    return Int8Report(output, info, fp32.line(), result, round(time.time() - t0, 2))

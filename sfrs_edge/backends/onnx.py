@@ -113,9 +113,7 @@ class OnnxBackend:
         self.threads = threads_mod.resolve(threads)
         providers = choose_providers(backend)
         cache = path.parent / ".trt_cache" if os.access(path.parent, os.W_OK) else None
-        self.session = create_session(
-            path, _provider_options(providers, cache), self.threads, spin
-        )
+        self.session = create_session(path, _provider_options(providers, cache), self.threads, spin)
         active = self.session.get_providers()
         if backend != "auto" and PROVIDERS[backend] not in active:
             raise ConfigError(

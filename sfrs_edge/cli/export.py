@@ -9,7 +9,7 @@ import click
 
 from .. import paths
 from ..errors import ConfigError
-from .options import InputSize
+from .options import InputSize, threads_option
 
 DEFAULT_VERIFY_COUNT = 8
 
@@ -73,15 +73,63 @@ def _verify_folder(verify_images: Path | None, provenance: dict, checkpoint: Pat
     help="Also build a TensorRT engine here (needs TensorRT and a GPU).",
 )
 @click.option("--workspace-gb", type=float, default=4.0, show_default=True, hidden=True)
+@click.option(
+    "--int8",
+    is_flag=True,
+    help="INT8 model (onnxruntime static quantization, QDQ, symmetric S8S8) of the backbone's "
+    "convs; refused unless it matches FP32 closely on the verification images.",
+)
+@click.option(
+    "--calibration",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="--int8: folder of real images (like the deployment's) to calibrate ranges on.",
+)
+@click.option(
+    "--calibration-count",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="--int8: how many of those images to calibrate on.",
+)
+@click.option(
+    "--int8-depthwise/--no-int8-depthwise",
+    default=False,
+    show_default=True,
+    help="--int8: quantize depthwise convs too (less accurate, not faster on Lite0).",
+)
+@threads_option
 def export_command(
-    checkpoint, output, fp16, pca_dim, input_size, verify_images, verify_count, engine, workspace_gb
+    checkpoint,
+    output,
+    fp16,
+    pca_dim,
+    input_size,
+    verify_images,
+    verify_count,
+    engine,
+    workspace_gb,
+    int8,
+    calibration,
+    calibration_count,
+    int8_depthwise,
+    threads,
 ):
     """Export CHECKPOINT [default: $SFRS_EDGE_HOME/checkpoint.pt] to a verified ONNX model."""
     from sfrs_edge.export import build_engine, export_model
+    from sfrs_edge.threads import limit_process
     from sfrs_edge.train.checkpoint import load_checkpoint
 
+    limit_process(threads)
     checkpoint = checkpoint or paths.default_checkpoint()
     output = output or paths.default_model()
+    if int8:
+        if fp16 or engine is not None:
+            raise click.UsageError("--int8 cannot be combined with --fp16 or --engine")
+        if calibration is None:
+            raise click.UsageError("--int8 needs --calibration DIR (real images to calibrate on)")
+    elif calibration is not None:
+        raise click.UsageError("--calibration applies to --int8")
     if engine is not None:
         from sfrs_edge.export.tensorrt_engine import require_tensorrt
 
@@ -90,6 +138,19 @@ def export_command(
     folder = _verify_folder(verify_images, provenance, checkpoint)
     images = pick_verify_images(folder, verify_count)
     provenance = {**provenance, "checkpoint": str(Path(checkpoint).resolve())}
+    if int8:
+        _export_int8(
+            net,
+            output,
+            images,
+            calibration,
+            calibration_count,
+            int8_depthwise,
+            verify_count,
+            folder,
+            dict(pca_dim=pca_dim, input_size=input_size, provenance=provenance),
+        )
+        return
     click.echo(f"export: {checkpoint} -> {output} ({'fp16' if fp16 else 'fp32'})")
     report = export_model(
         net,
@@ -110,6 +171,31 @@ def export_command(
     if engine is not None:
         built = build_engine(report.path, engine, fp16=fp16, workspace_gb=workspace_gb)
         click.echo(f"wrote TensorRT engine {built}")
+
+
+def _export_int8(
+    net, output, images, calibration, count, depthwise, verify_count, folder, kwargs
+) -> None:
+    from sfrs_edge.export.quantize import MIN_GATE_IMAGES, Int8Config, export_int8
+
+    config = Int8Config(keep_depthwise_float=not depthwise, calibration_count=count)
+    if len(images) < MIN_GATE_IMAGES:  # the gate's recall@1 needs more than a handful
+        images = pick_verify_images(folder, max(verify_count, MIN_GATE_IMAGES))
+    cal = pick_verify_images(calibration, count)
+    click.echo(
+        f"export: int8 -> {output} (calibrating on {len(cal)} images of {calibration}, "
+        f"gate on {len(images)} images)"
+    )
+    report = export_int8(
+        net, output, calibration=cal, verify_images=images, config=config, **kwargs
+    )
+    click.echo(report.fp32_parity)
+    click.echo(report.gate.line())
+    info = report.info
+    click.echo(
+        f"wrote {report.path} ({report.size_bytes / 2**20:.1f} MiB, int8, {info.descriptor_dim}-d, "
+        f"fingerprint {info.fingerprint}, {report.seconds} s)"
+    )
 
 
 @click.command("import")

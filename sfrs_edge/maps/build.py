@@ -26,6 +26,7 @@ import numpy as np
 from ..errors import ConfigError, ImageError, MapError
 from ..images import IMAGE_SUFFIXES, list_images
 from ..model_info import ModelInfo
+from .embedding import embed_images
 from .index import HnswIndex, IndexConfig
 from .manifest import (
     DESCRIPTORS,
@@ -36,7 +37,6 @@ from .manifest import (
     now,
     write_manifest,
 )
-from .embedding import embed_images
 from .map import Map
 from .metadata import Place, write_metadata
 from .poses import Pose, match_poses, read_exif_gps, read_poses_csv
