@@ -48,6 +48,7 @@ from .engine import Engine
 from .errors import ConfigError, MapError
 from .images import read_image
 from .maps.index import top_k
+from .model_info import check_precision
 from .threads import blas_limit
 
 CANDIDATES = 32
@@ -134,6 +135,9 @@ class Localizer:
                     f"{self.map.fingerprint}, but the model has {self.engine.fingerprint}; "
                     "rebuild the map with this model or use the model that built it"
                 )
+        model_section = getattr(self.map, "manifest", {}).get("model")
+        if model_section is not None:
+            check_precision(model_section, self.engine.info, str(self.map.path))
         if self.map.dim != self.engine.dim:
             raise MapError(
                 f"map holds {self.map.dim}-d descriptors, the model makes {self.engine.dim}-d"

@@ -13,7 +13,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .errors import ModelError
+from .errors import MapError, ModelError
 
 METADATA_KEY = "sfrs_edge"
 MODEL_FORMAT_VERSION = 1
@@ -83,3 +83,20 @@ class ModelInfo:
             raise
         except (ValueError, KeyError, TypeError) as exc:
             raise ModelError(f"{source}: sfrs_edge metadata is malformed ({exc})") from exc
+
+
+def precision_class(precision: str | None) -> str:
+    """``int8`` or ``float``: descriptors of one class are comparable (fp16 ≈ fp32, cosine
+    ≥ 0.999, and they share a fingerprint); INT8 descriptors are not exchangeable with them."""
+    return "int8" if precision == "int8" else "float"
+
+
+def check_precision(map_model: dict[str, Any], info: ModelInfo, source: str) -> None:
+    """Refuse mixing INT8 and float descriptors in one map (same weights, same fingerprint)."""
+    have, want = precision_class(map_model.get("precision")), precision_class(info.precision)
+    if have != want:
+        raise MapError(
+            f"{source}: map was built with a {map_model.get('precision')} model, the model in "
+            f"use is {info.precision}; INT8 and float descriptors do not mix: rebuild the map "
+            "with this model or use the model that built it"
+        )

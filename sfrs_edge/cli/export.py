@@ -88,9 +88,17 @@ def _verify_folder(verify_images: Path | None, provenance: dict, checkpoint: Pat
 @click.option(
     "--calibration-count",
     type=click.IntRange(min=1),
-    default=64,
+    default=32,
     show_default=True,
     help="--int8: how many of those images to calibrate on.",
+)
+@click.option(
+    "--calibration-method",
+    type=click.Choice(["percentile", "minmax", "entropy"]),
+    default="percentile",
+    show_default=True,
+    help="--int8: activation ranges from the 99.999th percentile, min/max (least memory), "
+    "or entropy.",
 )
 @click.option(
     "--int8-depthwise/--no-int8-depthwise",
@@ -112,6 +120,7 @@ def export_command(
     int8,
     calibration,
     calibration_count,
+    calibration_method,
     int8_depthwise,
     threads,
 ):
@@ -139,13 +148,18 @@ def export_command(
     images = pick_verify_images(folder, verify_count)
     provenance = {**provenance, "checkpoint": str(Path(checkpoint).resolve())}
     if int8:
+        from sfrs_edge.export.quantize import Int8Config
+
         _export_int8(
             net,
             output,
             images,
             calibration,
-            calibration_count,
-            int8_depthwise,
+            Int8Config(
+                keep_depthwise_float=not int8_depthwise,
+                calibration_count=calibration_count,
+                calibration_method=calibration_method,
+            ),
             verify_count,
             folder,
             dict(pca_dim=pca_dim, input_size=input_size, provenance=provenance),
@@ -173,15 +187,12 @@ def export_command(
         click.echo(f"wrote TensorRT engine {built}")
 
 
-def _export_int8(
-    net, output, images, calibration, count, depthwise, verify_count, folder, kwargs
-) -> None:
-    from sfrs_edge.export.quantize import MIN_GATE_IMAGES, Int8Config, export_int8
+def _export_int8(net, output, images, calibration, config, verify_count, folder, kwargs) -> None:
+    from sfrs_edge.export.quantize import MIN_GATE_IMAGES, export_int8
 
-    config = Int8Config(keep_depthwise_float=not depthwise, calibration_count=count)
     if len(images) < MIN_GATE_IMAGES:  # the gate's recall@1 needs more than a handful
         images = pick_verify_images(folder, max(verify_count, MIN_GATE_IMAGES))
-    cal = pick_verify_images(calibration, count)
+    cal = pick_verify_images(calibration, config.calibration_count)
     click.echo(
         f"export: int8 -> {output} (calibrating on {len(cal)} images of {calibration}, "
         f"gate on {len(images)} images)"

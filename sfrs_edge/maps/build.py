@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import ConfigError, ImageError, MapError
 from ..images import IMAGE_SUFFIXES, list_images
-from ..model_info import ModelInfo
+from ..model_info import ModelInfo, check_precision
 from .embedding import embed_images
 from .index import HnswIndex, IndexConfig
 from .manifest import (
@@ -322,6 +322,7 @@ def add_to_map(
     map_path = Path(map_path).expanduser()
     with atomic_map_dir(map_path) as staging:
         old = Map.open(map_path, expect_fingerprint=engine.fingerprint)
+        check_precision(old.manifest["model"], engine.info, str(map_path))
         have = set(old.names)
         dup = [f.name for f in files if f.name in have]
         if dup:
