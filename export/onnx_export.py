@@ -24,6 +24,8 @@ from sfrs_edge.train.model import ExportWrapper, SFRSNet
 from sfrs_edge.errors import ModelError
 from sfrs_edge.model_info import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelInfo
 
+from .trt_compat import static_output_dims
+
 FORBIDDEN_OPS = ("Einsum",)  # DESIGN.md §3.1: no einsum in exported graphs
 
 
@@ -48,6 +50,7 @@ def write_onnx(net: SFRSNet, path: Path, info: ModelInfo, opset: int = 17) -> on
         )
     model = onnx.load(str(path))
     check_graph(model, path)
+    static_output_dims(model)  # (batch, dim), not (batch, "Castdescriptor_dim_1")
     del model.metadata_props[:]
     entry = model.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, info.to_json()

@@ -182,14 +182,14 @@ class Localizer:
             position=tuple(float(v) for v in pos) if known else None,
         )
 
-    def stream(self, frames, filter="none", window: int = 5, **filter_options: Any):  # noqa: A002
+    def stream(self, frames, filter="seq", window: int = 5, **filter_options: Any):  # noqa: A002
         """Localize an iterable of frames lazily: one :class:`~sfrs_edge.stream.sequence.StreamResult`
         per frame, with the per-frame and the temporally filtered answer.
 
         ``frames``: uint8 BGR arrays or :class:`~sfrs_edge.video.Frame` s (e.g. a
-        :class:`~sfrs_edge.stream.FrameStream`). ``filter``: ``none``, ``seq`` or ``hmm``, or a
-        :class:`~sfrs_edge.stream.filtering.FilterConfig`; ``window`` and ``filter_options`` (its
-        other fields) configure it. See :mod:`sfrs_edge.stream.filtering`.
+        :class:`~sfrs_edge.stream.FrameStream`). ``filter``: ``seq`` (the default everywhere, see
+        :class:`~sfrs_edge.stream.filtering.FilterConfig`), ``hmm`` or ``none``, or a
+        ``FilterConfig``; ``window`` and ``filter_options`` (its other fields) configure it.
         """
         from .stream.filtering import FilterConfig
         from .stream.sequence import localize_stream

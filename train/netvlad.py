@@ -73,12 +73,14 @@ class NetVLAD(nn.Module):
         sums run over all H·W locations, and clusters with tiny mass are amplified by the
         intra-normalisation. Measured on VGG16 at 480x640: fp16 here gives cosine 0.993.
         """
-        n, d = xn.shape[:2]
+        # Batch as -1 and the static sizes as Python ints: the exported Reshapes get constant
+        # shapes instead of Shape/Gather/Concat chains (only the batch axis is dynamic).
+        hw = int(xn.shape[2]) * int(xn.shape[3])
         dtype = torch.promote_types(xn.dtype, torch.float32)  # fp16 → fp32, fp64 stays
         xn = xn.to(dtype)
         logits = F.conv2d(xn, self.conv.weight.to(dtype))
-        assign = torch.softmax(logits, dim=1).reshape(n, self.num_clusters, -1)  # N,K,HW
-        feats = xn.reshape(n, d, -1)  # N,D,HW
+        assign = torch.softmax(logits, dim=1).reshape(-1, self.num_clusters, hw)  # N,K,HW
+        feats = xn.reshape(-1, self.dim, hw)  # N,D,HW
         vlad = torch.bmm(assign, feats.transpose(1, 2))  # N,K,D
         return vlad - assign.sum(dim=2).unsqueeze(2) * self.centroids.to(dtype).unsqueeze(0)
 
@@ -89,7 +91,9 @@ class NetVLAD(nn.Module):
     @staticmethod
     def normalize(vlad: torch.Tensor) -> torch.Tensor:
         """Intra-normalise each cluster row, flatten, L2-normalise: (..., K, D) → (..., K·D)."""
-        v = l2_normalize(vlad, dim=-1).flatten(-2)
+        v = l2_normalize(vlad, dim=-1)
+        # Not flatten(-2): it exports as Shape/Slice/Concat; -1 stands for the dynamic batch.
+        v = v.reshape(-1, *(int(s) for s in v.shape[1:-2]), int(v.shape[-2]) * int(v.shape[-1]))
         return l2_normalize(v, dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

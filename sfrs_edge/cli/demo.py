@@ -15,6 +15,7 @@ import click
 
 from .. import paths
 from ..errors import ConfigError
+from .extras import require_extra
 from .options import PcaDim
 
 TOLERANCE = 2
@@ -66,15 +67,12 @@ def demo_command(frame, query_set, pca_dim, fp16, evaluate, no_download):
     from ..localize import Localizer
     from ..maps import build_map
 
-    try:
-        from sfrs_edge.export import export_checkpoint
-        from sfrs_edge.train.checkpoint import save_checkpoint
-        from sfrs_edge.train.offtheshelf import InitConfig, build_offtheshelf
-    except ImportError as exc:
-        raise ConfigError(
-            f"the demo makes a model, which needs torch ({exc}); "
-            "install with: pip install -c constraints/cpu.txt -e '.[train,export]'"
-        ) from exc
+    require_extra("demo", "train", "torch", "onnx", "sklearn")  # the demo makes a model
+    from sfrs_edge.export import export_checkpoint
+    from sfrs_edge.train.checkpoint import save_checkpoint
+    from sfrs_edge.train.config import InitConfig
+    from sfrs_edge.train.model import ModelConfig
+    from sfrs_edge.train.offtheshelf import build_offtheshelf
 
     home = paths.home()
     home.mkdir(parents=True, exist_ok=True)
@@ -85,7 +83,7 @@ def demo_command(frame, query_set, pca_dim, fp16, evaluate, no_download):
     ckpt = paths.default_checkpoint()
     t = time.perf_counter()
     net, provenance = build_offtheshelf(
-        list_images(root / "day_right"), InitConfig(pca_dim=pca_dim)
+        list_images(root / "day_right"), InitConfig(model=ModelConfig(pca_dim=pca_dim))
     )
     save_checkpoint(net, ckpt, provenance)
     click.echo(

@@ -9,6 +9,7 @@ import click
 
 from .. import paths
 from ..errors import ConfigError
+from .extras import require_extra
 from .options import InputSize, threads_option
 
 DEFAULT_VERIFY_COUNT = 8
@@ -72,6 +73,13 @@ def _verify_folder(verify_images: Path | None, provenance: dict, checkpoint: Pat
     default=None,
     help="Also build a TensorRT engine here (needs TensorRT and a GPU).",
 )
+@click.option(
+    "--engine-batch",
+    type=(click.IntRange(min=1), click.IntRange(min=1)),
+    default=(1, 8),
+    show_default=True,
+    help="The engine's tuned (opt) and largest (max) batch; the smallest is 1.",
+)
 @click.option("--workspace-gb", type=float, default=4.0, show_default=True, hidden=True)
 @click.option(
     "--int8",
@@ -116,6 +124,7 @@ def export_command(
     verify_images,
     verify_count,
     engine,
+    engine_batch,
     workspace_gb,
     int8,
     calibration,
@@ -125,6 +134,7 @@ def export_command(
     threads,
 ):
     """Export CHECKPOINT [default: $SFRS_EDGE_HOME/checkpoint.pt] to a verified ONNX model."""
+    require_extra("export", "export", "torch", "onnx")
     from sfrs_edge.export import build_engine, export_model
     from sfrs_edge.threads import limit_process
     from sfrs_edge.train.checkpoint import load_checkpoint
@@ -139,10 +149,11 @@ def export_command(
             raise click.UsageError("--int8 needs --calibration DIR (real images to calibrate on)")
     elif calibration is not None:
         raise click.UsageError("--calibration applies to --int8")
-    if engine is not None:
-        from sfrs_edge.export.tensorrt_engine import require_tensorrt
+    if engine is not None:  # fail before a long export, not after
+        from sfrs_edge.export.tensorrt_engine import BatchProfile, require_tensorrt
 
-        require_tensorrt()  # fail before a long export, not after
+        require_tensorrt()
+        profile = BatchProfile(min=1, opt=engine_batch[0], max=engine_batch[1])
     net, provenance = load_checkpoint(checkpoint)
     folder = _verify_folder(verify_images, provenance, checkpoint)
     images = pick_verify_images(folder, verify_count)
@@ -183,8 +194,8 @@ def export_command(
         f"input {pre.height}x{pre.width}, fingerprint {info.fingerprint}, {report.seconds} s)"
     )
     if engine is not None:
-        built = build_engine(report.path, engine, fp16=fp16, workspace_gb=workspace_gb)
-        click.echo(f"wrote TensorRT engine {built}")
+        built = build_engine(report.path, engine, profile=profile, workspace_gb=workspace_gb)
+        click.echo(f"wrote TensorRT {report.precision} engine {built} (batch 1..{profile.max})")
 
 
 def _export_int8(net, output, images, calibration, config, verify_count, folder, kwargs) -> None:
@@ -227,11 +238,11 @@ def _export_int8(net, output, images, calibration, config, verify_count, folder,
 )
 def import_command(source, file, output):
     """Import weights published elsewhere as an sfrs-edge checkpoint."""
+    require_extra("import", "train", "torch")
     if source == "torchvision-vgg16":
         from sfrs_edge.train.backbones import VGG16
-        from sfrs_edge.train.importers import load_torchvision_vgg16
 
-        load_torchvision_vgg16(VGG16(), file)
+        VGG16().load_pretrained(file)
         hint = f"sfrs-edge init --backbone vgg16 --weights {file} --images DIR" + (
             f" -o {output}" if output else ""
         )

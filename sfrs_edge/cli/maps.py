@@ -1,4 +1,4 @@
-"""Map commands: ``sfrs-edge map build | add | remove | info``."""
+"""Map commands: ``sfrs-edge map build | add | remove | info | verify | merge``."""
 
 from __future__ import annotations
 
@@ -128,6 +128,13 @@ def map_group() -> None:
 @click.option("--hnsw-m", default=16, show_default=True, help="HNSW graph degree M.")
 @click.option("--ef-construction", default=200, show_default=True, help="HNSW build breadth.")
 @click.option("--ef", default=128, show_default=True, help="Default HNSW search breadth.")
+@click.option(
+    "--dtype",
+    type=click.Choice(["float32", "float16"]),
+    default="float32",
+    show_default=True,
+    help="Storage of descriptor files (float16 halves them; HNSW graphs hold float32).",
+)
 @_skip_option
 @_missing_option
 @_batch_option
@@ -163,6 +170,7 @@ def build_command(
     hnsw_m,
     ef_construction,
     ef,
+    dtype,
     skip_bad_images,
     allow_missing_poses,
     batch_size,
@@ -233,6 +241,7 @@ def build_command(
         progress=_progress("embedding"),
         threads=threads,
         ray=ray_address,
+        dtype=dtype,
     )
     dt = time.perf_counter() - t0
     skipped = m.manifest["history"][-1].get("skipped", [])
@@ -307,11 +316,12 @@ def remove_command(map_path, names):
 @map_group.command("info")
 @click.argument("map_path", metavar="MAP", type=click.Path(path_type=Path), required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def info_command(map_path, as_json):
+@click.option("--no-verify", is_flag=True, help="Skip checksums (sizes and headers only).")
+def info_command(map_path, as_json, no_verify):
     """Describe MAP [default: $SFRS_EDGE_HOME/map]: counts, model, index, size on disk."""
     from ..maps import map_info
 
-    info = map_info(map_path or paths.default_map())
+    info = map_info(map_path or paths.default_map(), verify=not no_verify)
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -328,13 +338,58 @@ def info_command(map_path, as_json):
         f"index:       {index['type']}" + (f" ({params})" if params else ""),
         f"positions:   {pos.get('count', 0)} of {info['count']}"
         + (f" ({pos['kind']}, from {pos.get('source')})" if pos.get("kind") else ""),
+        f"storage:     {info['segments']} segment(s), {info['indexed']} rows in the index",
         f"size:        {_human(info['size_bytes'])} ({_human(info['bytes_per_image'])} per image)",
+        "per place:   "
+        + ", ".join(f"{k} {_human(v)}" for k, v in info["bytes_per_place"].items() if v),
         "files:       " + ", ".join(f"{n} {_human(b)}" for n, b in sorted(info["files"].items())),
         f"checksums:   {info['checksums']}",
         f"format:      version {info['format_version']}, sfrs-edge {info['sfrs_edge_version']}, "
         f"updated {info['updated']}",
     ]
     click.echo("\n".join(lines))
+
+
+@map_group.command("verify")
+@click.argument("map_path", metavar="MAP", type=click.Path(path_type=Path), required=False)
+def verify_command(map_path):
+    """Rehash every file of MAP against its manifest and load it (exit 1 on any mismatch)."""
+    from ..maps import verify_map
+
+    r = verify_map(map_path or paths.default_map())
+    click.echo(
+        f"ok: {r['path']}: {r['count']} places, {r['segments']} segment(s), {r['files']} files "
+        f"({_human(r['bytes'])}) match their checksums"
+    )
+
+
+@map_group.command("merge")
+@click.argument("maps", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "-o", "--output", required=True, type=click.Path(path_type=Path), help="Map folder to write."
+)
+@click.option(
+    "--duplicates",
+    type=click.Choice(["error", "first", "rename"]),
+    default="error",
+    show_default=True,
+    help="Image names in several maps: refuse, keep the first map's, or rename later ones "
+    "to MAPFOLDER/NAME.",
+)
+@click.option(
+    "--index",
+    "index_type",
+    type=click.Choice(["auto", "exact", "hnsw"]),
+    default="auto",
+    show_default=True,
+    help="Index of the result (auto: HNSW when a source is HNSW or the result is large).",
+)
+def merge_command(maps, output, duplicates, index_type):
+    """Merge MAPS (built with the same model) into one map at --output."""
+    from ..maps import merge_maps
+
+    m = merge_maps(list(maps), output, duplicates=duplicates, index=index_type)
+    click.echo(f"wrote {output}: {len(m)} places from {len(maps)} maps, {m.index_type} index")
 
 
 COMMANDS = [map_group]

@@ -8,6 +8,7 @@ import click
 
 from .. import paths
 from ..errors import ConfigError
+from .extras import require_extra
 from .options import InputSize, PcaDim, threads_option
 
 
@@ -52,26 +53,22 @@ def init_command(
     backbone, images_dir, pca_dim, no_whiten, input_size, clusters, weights, output, threads
 ):
     """Make an off-the-shelf model: pretrained backbone, k-means NetVLAD, PCA whitening."""
+    require_extra("init", "train", "torch", "sklearn")
     from sfrs_edge.images import list_images
     from sfrs_edge.threads import limit_process
     from sfrs_edge.train.backbones import backbone_spec
     from sfrs_edge.train.checkpoint import save_checkpoint
-    from sfrs_edge.train.offtheshelf import InitConfig, build_offtheshelf
+    from sfrs_edge.train.config import InitConfig
+    from sfrs_edge.train.model import ModelConfig
+    from sfrs_edge.train.offtheshelf import build_offtheshelf
 
     limit_process(threads)  # torch (imported above), BLAS, OpenCV
 
     backbone_spec(backbone)
     images = list_images(images_dir)
     h, w = input_size or (0, 0)
-    cfg = InitConfig(
-        backbone=backbone,
-        num_clusters=clusters,
-        input_height=h,
-        input_width=w,
-        pca_dim=pca_dim,
-        whiten=not no_whiten,
-        weights=str(weights) if weights else None,
-    )
+    model = ModelConfig(backbone, clusters, h, w, pca_dim=pca_dim, whiten=not no_whiten)
+    cfg = InitConfig(model=model, weights=str(weights) if weights else None)
     if clusters < 2:
         raise ConfigError(f"--clusters must be at least 2, got {clusters}")
     click.echo(f"init: {backbone}, {len(images)} images from {images_dir}")
