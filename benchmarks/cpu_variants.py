@@ -155,6 +155,48 @@ def build_speed(model: Path, n: int, rounds: int, threads: int) -> list[dict]:
     ]
 
 
+def ray_speed(model: Path, n: int, tmp: Path) -> list[dict]:
+    """Section 4: map build of the same folder, one process (pipeline) vs a local Ray instance
+    with one actor per CPU; Ray's start-up is timed apart from the build."""
+    import ray
+
+    from sfrs_edge.engine import Engine
+    from sfrs_edge.maps import build_map
+
+    files = gp("day_left", n)
+    engine = Engine.open(model, backend="cpu")
+    t = time.perf_counter()
+    single = build_map(engine, files, tmp / "single")
+    t_single = time.perf_counter() - t
+    t = time.perf_counter()
+    ray.init(include_dashboard=False, log_to_driver=False)
+    t_init = time.perf_counter() - t
+    workers = int(ray.cluster_resources().get("CPU", 1))
+    t = time.perf_counter()
+    on_ray = build_map(engine, files, tmp / "ray", ray="auto")
+    t_ray = time.perf_counter() - t
+    ray.shutdown()
+    diff = float(np.abs(single.descriptors - on_ray.descriptors).max())
+    return [
+        {
+            "method": "one process (pipeline)",
+            "images": n,
+            "seconds": round(t_single, 1),
+            "images_per_s": round(n / t_single, 2),
+            "ratio": 1.0,
+            "max_abs_diff": 0.0,
+        },
+        {
+            "method": f"Ray Data, {workers} actors (+{t_init:.0f} s ray.init)",
+            "images": n,
+            "seconds": round(t_ray, 1),
+            "images_per_s": round(n / t_ray, 2),
+            "ratio": round(t_single / t_ray, 2),
+            "max_abs_diff": diff,
+        },
+    ]
+
+
 def _recall(ids: np.ndarray) -> float:
     return round(100.0 * float(np.mean(np.abs(ids - np.arange(len(ids))) <= TOLERANCE)), 1)
 
@@ -236,12 +278,17 @@ def main(argv=None) -> int:
     if "localize" not in skip:
         with tempfile.TemporaryDirectory() as tmp:
             results["localize"] = localize_speed(lite0, threads, args.frames, args.chunk, Path(tmp))
+    if "ray" not in skip:
+        with tempfile.TemporaryDirectory() as tmp:
+            first = next(iter(lite0.values()))
+            results["ray"] = ray_speed(first, args.build_images, Path(tmp))
     results["seconds"] = round(time.perf_counter() - t0, 1)
     results["load_end"] = os.getloadavg()[0]
     tables = [
         _table("Per-frame inference (batch 1)", results.get("inference", [])),
         _table("Map build embedding", results.get("map_build", [])),
         _table("Localizer.localize, night_right on an exact day_left map", results.get("localize")),
+        _table("Map build: one process vs Ray (same folder)", results.get("ray")),
     ]
     write_results("cpu_variants", args.out, results, [t for t in tables if t.rows])
     return 0

@@ -26,7 +26,7 @@ from sfrs_edge.model_info import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelInf
 
 from .trt_compat import static_output_dims
 
-FORBIDDEN_OPS = ("Einsum",)  # DESIGN.md §3.1: no einsum in exported graphs
+FORBIDDEN_OPS = ("Einsum",)  # docs/DESIGN.md §3.1: no einsum in exported graphs
 
 
 @torch.no_grad()

@@ -2,7 +2,7 @@
 
 The network is created with ``NetworkDefinitionCreationFlag.STRONGLY_TYPED``: every tensor keeps
 the type the ONNX file gives it. An ``export --fp16`` ONNX becomes an FP16 engine with exactly
-the FP32 islands the export put there (L2 norms, softmax, NetVLAD conv/MatMul, DESIGN.md §3.2);
+the FP32 islands the export put there (L2 norms, softmax, NetVLAD conv/MatMul, docs/DESIGN.md §3.2);
 an FP32 ONNX becomes an FP32 engine. ``BuilderFlag.TF32`` (on by default, NvInfer.h) is cleared
 so FP32 matmuls/convs really are FP32 and match onnxruntime's CPU numbers.
 
@@ -14,7 +14,7 @@ TensorRT 11 for API compatibility ("always enabled"), so the same code builds on
 
 Engines are specific to the GPU model and TensorRT version, so a JSON sidecar
 (``<engine>.json``) records both, plus the ONNX file's hash and weight fingerprint; the runtime
-compares them and refuses a mismatch with a rebuild hint (DESIGN.md §2).
+compares them and refuses a mismatch with a rebuild hint (docs/DESIGN.md §2.3).
 """
 
 from __future__ import annotations

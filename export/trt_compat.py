@@ -15,7 +15,7 @@ Sources the rules are read from (TensorRT 10, onnx-tensorrt ``main``):
 
 Two rules are ours, not TensorRT's limits: spatial sizes are static (only the batch axis is
 dynamic, so one optimisation profile covers every batch) and no shape arithmetic (Shape/Size
-nodes and what hangs off them) is left in the graph (DESIGN.md §3.6).
+nodes and what hangs off them) is left in the graph (docs/DESIGN.md §3.6).
 
 The rule set is data: :data:`OPS` maps each accepted op to its :class:`OpRule`. Adding an op
 (e.g. for INT8 QDQ graphs or re-ranking outputs) means adding a row with its documented limits.

@@ -16,7 +16,7 @@ from sfrs_edge.errors import ModelError
 from sfrs_edge.images import load_for_model
 from sfrs_edge.model_info import INPUT_NAME
 
-# Minimum cosine between torch fp32 and exported descriptors (DESIGN.md §3.5).
+# Minimum cosine between torch fp32 and exported descriptors (docs/DESIGN.md §3.5).
 THRESHOLDS = {"fp32": 0.9999, "fp16": 0.999}
 
 

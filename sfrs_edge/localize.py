@@ -171,6 +171,19 @@ class Localizer:
         result = self._localize(frame_bgr, {"decode": 0.0}, None, time.perf_counter(), out)
         return result, out[0]
 
+    def localize_descriptors(
+        self, descriptors: np.ndarray, sources: list[str] | None = None
+    ) -> list[LocalizationResult]:
+        """Results for descriptors already computed (e.g. batched by ``Engine.embed_files``):
+        the same search and estimate as :meth:`localize`, one result per row."""
+        n = min(len(self.map), max(self.k, CANDIDATES))
+        ids, sims = self.map.search(descriptors, n, self.ef)
+        sources = sources or [None] * len(ids)
+        return [
+            LocalizationResult(**self._estimate(i, s), source=src)
+            for i, s, src in zip(ids, sims, sources, strict=True)
+        ]
+
     def match(self, place_id: int, similarity: float) -> Match:
         """A :class:`Match` for map row ``place_id`` (its name and position)."""
         pos = self._positions[place_id] if self._positions.shape[1] else None

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+
+from sfrs_edge import paths
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def data_root() -> Path:
-    return Path(os.environ.get("SFRS_EDGE_DATA", REPO.parent / "shared" / "datasets")).resolve()
+    """The real datasets: :func:`sfrs_edge.paths.data_root` (one rule for CLI, benchmarks, tests)."""
+    return paths.data_root()
 
 
 def _dataset(name: str) -> Path:

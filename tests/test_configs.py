@@ -89,14 +89,7 @@ def test_a_checkpoint_dict_in_the_old_layout_loads(tmp_path):
     old = {  # written literally as checkpoints before the nesting were: no class, plain values
         "format": CHECKPOINT_FORMAT,
         "format_version": 1,
-        "config": {
-            "backbone": "vgg16",
-            "num_clusters": 4,
-            "input_height": 32,
-            "input_width": 48,
-            "pca_dim": None,
-            "whiten": True,
-        },
+        "config": {k: OLD_INIT[k] for k in list(OLD_INIT)[:6]},  # the ModelConfig fields
         "state_dict": {k: v.clone() for k, v in net.state_dict().items()},
         "provenance": {"kind": "off-the-shelf", "init": OLD_INIT, "alpha": 12.5},
     }

@@ -49,6 +49,20 @@ def _nested(d: dict[str, Any], what: str, known: set[str]) -> dict[str, Any]:
         raise ConfigError(f"{what}: {exc}") from exc
 
 
+class SavedConfig:
+    """``to_dict``/``from_dict`` of the configs saved with checkpoints (nested dicts)."""
+
+    what = "config"  # names the config in error messages
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        """The config saved as ``d``, nested or in the flat layout of older checkpoints."""
+        return cls(**_nested(d, cls.what, {f.name for f in fields(cls)}))
+
+
 @dataclass
 class KMeansConfig:
     """NetVLAD cluster initialisation: k-means on local descriptors sampled from images
@@ -60,8 +74,10 @@ class KMeansConfig:
 
 
 @dataclass
-class InitConfig:
+class InitConfig(SavedConfig):
     """Settings of ``sfrs-edge init`` (an off-the-shelf model); saved in its provenance."""
+
+    what = "init config"
 
     model: ModelConfig = field(default_factory=ModelConfig)
     kmeans: KMeansConfig = field(default_factory=KMeansConfig)
@@ -69,29 +85,23 @@ class InitConfig:
     seed: int = 43
     batch_size: int = 8
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> InitConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**_nested(d, "init config", known))
-
 
 @dataclass
-class TrainConfig:
+class TrainConfig(SavedConfig):
     """SFRS generational training settings (units of radii = the dataset's position units)."""
 
-    # the model trained; its PCA whitening (§1.4) is fitted at the end on ``pca_images``
+    what = "training config"
+
+    # the model trained; its PCA whitening (docs/DESIGN.md §5.5) is fitted at the end on ``pca_images``
     model: ModelConfig = field(default_factory=lambda: ModelConfig(pca_dim=4096))
     kmeans: KMeansConfig = field(default_factory=KMeansConfig)
     weights: str | None = None  # backbone ImageNet weights file (vgg16 needs one)
     first_trainable: int | None = None  # vgg16: module index (24 = conv5); lite0: block (11)
-    # ground truth (§2.3)
+    # ground truth (§5.3)
     pos_radius: float = 10.0
     nonneg_radius: float = 25.0
     eval_radius: float = 25.0
-    # generations and epochs (§3.1, §3.2)
+    # generations and epochs (§5.2)
     generations: int = 4
     epochs: int = 5
     gen0_one_epoch: bool = True  # the authors' quirk: generation 0 trains only its last epoch
@@ -102,10 +112,10 @@ class TrainConfig:
     step_size: int = 5
     gamma: float = 0.5
     tuples_per_step: int = 4  # global batch: 1 tuple per GPU × 4 GPUs
-    # losses (§3.4)
+    # losses (§5.4)
     temperatures: list[float] = field(default_factory=lambda: [0.07, 0.07, 0.06, 0.05])
     soft_weight: float = 0.5
-    # mining (§2.4)
+    # mining (§5.3)
     neg_num: int = 10
     neg_pool: int = 1000
     pos_num: int = 10
@@ -172,11 +182,3 @@ class TrainConfig:
             seed=self.seed,
             batch_size=self.batch_size,
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**_nested(d, "training config", known))

@@ -65,7 +65,7 @@ class ModelConfig:
 
 
 class InputAdapter(nn.Module):
-    """uint8 NHWC BGR images → normalised float NCHW RGB, inside the graph (DESIGN.md §2)."""
+    """uint8 NHWC BGR images → normalised float NCHW RGB, inside the graph (docs/DESIGN.md §2.2)."""
 
     def __init__(self, pre: Preprocessing) -> None:
         super().__init__()

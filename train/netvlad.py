@@ -1,6 +1,6 @@
 """NetVLAD (Arandjelović et al. 2016) as SFRS uses it, plus SFRS's 9 region descriptors.
 
-Aggregation is written as one batched matmul (DESIGN.md §3.1):
+Aggregation is written as one batched matmul (docs/DESIGN.md §3.1):
 ``V = A·Xᵀ − (A·1) ⊙ C`` with A the K×HW soft assignment and X the D×HW local features,
 which never materialises the N×K×D×HW residual tensor and exports to plain MatMul/Mul ops.
 """
@@ -46,7 +46,7 @@ class NetVLAD(nn.Module):
 
     @torch.no_grad()
     def init_from_kmeans(self, centroids: np.ndarray, descriptors: np.ndarray) -> float:
-        """Initialise from k-means centroids with the α rule (SFRS_METHOD.md §1.2).
+        """Initialise from k-means centroids with the α rule (docs/DESIGN.md §5.1).
 
         ``descriptors`` are the L2-normalised local features k-means ran on. Returns α.
         conv weight = α·ĉ (ĉ = unit centroids), centroid parameter = raw centroids, where

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,7 +26,12 @@ log = logging.getLogger(__name__)
 
 
 def sample_local_descriptors(
-    net: SFRSNet, paths: Sequence[str | os.PathLike], per_image: int, seed: int, batch_size: int = 8
+    net: SFRSNet,
+    paths: Sequence[str | os.PathLike],
+    per_image: int,
+    seed: int,
+    batch_size: int = 8,
+    progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """``per_image`` random L2-normalised local descriptors from each image's feature map
     (all of its locations when the map is smaller)."""
@@ -40,7 +45,7 @@ def sample_local_descriptors(
         idx = torch.stack([torch.randperm(hw, generator=gen)[:take] for _ in range(len(f))])
         return torch.gather(f, 1, idx.unsqueeze(2).expand(-1, -1, f.shape[2])).flatten(0, 1)
 
-    return map_images(net, paths, sample, batch_size)
+    return map_images(net, paths, sample, batch_size, progress or False)
 
 
 def kmeans(descriptors: np.ndarray, k: int, iters: int, seed: int) -> np.ndarray:
@@ -68,17 +73,22 @@ def pretrained_backbone_net(cfg: InitConfig) -> SFRSNet:
 def add_pca_whitening(net: SFRSNet, vlads: np.ndarray, dim: int, whiten: bool = True) -> None:
     """Fit PCA (whitening) of ``dim`` components on NetVLAD descriptors and fuse it into ``net``.
 
-    The last step of both ``sfrs-edge init`` and training (docs/DESIGN.md §5.4).
+    The last step of both ``sfrs-edge init`` and training (docs/DESIGN.md §5.5).
     """
     w, b, _ = fit_pca_whitening(vlads, dim, whiten=whiten)
     net.set_pca(w, b)
     net.config.whiten = whiten
 
 
-def build_offtheshelf(images: Sequence[str | os.PathLike], cfg: InitConfig) -> tuple[SFRSNet, dict]:
+def build_offtheshelf(
+    images: Sequence[str | os.PathLike],
+    cfg: InitConfig,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[SFRSNet, dict]:
     """Pretrained backbone + k-means NetVLAD (+ PCA whitening) fitted on ``images``.
 
-    Returns the network and a provenance dict for the checkpoint.
+    Returns the network and a provenance dict for the checkpoint. ``progress(done, total)``
+    counts images over both passes (local descriptors, then global ones for PCA).
     """
     images = [Path(p) for p in images]
     pca_dim = cfg.model.pca_dim
@@ -94,8 +104,13 @@ def build_offtheshelf(images: Sequence[str | os.PathLike], cfg: InitConfig) -> t
     km = cfg.kmeans
     if len(images) > km.max_images:
         kimages = [images[i] for i in sorted(rng.choice(len(images), km.max_images, replace=False))]
+    total = len(kimages) + (len(images) if pca_dim else 0)
+
+    def report(offset: int):
+        return None if progress is None else (lambda done, _n: progress(offset + done, total))
+
     local = sample_local_descriptors(
-        net, kimages, km.descriptors_per_image, cfg.seed, cfg.batch_size
+        net, kimages, km.descriptors_per_image, cfg.seed, cfg.batch_size, report(0)
     )
     centroids = kmeans(local, cfg.model.num_clusters, km.iters, cfg.seed)
     alpha = net.netvlad.init_from_kmeans(centroids, local)
@@ -107,7 +122,10 @@ def build_offtheshelf(images: Sequence[str | os.PathLike], cfg: InitConfig) -> t
     )
     if pca_dim:
         add_pca_whitening(
-            net, vlad_descriptors(net, images, cfg.batch_size), pca_dim, cfg.model.whiten
+            net,
+            vlad_descriptors(net, images, cfg.batch_size, report(len(kimages)) or False),
+            pca_dim,
+            cfg.model.whiten,
         )
     provenance = {
         "kind": "off-the-shelf",

@@ -12,20 +12,20 @@ import onnxruntime as ort
 from .. import threads as threads_mod
 from ..errors import ConfigError, ModelError
 from ..model_info import INPUT_NAME, METADATA_KEY, OUTPUT_NAME
+from .providers import CPU, CUDA, ORDER, TENSORRT, ordered, provider_options
 
-PROVIDERS = {
-    "tensorrt": "TensorrtExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "cpu": "CPUExecutionProvider",
-}
-AUTO_ORDER = ("tensorrt", "cuda", "cpu")
+PROVIDERS = {"tensorrt": TENSORRT, "cuda": CUDA, "cpu": CPU}
 
 
 def choose_providers(backend: str) -> list[str]:
-    """Providers for ``backend``: ``auto`` takes the best installed (TensorRT > CUDA > CPU)."""
+    """Providers for ``backend`` with their fallbacks: TensorRT → CUDA → CPU, as installed.
+
+    ``auto`` starts at the best installed one; ``tensorrt`` falls back to CUDA then CPU for
+    nodes TensorRT cannot take, ``cuda`` to CPU.
+    """
     available = ort.get_available_providers()
     if backend == "auto":
-        return [PROVIDERS[b] for b in AUTO_ORDER if PROVIDERS[b] in available]
+        return [p for p in ORDER if p in available] or [CPU]
     if backend not in PROVIDERS:
         raise ConfigError(f"unknown backend {backend!r}; choose auto, {', '.join(PROVIDERS)}")
     wanted = PROVIDERS[backend]
@@ -35,21 +35,7 @@ def choose_providers(backend: str) -> list[str]:
             f"backend {backend!r} needs onnxruntime's {wanted}, which this installation lacks "
             f"(available: {', '.join(available)}){'; ' + hint if hint else ''}"
         )
-    # Keep CPU as the fallback for nodes the accelerator cannot take.
-    return [wanted] + ([PROVIDERS["cpu"]] if wanted != PROVIDERS["cpu"] else [])
-
-
-def _provider_options(providers: list[str], cache_dir: Path | None) -> list:
-    out = []
-    for p in providers:
-        if p == "TensorrtExecutionProvider" and cache_dir is not None:
-            # Reuse built TensorRT engines between runs instead of rebuilding for minutes.
-            out.append(
-                (p, {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache_dir)})
-            )
-        else:
-            out.append(p)
-    return out
+    return ordered([wanted], available)
 
 
 # Idle pool threads spin (burn a core) before sleeping when this is on. Off by default: a robot
@@ -113,7 +99,9 @@ class OnnxBackend:
         self.threads = threads_mod.resolve(threads)
         providers = choose_providers(backend)
         cache = path.parent / ".trt_cache" if os.access(path.parent, os.W_OK) else None
-        self.session = create_session(path, _provider_options(providers, cache), self.threads, spin)
+        self.session = create_session(
+            path, provider_options(providers, path, cache, ort.__version__), self.threads, spin
+        )
         active = self.session.get_providers()
         if backend != "auto" and PROVIDERS[backend] not in active:
             raise ConfigError(

@@ -3,6 +3,7 @@ weights → checkpoint). Both need torch, imported inside the commands."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -115,6 +116,7 @@ def _verify_folder(verify_images: Path | None, provenance: dict, checkpoint: Pat
     help="--int8: quantize depthwise convs too (less accurate, not faster on Lite0).",
 )
 @threads_option
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def export_command(
     checkpoint,
     output,
@@ -132,6 +134,7 @@ def export_command(
     calibration_method,
     int8_depthwise,
     threads,
+    as_json=False,
 ):
     """Export CHECKPOINT [default: $SFRS_EDGE_HOME/checkpoint.pt] to a verified ONNX model."""
     require_extra("export", "export", "torch", "onnx")
@@ -176,7 +179,7 @@ def export_command(
             dict(pca_dim=pca_dim, input_size=input_size, provenance=provenance),
         )
         return
-    click.echo(f"export: {checkpoint} -> {output} ({'fp16' if fp16 else 'fp32'})")
+    click.echo(f"export: {checkpoint} -> {output} ({'fp16' if fp16 else 'fp32'})", err=as_json)
     report = export_model(
         net,
         output,
@@ -186,16 +189,41 @@ def export_command(
         verify_images=images,
         provenance=provenance,
     )
-    click.echo(report.line())
+    click.echo(report.line(), err=as_json)
     info = report.info
     pre = info.preprocessing
     click.echo(
-        f"wrote {report.path} ({report.size_bytes / 2**20:.1f} MiB, {info.descriptor_dim}-d, "
-        f"input {pre.height}x{pre.width}, fingerprint {info.fingerprint}, {report.seconds} s)"
+        err=as_json,
+        message=f"wrote {report.path} ({report.size_bytes / 2**20:.1f} MiB, {info.descriptor_dim}-d, "
+        f"input {pre.height}x{pre.width}, fingerprint {info.fingerprint}, {report.seconds} s)",
     )
+    built = None
     if engine is not None:
         built = build_engine(report.path, engine, profile=profile, workspace_gb=workspace_gb)
-        click.echo(f"wrote TensorRT {report.precision} engine {built} (batch 1..{profile.max})")
+        click.echo(
+            f"wrote TensorRT {report.precision} engine {built} (batch 1..{profile.max})",
+            err=as_json,
+        )
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "model": str(report.path),
+                    "size_bytes": report.size_bytes,
+                    "precision": report.precision,
+                    "descriptor_dim": info.descriptor_dim,
+                    "input_size": [pre.height, pre.width],
+                    "fingerprint": info.fingerprint,
+                    "verify": {
+                        "images": report.num_images,
+                        "min_cos": report.min_cos,
+                        "mean_cos": report.mean_cos,
+                    },
+                    "engine": str(built) if built else None,
+                    "seconds": report.seconds,
+                }
+            )
+        )
 
 
 def _export_int8(net, output, images, calibration, config, verify_count, folder, kwargs) -> None:
@@ -228,7 +256,7 @@ def _export_int8(net, output, images, calibration, config, verify_count, folder,
     type=click.Choice(["openibl", "torchvision-vgg16"]),
     help="openibl: the SFRS authors' vgg16_netvlad.pth; torchvision-vgg16: ImageNet VGG16.",
 )
-@click.argument("file", type=click.Path(path_type=Path))
+@click.argument("file", required=False, type=click.Path(path_type=Path))
 @click.option(
     "-o",
     "--output",
@@ -236,31 +264,55 @@ def _export_int8(net, output, images, calibration, config, verify_count, folder,
     default=None,
     help="Checkpoint to write [default: $SFRS_EDGE_HOME/checkpoint.pt] (openibl only).",
 )
-def import_command(source, file, output):
-    """Import weights published elsewhere as an sfrs-edge checkpoint."""
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def import_command(source, file, output, as_json):
+    """Import weights published elsewhere as an sfrs-edge checkpoint. Without FILE, the
+    published file is downloaded (verified) into $SFRS_EDGE_HOME/weights."""
     require_extra("import", "train", "torch")
+    from .weights import checked_weights
+
+    name = "openibl" if source == "openibl" else "vgg16"
     if source == "torchvision-vgg16":
         from sfrs_edge.train.backbones import VGG16
 
-        VGG16().load_pretrained(file)
-        hint = f"sfrs-edge init --backbone vgg16 --weights {file} --images DIR" + (
+        with checked_weights(name, file) as path:
+            VGG16().load_pretrained(path)
+        hint = f"sfrs-edge init --backbone vgg16 --weights {path} --images DIR" + (
             f" -o {output}" if output else ""
         )
         if output is not None:
             raise ConfigError(
-                f"{file}: valid torchvision VGG16 weights, but an ImageNet backbone alone is not "
+                f"{path}: valid torchvision VGG16 weights, but an ImageNet backbone alone is not "
                 f"a place-recognition model (NetVLAD clusters come from images); run: {hint}"
             )
-        click.echo(f"{file}: valid torchvision VGG16 weights (conv1_1..conv5_3). Next: {hint}")
+        if as_json:
+            click.echo(json.dumps({"weights": str(path), "valid": True, "next": hint}))
+        else:
+            click.echo(f"{path}: valid torchvision VGG16 weights (conv1_1..conv5_3). Next: {hint}")
         return
     from sfrs_edge.train.checkpoint import save_checkpoint
     from sfrs_edge.train.importers import import_openibl_sfrs
 
-    net = import_openibl_sfrs(file)
+    with checked_weights(name, file) as path:
+        net = import_openibl_sfrs(path)
     output = output or paths.default_checkpoint()
-    provenance = {"kind": "imported", "source": "openibl", "file": str(Path(file).resolve())}
+    provenance = {"kind": "imported", "source": "openibl", "file": str(Path(path).resolve())}
     save_checkpoint(net, output, provenance)
     cfg = net.config
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "checkpoint": str(output),
+                    "weights": str(path),
+                    "backbone": "vgg16",
+                    "clusters": cfg.num_clusters,
+                    "descriptor_dim": cfg.descriptor_dim,
+                    "input_size": [cfg.input_height, cfg.input_width],
+                }
+            )
+        )
+        return
     click.echo(
         f"wrote {output} (vgg16, {cfg.num_clusters} clusters, descriptor {cfg.descriptor_dim}-d, "
         f"input {cfg.input_height}x{cfg.input_width}); export needs --verify-images DIR"

@@ -38,6 +38,7 @@ _skip_option = click.option(
     is_flag=True,
     help="Skip unreadable/corrupt images with a warning instead of failing.",
 )
+_json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 _missing_option = click.option(
     "--allow-missing-poses",
     is_flag=True,
@@ -54,16 +55,10 @@ def _engine(model_path: Path | None, backend: str, threads: int | None = None):
 
 
 def _progress(label: str):
-    """A progress callback printing to stderr, once per ~10 %."""
-    state = {"last": -1}
+    """Progress of a long run: a bar on a terminal, a line per ~10 % otherwise (stderr)."""
+    from .progress import reporter
 
-    def report(done: int, total: int) -> None:
-        step = done * 10 // max(total, 1)
-        if step != state["last"] or done == total:
-            state["last"] = step
-            click.echo(f"{label}: {done}/{total} images", err=True)
-
-    return report
+    return reporter(label, "images")
 
 
 def _human(n: float) -> str:
@@ -156,6 +151,7 @@ def map_group() -> None:
     default=None,
     help="Map folder to write (replaced atomically) [default: $SFRS_EDGE_HOME/map].",
 )
+@_json_option
 def build_command(
     source,
     poses,
@@ -177,6 +173,7 @@ def build_command(
     threads,
     ray_address,
     output,
+    as_json=False,
 ):
     """Build a map from the images in SOURCE (a folder), or from the keyframes of a video file
     (with --poses TRACK.csv or --gpx TRACK.gpx for positions by timestamp)."""
@@ -215,6 +212,9 @@ def build_command(
         v = m.manifest["history"][-1]["video"]
         if v["corrupt_frames"]:
             click.echo(f"warning: skipped {v['corrupt_frames']} corrupt frames", err=True)
+        if as_json:
+            click.echo(json.dumps({**_summary(m, output, dt), "video": v}))
+            return
         click.echo(
             f"wrote {output}: {len(m)} keyframes of {v['frames']} frames "
             f"({v['rejected_unchanged']} unchanged candidates skipped), {m.dim}-d, "
@@ -248,11 +248,26 @@ def build_command(
     if skipped:
         click.echo(f"warning: skipped {len(skipped)} unreadable images", err=True)
     rate = m.manifest["history"][-1].get("images_per_s")
+    if as_json:
+        summary = {**_summary(m, output, dt), "images_per_s": rate, "skipped": skipped}
+        click.echo(json.dumps(summary))
+        return
     click.echo(
         f"wrote {output}: {len(m)} images, {m.dim}-d, {m.index_type} index, "
         f"{m.manifest['positions'].get('count', 0)} with positions "
         f"({dt:.1f} s; embedding {rate} images/s)"
     )
+
+
+def _summary(m, output: Path, seconds: float) -> dict:
+    return {
+        "map": str(output),
+        "images": len(m),
+        "dim": m.dim,
+        "index": m.index_type,
+        "with_positions": m.manifest["positions"].get("count", 0),
+        "seconds": round(seconds, 2),
+    }
 
 
 @map_group.command("add")
@@ -265,6 +280,7 @@ def build_command(
 @_missing_option
 @_batch_option
 @threads_option
+@_json_option
 def add_command(
     map_path,
     images,
@@ -275,6 +291,7 @@ def add_command(
     allow_missing_poses,
     batch_size,
     threads,
+    as_json=False,
 ):
     """Add IMAGES (files or folders) to MAP; existing descriptors are kept."""
     from ..maps import add_to_map
@@ -292,6 +309,9 @@ def add_command(
         progress=_progress("embedding"),
         threads=threads,
     )
+    if as_json:
+        click.echo(json.dumps({"map": str(map_path), "added": len(m) - before, "images": len(m)}))
+        return
     click.echo(f"added {len(m) - before} images to {map_path}: now {len(m)}")
 
 
@@ -304,12 +324,16 @@ def _count(map_path: Path) -> int:
 @map_group.command("remove")
 @click.argument("map_path", metavar="MAP", type=click.Path(path_type=Path))
 @click.argument("names", nargs=-1, required=True)
-def remove_command(map_path, names):
+@_json_option
+def remove_command(map_path, names, as_json=False):
     """Remove the images called NAMES from MAP (no model needed)."""
     from ..maps import remove_from_map
 
     before = _count(map_path)
     m = remove_from_map(map_path, list(names))
+    if as_json:
+        click.echo(json.dumps({"map": str(map_path), "removed": before - len(m), "images": len(m)}))
+        return
     click.echo(f"removed {before - len(m)} images from {map_path}: now {len(m)}")
 
 

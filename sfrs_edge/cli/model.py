@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -39,7 +40,8 @@ from .options import InputSize, PcaDim, threads_option
     "--weights",
     type=click.Path(path_type=Path),
     default=None,
-    help="Backbone ImageNet weights file (vgg16: torchvision state dict).",
+    help="Backbone ImageNet weights file (vgg16: torchvision state dict) [default for vgg16: "
+    "torchvision's vgg16-397923af.pth, downloaded and verified into $SFRS_EDGE_HOME/weights].",
 )
 @click.option(
     "-o",
@@ -48,9 +50,19 @@ from .options import InputSize, PcaDim, threads_option
     default=None,
     help="Checkpoint to write [default: $SFRS_EDGE_HOME/checkpoint.pt].",
 )
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @threads_option
 def init_command(
-    backbone, images_dir, pca_dim, no_whiten, input_size, clusters, weights, output, threads
+    backbone,
+    images_dir,
+    pca_dim,
+    no_whiten,
+    input_size,
+    clusters,
+    weights,
+    output,
+    as_json,
+    threads,
 ):
     """Make an off-the-shelf model: pretrained backbone, k-means NetVLAD, PCA whitening."""
     require_extra("init", "train", "torch", "sklearn")
@@ -66,15 +78,36 @@ def init_command(
 
     backbone_spec(backbone)
     images = list_images(images_dir)
+    if backbone == "vgg16" and weights is None:
+        from .weights import published
+
+        weights = published("vgg16")  # SHA-256 verified
     h, w = input_size or (0, 0)
     model = ModelConfig(backbone, clusters, h, w, pca_dim=pca_dim, whiten=not no_whiten)
     cfg = InitConfig(model=model, weights=str(weights) if weights else None)
     if clusters < 2:
         raise ConfigError(f"--clusters must be at least 2, got {clusters}")
-    click.echo(f"init: {backbone}, {len(images)} images from {images_dir}")
-    net, provenance = build_offtheshelf(images, cfg)
+    click.echo(f"init: {backbone}, {len(images)} images from {images_dir}", err=as_json)
+    from .progress import progress
+
+    with progress("init: images read", unit="images") as report:
+        net, provenance = build_offtheshelf(images, cfg, progress=report)
     output = output or paths.default_checkpoint()
     save_checkpoint(net, output, provenance)
+    if as_json:
+        c = net.config
+        click.echo(
+            json.dumps(
+                {
+                    "checkpoint": str(output),
+                    "backbone": backbone,
+                    "descriptor_dim": c.descriptor_dim,
+                    "input_size": [c.input_height, c.input_width],
+                    "seconds": provenance["seconds"],
+                }
+            )
+        )
+        return
     click.echo(
         f"wrote {output} (descriptor {net.config.descriptor_dim}-d, "
         f"input {net.config.input_height}x{net.config.input_width}, {provenance['seconds']} s)"

@@ -1,7 +1,7 @@
 """Nearest-neighbour search over unit descriptors by inner product: exact and HNSW.
 
 Exact search is one matrix product plus ``argpartition`` and is the default below
-:data:`AUTO_HNSW_THRESHOLD` images (DESIGN.md §4). HNSW (hnswlib, space ``ip``) for larger
+:data:`AUTO_HNSW_THRESHOLD` images (docs/DESIGN.md §4). HNSW (hnswlib, space ``ip``) for larger
 maps; ``ef`` can be changed per query.
 """
 

@@ -11,7 +11,6 @@ import logging
 import os
 import sqlite3
 import threading
-import urllib.parse
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,18 +21,11 @@ import numpy as np
 from ..errors import ConfigError, MapError
 from .index import ExactIndex, HnswIndex, IndexConfig, check_k, similarities, top_k
 from .manifest import INDEX
-from .metadata import Place, place_from_row, select_columns
+from .metadata import Place, place_from_row, select_columns, sqlite_readonly
 from .snapshot import Snapshot, check_hnsw_header, read_npy
 from .store import resolve
 
 log = logging.getLogger(__name__)
-
-
-def sqlite_readonly(path: str) -> sqlite3.Connection:
-    """Open an SQLite file read-only whatever characters its path holds (``%``, ``#``, ``?``):
-    the path is percent-encoded into the URI, so it can never name another file or create one."""
-    uri = "file:" + urllib.parse.quote(os.fspath(path), safe="/") + "?mode=ro&immutable=1"
-    return sqlite3.connect(uri, uri=True, check_same_thread=False)
 
 
 @dataclass

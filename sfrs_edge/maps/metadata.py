@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,10 +105,15 @@ def place_from_row(row: tuple) -> Place:
     return Place(pid, name, src, pos, kind, heading, ts, seq, frame)
 
 
+def sqlite_readonly(path: str) -> sqlite3.Connection:
+    """Open an SQLite file read-only whatever characters its path holds (``%``, ``#``, ``?``):
+    the path is percent-encoded into the URI, so it can never name another file or create one."""
+    uri = "file:" + urllib.parse.quote(os.fspath(path), safe="/") + "?mode=ro&immutable=1"
+    return sqlite3.connect(uri, uri=True, check_same_thread=False)
+
+
 def read_metadata(path: Path) -> list[Place]:
     """All places of a metadata file, ordered by id (MapError when unreadable)."""
-    from .map import sqlite_readonly
-
     try:
         con = sqlite_readonly(str(path))
         rows = con.execute(f"SELECT {_COLUMNS} FROM places ORDER BY id").fetchall()
