@@ -113,13 +113,13 @@ def inference(backbone: str, ckpt: Path, variants: dict[str, Path], threads, rep
                     "backbone": backbone,
                     "threads": t,
                     "variant": label,
-                    "p50_ms": round(st.p50 * 1e3, 1),
-                    "p90_ms": round(st.p90 * 1e3, 1),
+                    "p50_ms": round(st.p50, 1),
+                    "p90_ms": round(st.p90, 1),
                     "speedup_vs_eager": round(anchor / st.p50, 2),
                     "load": round(os.getloadavg()[0], 1),
                 }
             )
-            log(f"{backbone} t={t} {label}: {st.p50 * 1e3:.1f} ms")
+            log(f"{backbone} t={t} {label}: {st.p50:.1f} ms")
     return rows
 
 
