@@ -47,8 +47,9 @@ import numpy as np
 from .engine import Engine
 from .errors import ConfigError, MapError
 from .images import read_image
-from .maps.index import top_k
-from .model_info import check_precision
+from .maps.index import check_k, top_k
+from .model_info import check_map_model
+from .stream.filtering import partial_scores
 from .threads import blas_limit
 
 CANDIDATES = 32
@@ -118,26 +119,18 @@ class Localizer:
         margin_scale: float = 0.25,
         near_radius: float | None = None,
     ) -> None:
-        if k < 1:
-            raise ConfigError(f"k must be at least 1, got {k}")
+        check_k(k)
         if far_radius <= 0 or far_frames < 1 or margin_scale <= 0:
             raise ConfigError("far_radius, far_frames and margin_scale must be positive")
         from .maps import Map  # hnswlib only when localizing
 
         self.engine = model if isinstance(model, Engine) else Engine.open(model, backend, threads)
-        if isinstance(map, (str, os.PathLike)):
-            self.map = Map.open(map, expect_fingerprint=self.engine.fingerprint)
-        else:
-            self.map = map
-            if self.map.fingerprint != self.engine.fingerprint:
-                raise MapError(
-                    f"{getattr(map, 'path', 'map')}: built with model fingerprint "
-                    f"{self.map.fingerprint}, but the model has {self.engine.fingerprint}; "
-                    "rebuild the map with this model or use the model that built it"
-                )
-        model_section = getattr(self.map, "manifest", {}).get("model")
-        if model_section is not None:
-            check_precision(model_section, self.engine.info, str(self.map.path))
+        self.map = Map.open(map) if isinstance(map, (str, os.PathLike)) else map
+        # property by property, so the message names what differs (input size, weights, ...)
+        section = getattr(self.map, "manifest", {}).get("model") or {
+            "fingerprint": self.map.fingerprint
+        }
+        check_map_model(section, self.engine.info, str(getattr(self.map, "path", "map")))
         if self.map.dim != self.engine.dim:
             raise MapError(
                 f"map holds {self.map.dim}-d descriptors, the model makes {self.engine.dim}-d"
@@ -149,7 +142,6 @@ class Localizer:
         self.near_radius = far_radius / 5 if near_radius is None else near_radius
         self.position_kind: str | None = self.map.position_kind
         self._positions = self.map.positions()  # (N, d), NaN where unknown
-        self._places = self.map.all_places()
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -164,12 +156,23 @@ class Localizer:
     def localize_scores(self, frame_bgr: np.ndarray) -> tuple[LocalizationResult, np.ndarray]:
         """:meth:`localize`, plus the frame's similarity to every map place (N,) float32.
 
-        Exact maps give true similarities; HNSW maps give the candidates' similarities and
-        the lowest of them for every other place (what the temporal filters need).
+        Exact maps give true similarities; HNSW maps true similarities for the candidates, the
+        ``focus`` rows and a fixed sample of rows, and the sample's mean for every other place
+        (:func:`~sfrs_edge.stream.filtering.partial_scores`).
         """
-        out: list[np.ndarray] = []
-        result = self._localize(frame_bgr, {"decode": 0.0}, None, time.perf_counter(), out)
-        return result, out[0]
+        result, scores, _ = self.localize_for_filter(frame_bgr)
+        return result, scores
+
+    def localize_for_filter(
+        self, frame_bgr: np.ndarray, focus: np.ndarray | None = None
+    ) -> tuple[LocalizationResult, np.ndarray, tuple[float, float] | None]:
+        """:meth:`localize_scores` for a temporal filter: also scores the rows ``focus`` (the
+        filter's :meth:`~sfrs_edge.stream.filtering.TemporalFilter.focus`) exactly and returns
+        the z-score statistics for ``TemporalFilter.update`` (None when every row is exact)."""
+        out: list = []
+        t0 = time.perf_counter()
+        result = self._localize(frame_bgr, {"decode": 0.0}, None, t0, out, focus)
+        return result, out[0], out[1]
 
     def localize_descriptors(
         self, descriptors: np.ndarray, sources: list[str] | None = None
@@ -190,7 +193,7 @@ class Localizer:
         known = pos is not None and not np.isnan(pos).any()
         return Match(
             id=int(place_id),
-            name=self._places[int(place_id)].name,
+            name=self.map.places([int(place_id)])[0].name,
             similarity=round(float(similarity), 6),
             position=tuple(float(v) for v in pos) if known else None,
         )
@@ -227,37 +230,30 @@ class Localizer:
         times: dict[str, float],
         source: str | None,
         t0: float,
-        scores_out: list[np.ndarray] | None = None,
+        scores_out: list | None = None,
+        focus: np.ndarray | None = None,
     ) -> LocalizationResult:
         with self._lock:
             desc = self.engine.embed_frame(frame, times)
             t = time.perf_counter()
             n = min(len(self.map), max(self.k, CANDIDATES))
+            stats = None
             with blas_limit(SEARCH_BLAS_THREADS):
-                ids, sims, scores = self._search(desc, n, scores_out is not None)
+                if scores_out is not None and self.map.index_type == "exact":
+                    # the filter needs every similarity: one matrix product serves both
+                    scores = np.asarray(self.map.similarities(desc)[0], np.float32)
+                    ids, sims = top_k(scores[None], n)
+                else:
+                    ids, sims = self.map.search(desc, n, self.ef)
+                    if scores_out is not None:  # HNSW: candidates + focus + sample, exactly
+                        scores, stats = partial_scores(self.map, desc, ids[0], sims[0], focus)
             times["search"] = time.perf_counter() - t
             if scores_out is not None:
-                scores_out.append(scores)
+                scores_out.extend([scores, stats])
         result = self._estimate(ids[0], sims[0])
         times["total"] = time.perf_counter() - t0
         ms = {key: round(v * 1000.0, 3) for key, v in times.items()}
         return LocalizationResult(**result, timings=ms, source=source)
-
-    def _search(
-        self, desc: np.ndarray, n: int, want_scores: bool
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Top-``n`` (ids, sims) of one descriptor, and every place's score when wanted."""
-        scores = None
-        if want_scores and self.map.index_type == "exact":
-            # the filter needs every similarity: one matrix product serves both
-            scores = np.asarray(self.map.descriptors @ desc, np.float32)
-            ids, sims = top_k(scores[None], n)
-        else:
-            ids, sims = self.map.search(desc, n, self.ef)
-            if want_scores:  # HNSW: candidates, the lowest for the rest
-                scores = np.full(len(self.map), float(sims[0].min()), np.float32)
-                scores[ids[0]] = sims[0]
-        return ids, sims, scores
 
     def _near(self, ids: np.ndarray, best: int, radius: float, frames: int) -> np.ndarray:
         """Which candidate ids lie within ``radius`` of ``best`` (else within ``frames`` rows)."""

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import ConfigError, ImageError, MapError
 from ..images import IMAGE_SUFFIXES, list_images
-from ..model_info import ModelInfo, check_precision
+from ..model_info import ModelInfo
 from .embedding import Embedded, embed_images
 from .index import IndexConfig
 from .manifest import FORMAT_VERSION, new_manifest, now
@@ -290,7 +290,6 @@ def add_to_map(
     map_path = Path(map_path).expanduser()
     with atomic_map_dir(map_path) as staging:
         old = Map.open(map_path, expect_fingerprint=engine.fingerprint, load_index=False)
-        check_precision(old.manifest["model"], engine.info, str(map_path))
         dup = old.find_names([f.name for f in files])
         if dup:
             shown = ", ".join(dup[:5]) + (f" and {len(dup) - 5} more" if len(dup) > 5 else "")

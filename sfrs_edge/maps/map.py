@@ -21,8 +21,8 @@ import numpy as np
 from ..errors import ConfigError, MapError
 from .index import ExactIndex, HnswIndex, IndexConfig, check_k, similarities, top_k
 from .manifest import INDEX
-from .metadata import Place, place_from_row, select_columns, sqlite_readonly
-from .snapshot import Snapshot, check_hnsw_header, read_npy
+from .metadata import Place, place_from_row, select_columns
+from .snapshot import Snapshot, check_hnsw_header, read_all, read_npy
 from .store import resolve
 
 log = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ class Map:
                         )
                     extras[xname] = arr
                 meta = entry["metadata"]
-                con = _open_metadata(snap.path(fds[meta], meta), meta, where, start, rows)
+                con = _open_metadata(fds[meta], meta, where, start, rows)
                 segments.append(Segment(start, rows, desc, con, extras, entry))
                 start += rows
             index = None
@@ -171,13 +171,9 @@ class Map:
                 check_hnsw_header(fds[INDEX], dim, indexed, config.M, f"{where}: {INDEX}")
                 if load_index:
                     index = HnswIndex.load(snap.path(fds[INDEX], INDEX), dim, indexed, config)
-        m = cls(requested, manifest, segments, index, folder)
-        m._unloaded_index = config.type == "hnsw" and not load_index
-        return m
+        return cls(requested, manifest, segments, index, folder)
 
     # --- facts --------------------------------------------------------------------------
-
-    _unloaded_index = False
 
     def __len__(self) -> int:
         return self._count
@@ -413,10 +409,15 @@ class Map:
         return similarities(q, self.descriptors)
 
 
-def _open_metadata(path: str, name: str, where: str, start: int, rows: int) -> sqlite3.Connection:
-    """Open a segment's metadata read-only and check it holds exactly ids start..start+rows-1."""
+def _open_metadata(fd: int, name: str, where: str, start: int, rows: int) -> sqlite3.Connection:
+    """Load a segment's metadata from the open file ``fd`` into an in-memory, query-only
+    database (SQLite resolves paths itself, even /proc/self/fd links, so it is never handed
+    one: what it reads is the file of this generation) and check it holds exactly ids
+    start..start+rows-1."""
     try:
-        con = sqlite_readonly(path)
+        con = sqlite3.connect(":memory:", check_same_thread=False)
+        con.deserialize(read_all(fd))
+        con.execute("PRAGMA query_only = ON")
         n, lo, hi = con.execute("SELECT count(*), min(id), max(id) FROM places").fetchone()
     except sqlite3.Error as exc:
         raise MapError(
@@ -431,4 +432,4 @@ def _open_metadata(path: str, name: str, where: str, start: int, rows: int) -> s
     return con
 
 
-__all__ = ["Map", "Segment", "sqlite_readonly"]
+__all__ = ["Map", "Segment"]

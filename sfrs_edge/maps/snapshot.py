@@ -4,8 +4,9 @@ An update never changes a map directory: it builds a new one and swaps it in (:m
 Opening every file relative to a handle on the directory (``dir_fd``) therefore reads one
 generation, whatever is swapped in meanwhile; a file that disappears (the old generation was
 deleted while we read it) raises ``FileNotFoundError`` and :meth:`Map.open` retries once with
-the new generation. Libraries that want a path (SQLite, hnswlib) get ``/proc/self/fd/N`` of
-the file we opened (Linux), so they read the same inode.
+the new generation. hnswlib, which wants a path, gets ``/proc/self/fd/N`` of the file we
+opened (Linux: the kernel opens that very inode); SQLite, which canonicalises paths itself,
+gets the bytes of the file we opened (an in-memory, query-only database).
 """
 
 from __future__ import annotations
@@ -129,6 +130,19 @@ class Snapshot:
             fds[name] = fd
         checksums.record(hashed)
         return fds
+
+
+def read_all(fd: int) -> bytes:
+    """The whole content of the open file ``fd``."""
+    size = os.fstat(fd).st_size
+    parts, pos = [], 0
+    while pos < size:
+        block = os.pread(fd, min(size - pos, 1 << 26), pos)
+        if not block:
+            break
+        parts.append(block)
+        pos += len(block)
+    return b"".join(parts)
 
 
 def read_npy(fd: int, name: str, where: str) -> np.ndarray:
