@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from sfrs_edge.train.model import ExportWrapper, SFRSNet
 
+from sfrs_edge.backends.onnx import create_session
 from sfrs_edge.errors import ModelError
 from sfrs_edge.images import load_for_model
 from sfrs_edge.model_info import INPUT_NAME
@@ -34,19 +35,6 @@ class Parity:
         )
 
 
-def _session(onnx_path: Path):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise ModelError(
-            f"{onnx_path}: onnxruntime cannot load the exported model ({exc})"
-        ) from exc
-
-
 @torch.no_grad()
 def parity(
     onnx_path: Path,
@@ -59,7 +47,7 @@ def parity(
         raise ModelError("export verification needs at least one real image")
     pre = reference.config.preprocessing()
     wrapper = ExportWrapper(reference).eval()
-    sess = _session(onnx_path)
+    sess = create_session(onnx_path)
     cos: list[np.ndarray] = []
     for i in range(0, len(images), batch_size):
         batch = np.stack([load_for_model(p, pre) for p in images[i : i + batch_size]])

@@ -50,8 +50,13 @@ from .images import read_image
 from .maps.index import check_k, top_k
 from .model_info import check_map_model
 from .stream.filtering import partial_scores
+from .threads import blas_limit
 
 CANDIDATES = 32
+# One frame's exact search is a matrix-vector product: memory-bound, no faster on more BLAS
+# threads, and OpenBLAS's threads spin after each call, taking cores from the next inference
+# (issue 13: 11.1 → 18.5 frames/s with BLAS held to one). Held to 1 whatever ``threads`` is.
+SEARCH_BLAS_THREADS = 1
 EARTH_RADIUS_M = 6_371_008.8
 
 
@@ -233,14 +238,15 @@ class Localizer:
             t = time.perf_counter()
             n = min(len(self.map), max(self.k, CANDIDATES))
             stats = None
-            if scores_out is not None and self.map.index_type == "exact":
-                # the filter needs every similarity: one matrix product serves both
-                scores = np.asarray(self.map.similarities(desc)[0], np.float32)
-                ids, sims = top_k(scores[None], n)
-            else:
-                ids, sims = self.map.search(desc, n, self.ef)
-                if scores_out is not None:  # HNSW: candidates + focus + sample scored exactly
-                    scores, stats = partial_scores(self.map, desc, ids[0], sims[0], focus)
+            with blas_limit(SEARCH_BLAS_THREADS):
+                if scores_out is not None and self.map.index_type == "exact":
+                    # the filter needs every similarity: one matrix product serves both
+                    scores = np.asarray(self.map.similarities(desc)[0], np.float32)
+                    ids, sims = top_k(scores[None], n)
+                else:
+                    ids, sims = self.map.search(desc, n, self.ef)
+                    if scores_out is not None:  # HNSW: candidates + focus + sample, exactly
+                        scores, stats = partial_scores(self.map, desc, ids[0], sims[0], focus)
             times["search"] = time.perf_counter() - t
             if scores_out is not None:
                 scores_out.extend([scores, stats])
