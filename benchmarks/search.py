@@ -100,8 +100,9 @@ def exact_topk(db: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
 def memory_map(db: np.ndarray, index):
     """A :class:`Map` over in-memory descriptors (no directory): searches go through Map.search."""
     from sfrs_edge.maps import Map
+    from sfrs_edge.maps.index import HnswIndex
 
-    return Map(Path("<in-memory>"), {"dim": db.shape[1]}, db, [None] * len(db), index)
+    return Map.from_arrays(db, index if isinstance(index, HnswIndex) else None)
 
 
 def hnsw_bytes_per_vector(dim: int, M: int) -> float:
