@@ -81,7 +81,7 @@ def init_command(
     if backbone == "vgg16" and weights is None:
         from .weights import published
 
-        weights = published("vgg16")  # SHA-256 verified
+        weights = published("vgg16", hint="--weights FILE")  # SHA-256 verified
     h, w = input_size or (0, 0)
     model = ModelConfig(backbone, clusters, h, w, pca_dim=pca_dim, whiten=not no_whiten)
     cfg = InitConfig(model=model, weights=str(weights) if weights else None)

@@ -11,6 +11,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +22,12 @@ import numpy as np
 from ..errors import ConfigError, MapError
 from .index import ExactIndex, HnswIndex, IndexConfig, check_k, similarities, top_k
 from .manifest import INDEX
-from .metadata import Place, place_from_row, select_columns
-from .snapshot import Snapshot, check_hnsw_header, read_all, read_npy
+from .metadata import Place, place_from_row, select_columns, sqlite_readonly
+from .snapshot import Snapshot, check_hnsw_header, read_npy
 from .store import resolve
 
 log = logging.getLogger(__name__)
+OPEN_ATTEMPTS = 4  # a generation swapped in while we read is read again, up to this often
 
 
 @dataclass
@@ -101,16 +103,18 @@ class Map:
         the HNSW graph unloaded (writers that only append); such a map cannot search.
         """
         requested = Path(path).expanduser()
-        for attempt in (0, 1):
+        for attempt in range(OPEN_ATTEMPTS):
             folder = resolve(requested)
             try:
                 return cls._load(folder, requested, expect_fingerprint, verify, load_index)
             except FileNotFoundError:
-                if attempt:
-                    break  # swapped twice while we read it, or really gone
-        if not resolve(requested).exists():
-            raise MapError(f"{requested}: no such map directory")
-        raise MapError(f"{requested}: the map changed twice while it was opened; try again")
+                if not resolve(requested).exists():
+                    raise MapError(f"{requested}: no such map directory") from None
+                time.sleep(0.05 * attempt)  # swapped while we read it: read the new one
+        raise MapError(
+            f"{requested}: the map was replaced {OPEN_ATTEMPTS} times while it was opened "
+            "(is something rebuilding it in a loop?); try again"
+        )
 
     @classmethod
     def _load(
@@ -161,7 +165,7 @@ class Map:
                         )
                     extras[xname] = arr
                 meta = entry["metadata"]
-                con = _open_metadata(fds[meta], meta, where, start, rows)
+                con = _open_metadata(folder, fds[meta], meta, where, start, rows)
                 segments.append(Segment(start, rows, desc, con, extras, entry))
                 start += rows
             index = None
@@ -409,20 +413,34 @@ class Map:
         return similarities(q, self.descriptors)
 
 
-def _open_metadata(fd: int, name: str, where: str, start: int, rows: int) -> sqlite3.Connection:
-    """Load a segment's metadata from the open file ``fd`` into an in-memory, query-only
-    database (SQLite resolves paths itself, even /proc/self/fd links, so it is never handed
-    one: what it reads is the file of this generation) and check it holds exactly ids
-    start..start+rows-1."""
+def _open_metadata(
+    folder: Path, fd: int, name: str, where: str, start: int, rows: int
+) -> sqlite3.Connection:
+    """Open a segment's metadata read-only and check it holds exactly ids start..start+rows-1.
+
+    SQLite opens by path (and canonicalises even ``/proc/self/fd`` links), so after it has
+    opened ``folder/name`` we check that path still names the file we opened through the
+    directory handle (``fd``): if not, a swap happened meanwhile and the open is retried
+    (FileNotFoundError). Files are shared between generations only when identical."""
     try:
-        con = sqlite3.connect(":memory:", check_same_thread=False)
-        con.deserialize(read_all(fd))
-        con.execute("PRAGMA query_only = ON")
-        n, lo, hi = con.execute("SELECT count(*), min(id), max(id) FROM places").fetchone()
+        con = sqlite_readonly(str(folder / name))
+        (n,) = con.execute("SELECT count(*) FROM places").fetchone()
+        (lo,) = con.execute("SELECT min(id) FROM places").fetchone()
+        (hi,) = con.execute("SELECT max(id) FROM places").fetchone()
     except sqlite3.Error as exc:
+        if not (folder / name).exists():
+            raise FileNotFoundError(folder / name) from None
         raise MapError(
             f"{where}: {name} is not readable map metadata ({exc}); rebuild the map"
         ) from None
+    mine, st = os.fstat(fd), None
+    try:
+        st = os.stat(folder / name)
+    except FileNotFoundError:
+        pass
+    if st is None or (st.st_dev, st.st_ino) != (mine.st_dev, mine.st_ino):
+        con.close()
+        raise FileNotFoundError(folder / name)  # swapped while opening: Map.open retries
     if (n, lo, hi) != (rows, start, start + rows - 1):
         con.close()
         raise MapError(

@@ -5,8 +5,8 @@ Opening every file relative to a handle on the directory (``dir_fd``) therefore 
 generation, whatever is swapped in meanwhile; a file that disappears (the old generation was
 deleted while we read it) raises ``FileNotFoundError`` and :meth:`Map.open` retries once with
 the new generation. hnswlib, which wants a path, gets ``/proc/self/fd/N`` of the file we
-opened (Linux: the kernel opens that very inode); SQLite, which canonicalises paths itself,
-gets the bytes of the file we opened (an in-memory, query-only database).
+opened (Linux: the kernel opens that very inode); SQLite canonicalises paths itself, so it opens
+the file by name and the opener then checks that name still holds the inode we opened.
 """
 
 from __future__ import annotations
@@ -130,19 +130,6 @@ class Snapshot:
             fds[name] = fd
         checksums.record(hashed)
         return fds
-
-
-def read_all(fd: int) -> bytes:
-    """The whole content of the open file ``fd``."""
-    size = os.fstat(fd).st_size
-    parts, pos = [], 0
-    while pos < size:
-        block = os.pread(fd, min(size - pos, 1 << 26), pos)
-        if not block:
-            break
-        parts.append(block)
-        pos += len(block)
-    return b"".join(parts)
 
 
 def read_npy(fd: int, name: str, where: str) -> np.ndarray:
