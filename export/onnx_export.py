@@ -22,16 +22,28 @@ from onnx import shape_inference
 from sfrs_edge.train.model import ExportWrapper, SFRSNet
 
 from sfrs_edge.errors import ModelError
-from sfrs_edge.model_info import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelInfo
+from sfrs_edge.model_info import (
+    INPUT_NAME,
+    LOCAL_FEATURES,
+    LOCAL_XY,
+    METADATA_KEY,
+    OUTPUT_NAME,
+    ModelInfo,
+)
 
 FORBIDDEN_OPS = ("Einsum",)  # DESIGN.md §3.1: no einsum in exported graphs
 
 
 @torch.no_grad()
-def write_onnx(net: SFRSNet, path: Path, info: ModelInfo, opset: int = 17) -> onnx.ModelProto:
-    """Export ``net`` (any dtype; fp32 input adapter) to ``path`` with ``info`` embedded."""
+def write_onnx(
+    net: SFRSNet, path: Path, info: ModelInfo, opset: int = 17, local: torch.nn.Module | None = None
+) -> onnx.ModelProto:
+    """Export ``net`` (any dtype; fp32 input adapter) to ``path`` with ``info`` embedded.
+
+    ``local``: a re-ranking head; adds the ``local_features`` and ``local_xy`` outputs."""
     cfg = net.config
-    wrapper = ExportWrapper(net).eval()
+    wrapper = ExportWrapper(net, local).eval()
+    outputs = [OUTPUT_NAME] + ([LOCAL_FEATURES, LOCAL_XY] if local is not None else [])
     dummy = torch.zeros(2, cfg.input_height, cfg.input_width, 3, dtype=torch.uint8)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings on static shape arithmetic
@@ -40,13 +52,20 @@ def write_onnx(net: SFRSNet, path: Path, info: ModelInfo, opset: int = 17) -> on
             (dummy,),
             str(path),
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            output_names=outputs,
+            dynamic_axes={name: {0: "batch"} for name in [INPUT_NAME, *outputs]},
             opset_version=opset,
             do_constant_folding=True,
             dynamo=False,
         )
     model = onnx.load(str(path))
+    if local is not None:  # per-image shapes are static: say so in the graph's outputs
+        static = {o: spec["shape"] for o, spec in info.local["outputs"].items()}
+        for out in model.graph.output:
+            if out.name in static:
+                for dim, size in zip(out.type.tensor_type.shape.dim[1:], static[out.name]):
+                    dim.Clear()
+                    dim.dim_value = int(size)
     check_graph(model, path)
     del model.metadata_props[:]
     entry = model.metadata_props.add()

@@ -19,6 +19,8 @@ METADATA_KEY = "sfrs_edge"
 MODEL_FORMAT_VERSION = 1
 INPUT_NAME = "image"
 OUTPUT_NAME = "descriptor"
+LOCAL_FEATURES = "local_features"  # re-ranking outputs (docs/RERANKING.md)
+LOCAL_XY = "local_xy"
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,9 @@ class ModelInfo:
     package_version: str = ""
     format_version: int = MODEL_FORMAT_VERSION
     provenance: dict[str, Any] = field(default_factory=dict)
+    # Re-ranking outputs (docs/RERANKING.md): selection settings, output names/shapes/dtypes
+    # and a fingerprint of the local head; None for a plain descriptor-only model.
+    local: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -12,6 +12,7 @@ from ..errors import ConfigError
 from .options import InputSize
 
 DEFAULT_VERIFY_COUNT = 8
+LOCAL_FIT_COUNT = 100  # images a missing local-feature PCA is fitted on at export
 
 
 def pick_verify_images(folder: Path, count: int) -> list[Path]:
@@ -72,13 +73,29 @@ def _verify_folder(verify_images: Path | None, provenance: dict, checkpoint: Pat
     default=None,
     help="Also build a TensorRT engine here (needs TensorRT and a GPU).",
 )
+@click.option(
+    "--rerank/--no-rerank",
+    default=None,
+    help="Also emit local features for re-ranking [default: when the checkpoint has a "
+    "local-feature PCA; --rerank fits one on the verification folder when it has none].",
+)
 @click.option("--workspace-gb", type=float, default=4.0, show_default=True, hidden=True)
 def export_command(
-    checkpoint, output, fp16, pca_dim, input_size, verify_images, verify_count, engine, workspace_gb
+    checkpoint,
+    output,
+    fp16,
+    pca_dim,
+    input_size,
+    verify_images,
+    verify_count,
+    engine,
+    rerank,
+    workspace_gb,
 ):
     """Export CHECKPOINT [default: $SFRS_EDGE_HOME/checkpoint.pt] to a verified ONNX model."""
     from sfrs_edge.export import build_engine, export_model
-    from sfrs_edge.train.checkpoint import load_checkpoint
+    from sfrs_edge.export.pipeline import local_head
+    from sfrs_edge.train.checkpoint import load_checkpoint, read_checkpoint
 
     checkpoint = checkpoint or paths.default_checkpoint()
     output = output or paths.default_model()
@@ -90,7 +107,15 @@ def export_command(
     folder = _verify_folder(verify_images, provenance, checkpoint)
     images = pick_verify_images(folder, verify_count)
     provenance = {**provenance, "checkpoint": str(Path(checkpoint).resolve())}
-    click.echo(f"export: {checkpoint} -> {output} ({'fp16' if fp16 else 'fp32'})")
+    if rerank is None:
+        rerank = bool(read_checkpoint(checkpoint).get("local"))
+    local = None
+    if rerank:
+        local = local_head(checkpoint, net, pick_verify_images(folder, LOCAL_FIT_COUNT))
+    click.echo(
+        f"export: {checkpoint} -> {output} ({'fp16' if fp16 else 'fp32'}"
+        f"{', with re-ranking local features' if local is not None else ''})"
+    )
     report = export_model(
         net,
         output,
@@ -99,6 +124,7 @@ def export_command(
         input_size=input_size,
         verify_images=images,
         provenance=provenance,
+        local=local,
     )
     click.echo(report.line())
     info = report.info

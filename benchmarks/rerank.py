@@ -1,0 +1,246 @@
+"""Re-ranking benchmark: global-only vs re-ranked recall, weight-map ablation, latency, bytes.
+
+Model: the off-the-shelf EfficientNet-Lite0 + NetVLAD fitted on Gardens Point ``day_right``
+(as ``sfrs-edge demo``; 20480-d, no PCA). Step 1 (``--cache``) runs the network once over the
+800 images and keeps global descriptors and both dense feature maps in ``artifacts/rerank/``;
+every variant after that runs only the (torch) local head on the cached maps and the runtime's
+numpy/OpenCV re-ranking, so ablations cost seconds.
+
+    python -m benchmarks.rerank            # cache (first time), then all tables
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from sfrs_edge.recall import index_window_positives, recall_at_n
+from sfrs_edge.rerank import RerankConfig, rerank
+
+from .common import REPO, data_root
+
+log = logging.getLogger("rerank")
+CACHE = REPO / "artifacts" / "rerank"
+TOLERANCE = 2
+SETS = {
+    "day_left": ("gardens_point", "day_left"),
+    "day_right": ("gardens_point", "day_right"),
+    "night_right": ("gardens_point", "night_right"),
+    "corridor_ref": ("corridor", "ref"),
+    "corridor_query": ("corridor", "query"),
+}
+PAIRS = (
+    ("day_left", "night_right"),
+    ("day_left", "day_right"),
+    ("day_right", "night_right"),
+    ("corridor_ref", "corridor_query"),
+)
+KS = (5, 10, 20, 50)
+
+
+# ----------------------------------------------------------------------------- caching
+
+
+def build_cache() -> None:
+    """Fit the off-the-shelf model on day_right and store descriptors + dense maps per set."""
+    import torch
+    from sfrs_edge.train.checkpoint import load_checkpoint, save_checkpoint
+    from sfrs_edge.train.features import image_batches
+    from sfrs_edge.train.local_features import backbone_maps
+    from sfrs_edge.train.model import InputAdapter
+    from sfrs_edge.train.offtheshelf import InitConfig, build_offtheshelf
+
+    from sfrs_edge.images import list_images
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    ckpt = CACHE / "checkpoint.pt"
+    root = data_root()
+    if not ckpt.exists():
+        net, prov = build_offtheshelf(
+            list_images(root / "gardens_point" / "day_right"), InitConfig()
+        )
+        save_checkpoint(net, ckpt, prov)
+    net, _ = load_checkpoint(ckpt)
+    pre = net.config.preprocessing()
+    adapter = InputAdapter(pre)
+    for name, (ds, sub) in SETS.items():
+        out = CACHE / f"{name}.npz"
+        if out.exists():
+            continue
+        files = list_images(root / ds / sub)
+        desc, fine, final = [], [], []
+        t = time.time()
+        with torch.no_grad():
+            for batch in image_batches(files, pre, 8):
+                x = adapter(batch)
+                f, y = backbone_maps(net.backbone, x)
+                g = net.netvlad(y)
+                g = net.pca(g) if net.pca is not None else g
+                desc.append(g.numpy())
+                fine.append(f.half().numpy())
+                final.append(y.half().numpy())
+        np.savez(
+            out,
+            desc=np.concatenate(desc),
+            fine=np.concatenate(fine),
+            final=np.concatenate(final),
+            names=np.array([p.name for p in files]),
+        )
+        log.info("cached %s: %d images in %.0f s", name, len(files), time.time() - t)
+
+
+def load_set(name: str) -> dict[str, np.ndarray]:
+    with np.load(CACHE / f"{name}.npz") as z:
+        return {k: z[k] for k in z.files}
+
+
+# ------------------------------------------------------------------------- local features
+
+
+class Features:
+    """Cached sets + the model, turning a :class:`LocalConfig` into local features per set."""
+
+    def __init__(self) -> None:
+        from sfrs_edge.train.checkpoint import load_checkpoint
+
+        self.net, _ = load_checkpoint(CACHE / "checkpoint.pt")
+        self.sets = {name: load_set(name) for name in SETS}
+        self._pca: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def pca(self, layer: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """Local PCA fitted on every location of day_right (what ``init`` fits on)."""
+        from sfrs_edge.train.local_features import fit_local_pca
+
+        if (layer, dim) not in self._pca:
+            maps = self.sets["day_right"][layer].astype(np.float32)
+            x = maps.transpose(0, 2, 3, 1).reshape(-1, maps.shape[1])
+            x /= np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
+            self._pca[(layer, dim)] = fit_local_pca(x, dim)
+        return self._pca[(layer, dim)]
+
+    def local(self, name: str, cfg) -> tuple[np.ndarray, np.ndarray]:
+        """(features (N, P, D) float16, xy (N, P, 2) float32) of a set under ``cfg``."""
+        import torch
+        from sfrs_edge.train.local_features import LocalHead
+
+        s = self.sets[name]
+        head = LocalHead(cfg, s[cfg.layer].shape[1], self.net.config.preprocessing().size)
+        head.set_pca(*self.pca(cfg.layer, cfg.dim))
+        feats, xys = [], []
+        with torch.no_grad():
+            for i in range(0, len(s["desc"]), 25):
+                fine = torch.from_numpy(s["fine"][i : i + 25]).float()
+                final = torch.from_numpy(s["final"][i : i + 25]).float()
+                f, xy = head(self.net, fine, final)
+                feats.append(f.numpy())
+                xys.append(xy.numpy())
+        return np.concatenate(feats), np.concatenate(xys)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def positives(db: str, query: str, n_q: int, n_db: int) -> list[np.ndarray]:
+    return index_window_positives(n_q, n_db, TOLERANCE)
+
+
+def global_ranking(q: np.ndarray, db: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    sims = q @ db.T
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return order, np.take_along_axis(sims, order, axis=1)
+
+
+def candidate_inliers(
+    qf, qxy, dbf, dbxy, ranked: np.ndarray, rr: RerankConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Inliers and matches (Q, K) of every query against its top-K global candidates."""
+    from sfrs_edge.rerank.matching import mutual_matches
+    from sfrs_edge.rerank.verify import count_inliers
+
+    inl = np.zeros(ranked.shape, np.int64)
+    mat = np.zeros(ranked.shape, np.int64)
+    for i, row in enumerate(ranked):
+        for j, c in enumerate(row):
+            pairs, _ = mutual_matches(qf[i], dbf[c], rr.min_similarity)
+            mat[i, j] = len(pairs)
+            if len(pairs) > rr.min_inliers:
+                inl[i, j] = count_inliers(
+                    qxy[i][pairs[:, 0]], dbxy[c][pairs[:, 1]], rr.geometry, rr.reproj_px
+                )
+    return inl, mat
+
+
+def reranked_lists(ranked, sims, inliers, k: int, rr: RerankConfig) -> np.ndarray:
+    """Top-k of each global list re-ordered by the fused score, the rest unchanged."""
+    from sfrs_edge.rerank.scoring import fused_scores
+
+    out = ranked.copy()
+    for i in range(len(ranked)):
+        order = np.argsort(-fused_scores(sims[i, :k], inliers[i, :k], rr), kind="stable")
+        out[i, :k] = ranked[i, :k][order]
+    return out
+
+
+def recall(lists: np.ndarray, pos) -> dict[int, float]:
+    return {n: round(v, 1) for n, v in recall_at_n(lists, pos, (1, 5, 10)).items()}
+
+
+def latency(qf, qxy, dbf, dbxy, ranked, sims, rr: RerankConfig, k: int = 10) -> dict[str, float]:
+    """Added time per query of :func:`sfrs_edge.rerank.rerank` over the top-k, in ms."""
+    times = []
+    for i in range(len(ranked)):
+        c = ranked[i, :k]
+        t = time.perf_counter()
+        rerank(qf[i], qxy[i], dbf[c], dbxy[c], sims[i, :k], replace(rr, k=k))
+        times.append((time.perf_counter() - t) * 1000)
+    return {
+        "p50_ms": round(float(np.percentile(times, 50)), 2),
+        "p90_ms": round(float(np.percentile(times, 90)), 2),
+    }
+
+
+def bytes_per_image(feats: np.ndarray) -> int:
+    """Bytes a map stores per image: float16 features + float16 pixel coordinates."""
+    p, d = feats.shape[1:]
+    return p * d * 2 + p * 2 * 2
+
+
+def run_variant(feats: Features, lcfg, rr: RerankConfig, ks=KS, pairs=PAIRS, timing=True) -> dict:
+    """Recall (global and re-ranked at every k), latency at k=10 and bytes, for every pair."""
+    local = {name: feats.local(name, lcfg) for name in {n for p in pairs for n in p}}
+    out = {"local": lcfg.to_dict(), "rerank": rr.to_dict(), "pairs": {}}
+    kmax = max(ks)
+    for db, q in pairs:
+        dset, qset = feats.sets[db], feats.sets[q]
+        pos = positives(db, q, len(qset["desc"]), len(dset["desc"]))
+        ranked, sims = global_ranking(qset["desc"], dset["desc"], kmax)
+        (qf, qxy), (dbf, dbxy) = local[q], local[db]
+        inl, _ = candidate_inliers(qf, qxy, dbf, dbxy, ranked, rr)
+        row = {"global": recall(ranked, pos)}
+        for k in ks:
+            row[f"k{k}"] = recall(reranked_lists(ranked, sims, inl, k, rr), pos)
+        if timing:
+            row["latency_k10"] = latency(qf, qxy, dbf, dbxy, ranked, sims, rr)
+        out["pairs"][f"{db}<-{q}"] = row
+        out["_cache"] = out.get("_cache", {})
+        out["_cache"][f"{db}<-{q}"] = (ranked, sims, inl, pos)
+    out["bytes_per_image"] = bytes_per_image(local[pairs[0][0]][0])
+    return out
+
+
+def fusion_grid(result: dict, grid: list[RerankConfig], k: int = 10) -> list[dict]:
+    """R@1 per pair for fusion settings, reusing the inliers of ``result`` (no re-matching)."""
+    rows = []
+    for rr in grid:
+        row = {"weight": rr.weight, "min_inliers": rr.min_inliers, "full_inliers": rr.full_inliers}
+        for pair, (ranked, sims, inl, pos) in result["_cache"].items():
+            row[pair] = recall(reranked_lists(ranked, sims, inl, k, rr), pos)[1]
+        rows.append(row)
+    return rows
+
+
+def strip(result: dict) -> dict:
+    return {k: v for k, v in result.items() if not k.startswith("_")}

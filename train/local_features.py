@@ -1,0 +1,241 @@
+"""Local features for re-ranking, taken from the regions the NetVLAD aggregation relies on.
+
+FoL (Wang et al., AAAI 2025) keeps local features only where its aggregator puts mass. NetVLAD
+has no dustbin (soft assignments sum to 1 everywhere), so the weight of a location here is one
+of (:data:`WEIGHT_MAPS`):
+
+- ``contribution``: how much the location's soft-assigned residuals point along the final
+  descriptor g, Σ_k a_k(x)·⟨x̂ − c_k, u_k⟩ / (‖V_k‖·Z) with u = g (or Wᵀg_w after PCA
+  whitening, which is linear): the share of the global similarity that comes from x;
+- ``confidence``: max_k a_k(x), how sharply the location is assigned;
+- ``norm``: ‖x‖ of the backbone activation before L2 normalisation;
+- ``uniform``: every location alike (region selection off; with ``num_features`` = all
+  locations this is the Patch-NetVLAD-like "all locations" variant).
+
+The top ``num_features`` locations after max-pool non-maximum suppression are kept (static
+shapes: suppressed cells are demoted, not removed, so TopK always has enough). Their
+descriptors are the backbone's dense features (``layer``: ``fine`` = an earlier stride-16 map,
+``final`` = the map NetVLAD aggregates), L2-normalised, projected by a PCA fitted at ``init``
+and L2-normalised again, emitted as float16 with pixel coordinates in the network input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sfrs_edge.errors import ConfigError
+
+from .backbones import VGG16, EfficientNetLite0
+from .norms import l2_normalize
+
+WEIGHT_MAPS = ("contribution", "confidence", "norm", "uniform")
+LAYERS = ("fine", "final")
+LITE0_FINE_BLOCK = 10  # last block of stage 5: 112 channels at stride 16
+SUPPRESSED = 1e4  # subtracted from non-maximum cells: they rank after every peak
+
+
+@dataclass
+class LocalConfig:
+    """How local features are selected and described (saved in the checkpoint and the model)."""
+
+    num_features: int = 128
+    dim: int = 64
+    weight: str = "contribution"
+    layer: str = "fine"
+    nms_radius: int = 1  # cells; 0 disables suppression
+
+    def __post_init__(self) -> None:
+        if self.weight not in WEIGHT_MAPS:
+            raise ConfigError(f"local weight map must be one of {WEIGHT_MAPS}, got {self.weight!r}")
+        if self.layer not in LAYERS:
+            raise ConfigError(f"local layer must be one of {LAYERS}, got {self.layer!r}")
+        if self.num_features < 1 or self.dim < 1 or self.nms_radius < 0:
+            raise ConfigError("num_features and dim must be positive, nms_radius not negative")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def backbone_maps(backbone: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fine, final) feature maps of normalised images: final is what NetVLAD aggregates."""
+    if isinstance(backbone, EfficientNetLite0):
+        y = F.relu6(backbone._bn0(backbone._conv_stem(x)))
+        fine = y
+        for i, block in enumerate(backbone._blocks):
+            y = block(y)
+            if i == LITE0_FINE_BLOCK:
+                fine = y
+        return fine, y
+    if isinstance(backbone, VGG16):  # conv5_3 is already stride 16
+        y = backbone(x)
+        return y, y
+    raise ConfigError(f"no local-feature layer known for {type(backbone).__name__}")
+
+
+def fine_channels(backbone: str) -> int:
+    return {"efficientnet_lite0": 112, "vgg16": 512}[backbone]
+
+
+def weight_map(net: nn.Module, final: torch.Tensor, kind: str) -> torch.Tensor:
+    """Per-location weight (N, H, W) of the final feature map ``final`` (N, D, H, W)."""
+    n, _, h, w = final.shape
+    if kind == "uniform":
+        return torch.zeros(n, h, w, dtype=final.dtype, device=final.device)
+    if kind == "norm":
+        return torch.sqrt((final.float() ** 2).sum(1))
+    vlad = net.netvlad
+    xn = vlad.local_features(final).float()
+    logits = F.conv2d(xn, vlad.conv.weight.float())
+    assign = torch.softmax(logits, dim=1)  # N,K,H,W
+    if kind == "confidence":
+        return assign.max(dim=1).values
+    a = assign.reshape(n, vlad.num_clusters, h * w)
+    feats = xn.reshape(n, xn.shape[1], h * w)
+    centroids = vlad.centroids.float()
+    raw = torch.bmm(a, feats.transpose(1, 2)) - a.sum(2, keepdim=True) * centroids  # N,K,D
+    knorm = torch.sqrt((raw * raw).sum(-1)).clamp_min(1e-12)  # N,K
+    vn = raw / knorm.unsqueeze(-1)
+    z = torch.sqrt((vn * vn).sum((1, 2))).clamp_min(1e-12)  # N
+    g = vn.flatten(1) / z.unsqueeze(1)
+    if net.pca is not None:  # ⟨W c, normalize(Wg+b)⟩ = ⟨c, Wᵀ g_w⟩
+        g = net.pca(g) @ net.pca.linear.weight.float()
+    u = g.reshape(n, vlad.num_clusters, -1) / (knorm * z.unsqueeze(1)).unsqueeze(-1)  # N,K,D
+    along = torch.bmm(u, feats) - (u * centroids).sum(-1, keepdim=True)  # N,K,HW
+    return (a * along).sum(1).reshape(n, h, w)
+
+
+class LocalHead(nn.Module):
+    """Weight map → NMS → top-N → PCA-reduced descriptors (float16) + pixel coordinates."""
+
+    def __init__(self, config: LocalConfig, in_dim: int, input_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.config = config
+        self.input_size = input_size
+        self.register_buffer("mean", torch.zeros(in_dim))
+        self.register_buffer("components", torch.eye(in_dim)[: config.dim].clone())
+
+    def set_pca(self, mean: np.ndarray, components: np.ndarray) -> None:
+        with torch.no_grad():
+            self.mean.copy_(torch.as_tensor(mean))
+            self.components = torch.as_tensor(components, dtype=torch.float32).clone()
+
+    def select(self, weights: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Flat indices (N, P) of the kept cells of a (N, H, W) weight map resized to ``size``."""
+        if weights.shape[-2:] != size:
+            weights = F.interpolate(weights[:, None], size=size, mode="bilinear")[:, 0]
+        r = self.config.nms_radius
+        if r:
+            peak = F.max_pool2d(weights[:, None], 2 * r + 1, stride=1, padding=r)[:, 0]
+            weights = weights - (weights < peak).to(weights.dtype) * SUPPRESSED
+        flat = weights.flatten(1)
+        p = min(self.config.num_features, flat.shape[1])
+        return torch.topk(flat, p, dim=1).indices
+
+    def describe(self, dense: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(descriptors (N, P, dim) float16, pixel xy (N, P, 2) float32) at flat cells ``idx``."""
+        n, c, h, w = dense.shape
+        feats = l2_normalize(dense.float(), dim=1).flatten(2).transpose(1, 2)  # N,HW,C
+        picked = torch.gather(feats, 1, idx.unsqueeze(-1).expand(-1, -1, c))
+        desc = l2_normalize((picked - self.mean) @ self.components.t(), dim=-1)
+        ih, iw = self.input_size
+        col = idx % w
+        row = (idx - col).float() / w  # exact: no floor division (it exports as Xor/Where)
+        col = col.float()
+        xy = torch.stack([(col + 0.5) * (iw / w), (row + 0.5) * (ih / h)], dim=-1)
+        return desc.half(), xy
+
+    def forward(
+        self, net: nn.Module, fine: torch.Tensor, final: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        dense = fine if self.config.layer == "fine" else final
+        weights = weight_map(net, final, self.config.weight)
+        return self.describe(dense, self.select(weights, tuple(dense.shape[-2:])))
+
+
+def fit_local_pca(features: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, components (dim, C)) of L2-normalised local features (N, C), plain PCA."""
+    x = np.asarray(features, np.float64)
+    if dim > x.shape[1]:
+        raise ConfigError(f"local PCA dim {dim} exceeds the feature channels {x.shape[1]}")
+    mean = x.mean(0)
+    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+    return mean.astype(np.float32), vt[:dim].astype(np.float32)
+
+
+def head_fingerprint(head: LocalHead) -> str:
+    """Short hash of the local head (settings + PCA): maps' local features must come from it."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256(json.dumps(head.config.to_dict(), sort_keys=True).encode())
+    for t in (head.mean, head.components):
+        h.update(t.detach().cpu().contiguous().float().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def head_info(head: LocalHead) -> dict[str, Any]:
+    """The ``local`` section of the model metadata: settings, outputs, fingerprint."""
+    from sfrs_edge.model_info import LOCAL_FEATURES, LOCAL_XY
+
+    cfg = head.config
+    return {
+        **cfg.to_dict(),
+        "fingerprint": head_fingerprint(head),
+        "outputs": {
+            LOCAL_FEATURES: {"shape": [cfg.num_features, cfg.dim], "dtype": "float16"},
+            LOCAL_XY: {"shape": [cfg.num_features, 2], "dtype": "float16", "units": "input px"},
+        },
+    }
+
+
+def head_state(head: LocalHead) -> dict[str, Any]:
+    """What a checkpoint stores (key ``local``): plain tensors and a config dict."""
+    return {
+        "config": head.config.to_dict(),
+        "in_dim": int(head.mean.shape[0]),
+        "mean": head.mean.detach().cpu().clone(),
+        "components": head.components.detach().cpu().clone(),
+    }
+
+
+def head_from_state(state: dict[str, Any], input_size: tuple[int, int]) -> LocalHead:
+    """Rebuild a :class:`LocalHead` from :func:`head_state` (checkpoint key ``local``)."""
+    try:
+        cfg = LocalConfig(**state["config"])
+        head = LocalHead(cfg, int(state["in_dim"]), input_size)
+        head.set_pca(state["mean"].numpy(), state["components"].numpy())
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"checkpoint's local-feature head is malformed ({exc})") from exc
+    if tuple(head.components.shape) != (cfg.dim, int(state["in_dim"])):
+        raise ConfigError("checkpoint's local-feature PCA does not match its settings")
+    return head.eval()
+
+
+@torch.no_grad()
+def fit_local_head(
+    net: nn.Module, images, config: LocalConfig, batch_size: int = 8, per_image: int = 200
+) -> LocalHead:
+    """A :class:`LocalHead` whose PCA is fitted on ``per_image`` random locations of each image
+    (the ``layer`` map, L2-normalised): what ``init`` and ``export --rerank`` run."""
+    from .features import map_images
+
+    gen = torch.Generator().manual_seed(0)
+
+    def sample(n: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        fine, final = backbone_maps(n.backbone, x)
+        dense = fine if config.layer == "fine" else final
+        f = l2_normalize(dense.float(), dim=1).flatten(2).transpose(1, 2)  # N,HW,C
+        take = min(per_image, f.shape[1])
+        idx = torch.stack([torch.randperm(f.shape[1], generator=gen)[:take] for _ in f])
+        return torch.gather(f, 1, idx.unsqueeze(2).expand(-1, -1, f.shape[2])).flatten(0, 1)
+
+    feats = map_images(net, list(images), sample, batch_size)
+    head = LocalHead(config, feats.shape[1], net.config.preprocessing().size)
+    head.set_pca(*fit_local_pca(feats, config.dim))
+    return head.eval()
