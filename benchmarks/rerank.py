@@ -11,9 +11,12 @@ numpy/OpenCV re-ranking, so ablations cost seconds.
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
@@ -244,3 +247,247 @@ def fusion_grid(result: dict, grid: list[RerankConfig], k: int = 10) -> list[dic
 
 def strip(result: dict) -> dict:
     return {k: v for k, v in result.items() if not k.startswith("_")}
+
+
+# ---------------------------------------------------------------------------- calibration
+
+
+def _estimator(n: int):
+    """A Localizer's answer/confidence rule over a map of ``n`` index-positioned places
+    (positions = frame index, as the demo's map; far radius 25, the default)."""
+    from types import SimpleNamespace
+
+    from sfrs_edge.localize import Localizer
+
+    est = Localizer.__new__(Localizer)
+    est._positions = np.arange(n, dtype=np.float64)[:, None]
+    est.position_kind = "xy"
+    est.far_radius, est.far_frames, est.margin_scale = 25.0, 10, 0.25
+    est.near_radius, est.k = 5.0, 5
+    est._places = [SimpleNamespace(name=str(i)) for i in range(n)]
+    return est
+
+
+def _filtered(scores: np.ndarray, method: str) -> np.ndarray:
+    """Temporally filtered best row per frame (frames in sequence order)."""
+    from sfrs_edge.stream.filtering import FilterConfig, TemporalFilter
+
+    filt = TemporalFilter(FilterConfig(method=method, window=5))
+    return np.array([int(np.argmax(filt.update(s))) for s in scores])
+
+
+def calibration(result: dict, rr: RerankConfig, k: int = 10) -> dict:
+    """Per pair: share of answers with confidence ≥ t and how many of those are right,
+    global vs re-ranked; and R@1 of the seq/hmm-filtered answers over global vs fused scores."""
+    from sfrs_edge.rerank import RerankResult
+    from sfrs_edge.rerank.scoring import evidence, fused_scores
+
+    out = {}
+    for pair, (ranked, sims, inl, pos) in result["_cache"].items():
+        db, q = pair.split("<-")
+        full = result["_full"][pair]  # (Q, N) global similarities
+        est = _estimator(full.shape[1])
+        rows = {"global": [], "reranked": []}
+        fused_all = full.copy()
+        for i in range(len(ranked)):
+            g = est._estimate(ranked[i, :32], sims[i, :32])
+            f = fused_scores(sims[i, :k], inl[i, :k], rr)
+            order = np.argsort(-f, kind="stable")
+            vr = RerankResult(
+                order,
+                f[order],
+                inl[i, :k][order],
+                inl[i, :k][order],
+                evidence(inl[i, :k][order], rr),
+            )
+            ids = np.concatenate([ranked[i, :k][order], ranked[i, k:32]])
+            ss = np.concatenate([sims[i, :k][order], sims[i, k:32]])
+            r = est._estimate(ids, ss, vr)
+            for name, res in (("global", g), ("reranked", r)):
+                rows[name].append(
+                    (res["confidence"], int(res["matches"][0].id) in set(pos[i].tolist()))
+                )
+            fused_all[i, ranked[i, :k]] = f
+        table = {}
+        for name, vals in rows.items():
+            conf = np.array([v[0] for v in vals])
+            right = np.array([v[1] for v in vals])
+            table[name] = {
+                str(t): {
+                    "share": round(100 * float((conf >= t).mean()), 1),
+                    "right": round(100 * float(right[conf >= t].mean()), 1)
+                    if (conf >= t).any()
+                    else None,
+                }
+                for t in (0.3, 0.5, 0.8)
+            }
+        filt = {}
+        for method in ("seq", "hmm"):
+            for name, sc in (("global", full), ("reranked", fused_all)):
+                best = _filtered(sc, method)
+                filt[f"{method}_{name}"] = round(
+                    100
+                    * float(
+                        np.mean([b in set(p.tolist()) for b, p in zip(best, pos, strict=True)])
+                    ),
+                    1,
+                )
+        out[pair] = {"confidence": table, "filtered_r1": filt}
+    return out
+
+
+# --------------------------------------------------------------------------------- report
+
+
+def _md_recall(result: dict, ks=KS) -> list[str]:
+    lines = [
+        "| pair | global R@1/5/10 | "
+        + " | ".join(f"re-ranked k={k} R@1/5/10" for k in ks)
+        + " | added ms p50/p90 (k=10) |"
+    ]
+    lines.append("|---" * (3 + len(ks)) + "|")
+    for pair, row in result["pairs"].items():
+        g = row["global"]
+        cells = [f"{g[1]} / {g[5]} / {g[10]}"] + [
+            f"{row[f'k{k}'][1]} / {row[f'k{k}'][5]} / {row[f'k{k}'][10]}"
+            for k in ks
+            if f"k{k}" in row
+        ]
+        lat = row.get("latency_k10", {})
+        lines.append(
+            f"| {pair} | "
+            + " | ".join(cells)
+            + f" | {lat.get('p50_ms', '-')} / {lat.get('p90_ms', '-')} |"
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    from sfrs_edge.train.local_features import LocalConfig
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    ap.add_argument("--skip-ablation", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    build_cache()
+    feats = Features()
+    base_l, base_r = LocalConfig(), RerankConfig()
+    report: dict = {"base_local": base_l.to_dict(), "base_rerank": base_r.to_dict()}
+    md = [
+        "# Re-ranking benchmark",
+        "",
+        "Command: `python -m benchmarks.rerank` (loaded machine)",
+        "",
+    ]
+
+    t = time.time()
+    main_res = run_variant(feats, base_l, base_r)
+    main_res["_full"] = {
+        f"{db}<-{q}": feats.sets[q]["desc"] @ feats.sets[db]["desc"].T for db, q in PAIRS
+    }
+    log.info("main variant in %.0f s", time.time() - t)
+    report["main"] = strip(main_res)
+    md += [
+        "## Recall, global vs re-ranked (|i-j| <= 2)",
+        "",
+        f"bytes per map image: {main_res['bytes_per_image']}",
+        "",
+    ]
+    md += _md_recall(main_res) + [""]
+
+    report["calibration"] = calibration(main_res, base_r)
+    md += [
+        "## Calibration (k=10)",
+        "",
+        "| pair | method | conf>=0.3 share / right | >=0.5 | >=0.8 |",
+        "|---|---|---|---|---|",
+    ]
+    for pair, c in report["calibration"].items():
+        for name, tab in c["confidence"].items():
+            cells = [f"{tab[t]['share']} / {tab[t]['right']}" for t in ("0.3", "0.5", "0.8")]
+            md.append(f"| {pair} | {name} | " + " | ".join(cells) + " |")
+    md += [
+        "",
+        "## Temporal filtering (window 5), R@1",
+        "",
+        "| pair | seq global | seq re-ranked | hmm global | hmm re-ranked |",
+        "|---|---|---|---|---|",
+    ]
+    for pair, c in report["calibration"].items():
+        f = c["filtered_r1"]
+        md.append(
+            f"| {pair} | {f['seq_global']} | {f['seq_reranked']} | {f['hmm_global']} | {f['hmm_reranked']} |"
+        )
+
+    grid = [
+        replace(base_r, weight=w, min_inliers=lo, full_inliers=hi)
+        for w in (0.05, 0.1, 0.2, 0.5, 2.0)
+        for lo, hi in ((4, 20), (8, 30), (12, 40))
+    ]
+    report["fusion"] = fusion_grid(main_res, grid)
+    md += ["", "## Fusion settings (k=10), R@1", ""]
+    pairs = [f"{db}<-{q}" for db, q in PAIRS]
+    md += [
+        "| weight | min/full inliers | " + " | ".join(pairs) + " |",
+        "|---" * (2 + len(pairs)) + "|",
+    ]
+    for row in report["fusion"]:
+        md.append(
+            f"| {row['weight']} | {row['min_inliers']}/{row['full_inliers']} | "
+            + " | ".join(str(row[p]) for p in pairs)
+            + " |"
+        )
+
+    if not args.skip_ablation:
+        variants = {
+            "weight=contribution": (base_l, base_r),
+            "weight=confidence": (replace(base_l, weight="confidence"), base_r),
+            "weight=norm": (replace(base_l, weight="norm"), base_r),
+            "weight=uniform (NMS only)": (replace(base_l, weight="uniform"), base_r),
+            "all locations (Patch-NetVLAD-like)": (
+                replace(base_l, weight="uniform", num_features=920, nms_radius=0),
+                base_r,
+            ),
+            "layer=final (stride 32)": (replace(base_l, layer="final"), base_r),
+            "N=64": (replace(base_l, num_features=64), base_r),
+            "N=256": (replace(base_l, num_features=256), base_r),
+            "dim=32": (replace(base_l, dim=32), base_r),
+            "dim=112 (no reduction)": (replace(base_l, dim=112), base_r),
+            "no NMS": (replace(base_l, nms_radius=0), base_r),
+            "geometry=fundamental": (base_l, replace(base_r, geometry="fundamental")),
+            "geometry=none (FoL: count mutual matches)": (base_l, replace(base_r, geometry="none")),
+        }
+        report["ablation"] = {}
+        md += ["", "## Ablation (k=10), R@1 re-ranked (global in the first row)", ""]
+        md += [
+            "| variant | " + " | ".join(pairs) + " | ms p50/p90 | bytes/image |",
+            "|---" * (3 + len(pairs)) + "|",
+        ]
+        md.append(
+            "| global only | "
+            + " | ".join(str(main_res["pairs"][p]["global"][1]) for p in pairs)
+            + " | 0 | 0 |"
+        )
+        for name, (lc, rc) in variants.items():
+            t = time.time()
+            res = (
+                main_res if name == "weight=contribution" else run_variant(feats, lc, rc, ks=(10,))
+            )
+            log.info("%s in %.0f s", name, time.time() - t)
+            report["ablation"][name] = strip(res)
+            lat = res["pairs"][pairs[0]]["latency_k10"]
+            md.append(
+                f"| {name} | "
+                + " | ".join(str(res["pairs"][p]["k10"][1]) for p in pairs)
+                + f" | {lat['p50_ms']} / {lat['p90_ms']} | {res['bytes_per_image']} |"
+            )
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "rerank.json").write_text(json.dumps(report, indent=1, default=str))
+    (args.out / "rerank.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()

@@ -36,12 +36,15 @@ class ExportReport:
     num_images: int
     seconds: float
     precision: str
+    parity: verify.Parity | None = None
 
     @property
     def size_bytes(self) -> int:
         return self.path.stat().st_size
 
     def line(self) -> str:
+        if self.parity is not None:
+            return self.parity.line()
         return (
             f"parity vs torch fp32: min cosine {self.min_cos:.6f}, mean {self.mean_cos:.6f} "
             f"on {self.num_images} images"
@@ -104,9 +107,16 @@ def export_model(
     if local is not None:
         from sfrs_edge.train.local_features import head_info
 
+        import torch
+
+        from sfrs_edge.train.model import ExportWrapper
+
         local = copy.deepcopy(local).float().eval()
         local.input_size = ref.config.preprocessing().size
-        local_info = head_info(local)
+        h, w = local.input_size
+        with torch.no_grad():  # P is fixed by the input size: read it off one forward pass
+            probe = ExportWrapper(ref, local)(torch.zeros(1, h, w, 3, dtype=torch.uint8))
+        local_info = head_info(local, int(probe[1].shape[1]))
     info = model_info(ref, precision=precision, provenance=_json_safe(provenance), local=local_info)
     exported = copy.deepcopy(ref)  # tracing must not touch the reference
     if fp16:
@@ -128,6 +138,7 @@ def export_model(
         num_images=result.num_images,
         seconds=round(time.time() - t0, 2),
         precision=precision,
+        parity=result,
     )
 
 

@@ -247,6 +247,10 @@ class Localizer:
             t = time.perf_counter()
             ids, sims, verified = self.reranker.apply(outputs, ids, sims)
             times["rerank"] = time.perf_counter() - t
+            if scores_out is not None:  # temporal filters see the fused (verified) scores
+                fused = scores_out[0].copy()
+                fused[ids[: len(verified.scores)]] = verified.scores
+                scores_out[0] = fused
         result = self._estimate(ids, sims, verified)
         times["total"] = time.perf_counter() - t0
         ms = {key: round(v * 1000.0, 3) for key, v in times.items()}

@@ -103,8 +103,9 @@ def weight_map(net: nn.Module, final: torch.Tensor, kind: str) -> torch.Tensor:
     vn = raw / knorm.unsqueeze(-1)
     z = torch.sqrt((vn * vn).sum((1, 2))).clamp_min(1e-12)  # N
     g = vn.flatten(1) / z.unsqueeze(1)
-    if net.pca is not None:  # ⟨W c, normalize(Wg+b)⟩ = ⟨c, Wᵀ g_w⟩
-        g = net.pca(g) @ net.pca.linear.weight.float()
+    if net.pca is not None:  # ⟨W c, normalize(Wg+b)⟩ = ⟨c, Wᵀ g_w⟩ (fp32 even in fp16 exports)
+        wt, b = net.pca.linear.weight.float(), net.pca.linear.bias.float()
+        g = l2_normalize(g @ wt.t() + b, dim=-1) @ wt
     u = g.reshape(n, vlad.num_clusters, -1) / (knorm * z.unsqueeze(1)).unsqueeze(-1)  # N,K,D
     along = torch.bmm(u, feats) - (u * centroids).sum(-1, keepdim=True)  # N,K,HW
     return (a * along).sum(1).reshape(n, h, w)
@@ -179,8 +180,9 @@ def head_fingerprint(head: LocalHead) -> str:
     return h.hexdigest()[:16]
 
 
-def head_info(head: LocalHead) -> dict[str, Any]:
-    """The ``local`` section of the model metadata: settings, outputs, fingerprint."""
+def head_info(head: LocalHead, num_features: int) -> dict[str, Any]:
+    """The ``local`` section of the model metadata: settings, outputs, fingerprint.
+    ``num_features``: the P the graph emits (``config.num_features`` or fewer on small inputs)."""
     from sfrs_edge.model_info import LOCAL_FEATURES, LOCAL_XY
 
     cfg = head.config
@@ -188,8 +190,8 @@ def head_info(head: LocalHead) -> dict[str, Any]:
         **cfg.to_dict(),
         "fingerprint": head_fingerprint(head),
         "outputs": {
-            LOCAL_FEATURES: {"shape": [cfg.num_features, cfg.dim], "dtype": "float16"},
-            LOCAL_XY: {"shape": [cfg.num_features, 2], "dtype": "float16", "units": "input px"},
+            LOCAL_FEATURES: {"shape": [num_features, cfg.dim], "dtype": "float16"},
+            LOCAL_XY: {"shape": [num_features, 2], "dtype": "float16", "units": "input px"},
         },
     }
 

@@ -10,6 +10,8 @@ from .. import paths
 from ..errors import ConfigError
 from .options import InputSize, PcaDim
 
+LOCAL_FIT_IMAGES = 200  # images the local-feature PCA is fitted on
+
 
 @click.command("init")
 @click.option(
@@ -41,13 +43,20 @@ from .options import InputSize, PcaDim
     help="Backbone ImageNet weights file (vgg16: torchvision state dict).",
 )
 @click.option(
+    "--rerank",
+    is_flag=True,
+    help="Also fit the local-feature PCA for re-ranking (exports then emit local features).",
+)
+@click.option(
     "-o",
     "--output",
     type=click.Path(path_type=Path),
     default=None,
     help="Checkpoint to write [default: $SFRS_EDGE_HOME/checkpoint.pt].",
 )
-def init_command(backbone, images_dir, pca_dim, no_whiten, input_size, clusters, weights, output):
+def init_command(
+    backbone, images_dir, pca_dim, no_whiten, input_size, clusters, weights, rerank, output
+):
     """Make an off-the-shelf model: pretrained backbone, k-means NetVLAD, PCA whitening."""
     from sfrs_edge.images import list_images
     from sfrs_edge.train.backbones import backbone_spec
@@ -70,8 +79,16 @@ def init_command(backbone, images_dir, pca_dim, no_whiten, input_size, clusters,
         raise ConfigError(f"--clusters must be at least 2, got {clusters}")
     click.echo(f"init: {backbone}, {len(images)} images from {images_dir}")
     net, provenance = build_offtheshelf(images, cfg)
+    extra = None
+    if rerank:
+        from sfrs_edge.train.local_features import LocalConfig, fit_local_head, head_state
+
+        step = max(1, len(images) // LOCAL_FIT_IMAGES)
+        head = fit_local_head(net, images[::step][:LOCAL_FIT_IMAGES], LocalConfig())
+        extra = {"local": head_state(head)}
+        click.echo(f"local features for re-ranking: {head.config.to_dict()}")
     output = output or paths.default_checkpoint()
-    save_checkpoint(net, output, provenance)
+    save_checkpoint(net, output, provenance, extra=extra)
     click.echo(
         f"wrote {output} (descriptor {net.config.descriptor_dim}-d, "
         f"input {net.config.input_height}x{net.config.input_width}, {provenance['seconds']} s)"
