@@ -63,7 +63,9 @@ def test_contribution_is_the_share_of_the_global_descriptor(net, maps):
 def test_head_selects_distinct_peaks_with_pixel_coordinates(net, maps):
     fine, final = maps
     head = LocalHead(
-        LocalConfig(num_features=8, dim=16), fine.shape[1], net.config.preprocessing().size
+        LocalConfig(num_features=8, dim=16, layer="fine"),
+        fine.shape[1],
+        net.config.preprocessing().size,
     )
     head.set_pca(np.zeros(fine.shape[1], np.float32), np.eye(fine.shape[1], dtype=np.float32)[:16])
     with torch.no_grad():
@@ -92,7 +94,7 @@ def local_onnx(tmp_path_factory, tiny_checkpoint, gardens_point, net):
     from sfrs_edge.export import export_model
 
     images = list_images(gardens_point / "day_right")[::10]
-    head = fit_local_head(net, images, LocalConfig(num_features=32, dim=16))
+    head = fit_local_head(net, images, LocalConfig(num_features=32, dim=16, layer="fine"))
     out = tmp_path_factory.mktemp("local") / "local.onnx"
     report = export_model(net, out, verify_images=images[:3], local=head)
     return out, report

@@ -47,7 +47,7 @@ class LocalConfig:
     num_features: int = 128
     dim: int = 64
     weight: str = "contribution"
-    layer: str = "fine"
+    layer: str = "final"  # measured: "fine" (stride 16) re-ranks worse (docs/RERANKING.md)
     nms_radius: int = 1  # cells; 0 disables suppression
 
     def __post_init__(self) -> None:

@@ -22,12 +22,12 @@ class RerankConfig:
     """
 
     k: int = 10
-    min_similarity: float = 0.7
+    min_similarity: float = 0.3
     geometry: str = "homography"
     reproj_px: float = 24.0
-    min_inliers: int = 8
-    full_inliers: int = 30
-    weight: float = 0.2
+    min_inliers: int = 4
+    full_inliers: int = 20
+    weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.k < 1:
