@@ -63,7 +63,9 @@ def write_onnx(
         static = {o: spec["shape"] for o, spec in info.local["outputs"].items()}
         for out in model.graph.output:
             if out.name in static:
-                for dim, size in zip(out.type.tensor_type.shape.dim[1:], static[out.name]):
+                for dim, size in zip(
+                    out.type.tensor_type.shape.dim[1:], static[out.name], strict=True
+                ):
                     dim.Clear()
                     dim.dim_value = int(size)
     check_graph(model, path)

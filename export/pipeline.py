@@ -105,10 +105,8 @@ def export_model(
     ref = prepare(net, pca_dim, input_size)
     local_info = None
     if local is not None:
-        from sfrs_edge.train.local_features import head_info
-
         import torch
-
+        from sfrs_edge.train.local_features import head_info
         from sfrs_edge.train.model import ExportWrapper
 
         local = copy.deepcopy(local).float().eval()
