@@ -31,8 +31,10 @@ PAIRINGS_GP = (
 
 
 def data_root() -> Path:
-    """``$SFRS_EDGE_DATA`` or ``../shared/datasets`` next to the repository."""
-    return Path(os.environ.get("SFRS_EDGE_DATA", REPO.parent / "shared" / "datasets")).resolve()
+    """The real datasets: :func:`sfrs_edge.paths.data_root` (one rule for CLI, benchmarks, tests)."""
+    from sfrs_edge.paths import data_root as _data_root
+
+    return _data_root()
 
 
 # ------------------------------------------------------------------------------ machine

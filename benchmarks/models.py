@@ -24,16 +24,14 @@ def quick_offtheshelf(input_size: tuple[int, int] = (180, 320), clusters: int = 
     """A real off-the-shelf Lite0 (ImageNet backbone, k-means NetVLAD on 50 Gardens Point
     day_right images, no PCA): seconds to build. Weights matter for the search benchmark's
     base descriptors, not for speed."""
-    from sfrs_edge.train.offtheshelf import InitConfig, build_offtheshelf
+    from sfrs_edge.train.config import InitConfig, KMeansConfig
+    from sfrs_edge.train.model import ModelConfig
+    from sfrs_edge.train.offtheshelf import build_offtheshelf
 
+    h, w = input_size
     cfg = InitConfig(
-        backbone="efficientnet_lite0",
-        num_clusters=clusters,
-        input_height=input_size[0],
-        input_width=input_size[1],
-        pca_dim=None,
-        descriptors_per_image=50,
-        kmeans_iters=30,
+        model=ModelConfig("efficientnet_lite0", clusters, h, w, pca_dim=None),
+        kmeans=KMeansConfig(descriptors_per_image=50, iters=30),
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

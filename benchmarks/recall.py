@@ -365,9 +365,12 @@ def main(argv=None) -> int:
         net.set_pca(w, b)
         nets.append((net, "lite0-offtheshelf"))
     if args.vgg16_weights:
-        from sfrs_edge.train.offtheshelf import InitConfig, build_offtheshelf
+        from sfrs_edge.train.config import InitConfig
+        from sfrs_edge.train.model import ModelConfig
+        from sfrs_edge.train.offtheshelf import build_offtheshelf
 
-        cfg = InitConfig(backbone="vgg16", weights=str(args.vgg16_weights), pca_dim=128)
+        model = ModelConfig(backbone="vgg16", pca_dim=128)
+        cfg = InitConfig(model=model, weights=str(args.vgg16_weights))
         nets.append((build_offtheshelf(models.gp_images(), cfg)[0], "vgg16-offtheshelf"))
     with tempfile.TemporaryDirectory(prefix="sfrs-recall-") as tmp:
         for net, label in nets:

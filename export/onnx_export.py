@@ -31,7 +31,9 @@ from sfrs_edge.model_info import (
     ModelInfo,
 )
 
-FORBIDDEN_OPS = ("Einsum",)  # DESIGN.md §3.1: no einsum in exported graphs
+from .trt_compat import static_output_dims
+
+FORBIDDEN_OPS = ("Einsum",)  # docs/DESIGN.md §3.1: no einsum in exported graphs
 
 
 @torch.no_grad()
@@ -69,6 +71,7 @@ def write_onnx(
                     dim.Clear()
                     dim.dim_value = int(size)
     check_graph(model, path)
+    static_output_dims(model)  # (batch, dim), not (batch, "Castdescriptor_dim_1")
     del model.metadata_props[:]
     entry = model.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, info.to_json()

@@ -19,6 +19,7 @@ from sfrs_edge.model_info import ModelInfo
 
 from . import verify
 from .onnx_export import write_onnx
+from .trt_compat import check_tensorrt_compatible
 
 log = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "fp16")
@@ -31,9 +32,7 @@ class ExportReport:
 
     path: Path
     info: ModelInfo
-    min_cos: float
-    mean_cos: float
-    num_images: int
+    parity: verify.Parity
     seconds: float
     precision: str
     parity: verify.Parity | None = None
@@ -42,13 +41,30 @@ class ExportReport:
     def size_bytes(self) -> int:
         return self.path.stat().st_size
 
+    @property
+    def min_cos(self) -> float:
+        return self.parity.min_cos
+
+    @property
+    def mean_cos(self) -> float:
+        return self.parity.mean_cos
+
+    @property
+    def num_images(self) -> int:
+        return self.parity.num_images
+
     def line(self) -> str:
+<<<<<<< HEAD
         if self.parity is not None:
             return self.parity.line()
         return (
             f"parity vs torch fp32: min cosine {self.min_cos:.6f}, mean {self.mean_cos:.6f} "
             f"on {self.num_images} images"
         )
+=======
+        """The parity line (one wording, owned by :class:`verify.Parity`)."""
+        return self.parity.line()
+>>>>>>> main
 
 
 def prepare(
@@ -123,17 +139,24 @@ def export_model(
         raise ConfigError(f"{output}: is a directory; give a file name such as model.onnx")
     output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(output) as tmp:  # verified before it replaces anything at output
+<<<<<<< HEAD
         write_onnx(exported, tmp, info, opset=opset, local=local)
         del exported
         result = verify.parity(tmp, ref, images, local=local)
+=======
+        model = write_onnx(exported, tmp, info, opset=opset)
+        del exported
+        # Refuse before reporting success what TensorRT's parser would refuse on the device.
+        check_tensorrt_compatible(model, output)
+        del model
+        result = verify.parity(tmp, ref, images)
+>>>>>>> main
         log.info("%s", result.line())
         verify.check(result, precision, output)
     return ExportReport(
         path=output,
         info=info,
-        min_cos=result.min_cos,
-        mean_cos=result.mean_cos,
-        num_images=result.num_images,
+        parity=result,
         seconds=round(time.time() - t0, 2),
         precision=precision,
         parity=result,

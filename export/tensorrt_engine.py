@@ -1,50 +1,68 @@
-"""Build a TensorRT engine from an exported ONNX file (TensorRT 10 Python API).
+"""Build a TensorRT engine from an exported ONNX file: one strongly typed path.
+
+The network is created with ``NetworkDefinitionCreationFlag.STRONGLY_TYPED``: every tensor keeps
+the type the ONNX file gives it. An ``export --fp16`` ONNX becomes an FP16 engine with exactly
+the FP32 islands the export put there (L2 norms, softmax, NetVLAD conv/MatMul, docs/DESIGN.md §3.2);
+an FP32 ONNX becomes an FP32 engine. ``BuilderFlag.TF32`` (on by default, NvInfer.h) is cleared
+so FP32 matmuls/convs really are FP32 and match onnxruntime's CPU numbers.
+
+No ``BuilderFlag.FP16`` + ``OBEY_PRECISION_CONSTRAINTS`` + per-layer pinning: weak typing is
+deprecated since TensorRT 10.12 and removed in 11 (both flags are gone from 11.1's
+``BuilderFlag``), and "setting layer precision and layer output types is not allowed" in a
+strongly typed network (NvInfer.h, ``kSTRONGLY_TYPED``). STRONGLY_TYPED itself is kept by
+TensorRT 11 for API compatibility ("always enabled"), so the same code builds on 10 and 11.
 
 Engines are specific to the GPU model and TensorRT version, so a JSON sidecar
 (``<engine>.json``) records both, plus the ONNX file's hash and weight fingerprint; the runtime
-compares them and rebuilds on mismatch instead of failing obscurely (DESIGN.md §2).
-
-Precision: an fp16 ONNX (``export --fp16``) already carries its fp32 islands (every L2 norm and
-the softmax sit between Cast nodes), so it is parsed as a STRONGLY_TYPED network and TensorRT
-keeps exactly those types. An fp32 ONNX with ``fp16=True`` uses ``BuilderFlag.FP16`` and pins
-the norm/softmax layers (reductions, softmax, unary ops, elementwise ops) to fp32 with
-OBEY_PRECISION_CONSTRAINTS (TensorRT 10 only: 11 removed weak typing).
+compares them and refuses a mismatch with a rebuild hint (docs/DESIGN.md §2.3).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import subprocess
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sfrs_edge.atomic import atomic_write_bytes
-from sfrs_edge.errors import ModelError
+from sfrs_edge.backends.tensorrt import gpu_name as runtime_gpu_name
+from sfrs_edge.backends.tensorrt import import_cudart, require_tensorrt, sidecar_path
+from sfrs_edge.errors import ConfigError, ModelError
 from sfrs_edge.model_info import INPUT_NAME, METADATA_KEY, ModelInfo
 
-SIDECAR_SUFFIX = ".json"
-ENGINE_FORMAT_VERSION = 1
+from .trt_compat import check_tensorrt_compatible
+
+log = logging.getLogger(__name__)
+ENGINE_FORMAT_VERSION = 2  # 2: strongly typed, batch profile min/opt/max in the sidecar
+
+__all__ = ["BatchProfile", "build_engine", "require_tensorrt", "sidecar_path"]
 
 
-def sidecar_path(engine_path: str | os.PathLike) -> Path:
-    """``model.engine`` → ``model.engine.json``."""
-    p = Path(engine_path)
-    return p.with_name(p.name + SIDECAR_SUFFIX)
+@dataclass(frozen=True)
+class BatchProfile:
+    """The engine's optimisation profile over the dynamic batch axis (H, W are static)."""
+
+    min: int = 1
+    opt: int = 1  # what kernels are tuned for: 1 for a camera stream
+    max: int = 8  # map building batches up to this
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min <= self.opt <= self.max:
+            raise ConfigError(
+                f"engine batch profile needs 1 <= min <= opt <= max, got "
+                f"{self.min}/{self.opt}/{self.max}"
+            )
 
 
 def gpu_name() -> str:
-    """Device 0's name as the runtime reads it (cuda-python ``cudart``), else ``nvidia-smi``."""
+    """Device 0's name as the runtime reads it (cuda-python), else ``nvidia-smi``'s."""
     try:
-        try:
-            from cuda.bindings import runtime as cudart
-        except ImportError:
-            from cuda import cudart
-        from sfrs_edge.backends.tensorrt import gpu_name as runtime_gpu_name
-
-        return runtime_gpu_name(cudart)
-    except Exception:  # no cuda-python, or no device: ask the driver tool
+        return runtime_gpu_name(import_cudart())
+    except Exception:  # noqa: BLE001 - no cuda-python, no device, no driver: ask nvidia-smi
         pass
     try:
         out = subprocess.run(
@@ -59,105 +77,83 @@ def gpu_name() -> str:
         return ""
 
 
-def require_tensorrt():
-    """The tensorrt module, or a ModelError saying how to get it."""
-    try:
-        import tensorrt as trt
-    except ImportError as exc:
-        raise ModelError(
-            "TensorRT is not installed: --engine needs the 'tensorrt' Python package (>= 10) "
-            "and an NVIDIA GPU; install it on the target machine (pip install 'sfrs-edge[tensorrt]')"
-            " or use the ONNX model with onnxruntime"
-        ) from exc
-    return trt
-
-
-def _onnx_facts(onnx_path: Path) -> tuple[ModelInfo, bool, str]:
+def _onnx_facts(onnx_path: Path) -> tuple[ModelInfo, str]:
+    """The model's info (metadata) and file hash; refuses what TensorRT's parser would."""
     import onnx
 
-    model = onnx.load(str(onnx_path), load_external_data=False)
+    try:
+        model = onnx.load(str(onnx_path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf raises several types
+        raise ModelError(f"{onnx_path}: not a readable ONNX file ({exc})") from exc
     meta = {p.key: p.value for p in model.metadata_props}
     if METADATA_KEY not in meta:
         raise ModelError(f"{onnx_path}: not an sfrs-edge model (no '{METADATA_KEY}' metadata)")
     info = ModelInfo.from_json(meta[METADATA_KEY], str(onnx_path))
-    has_fp16 = any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
+    check_tensorrt_compatible(model, onnx_path)
     digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
-    return info, has_fp16, digest
+    return info, digest
 
 
-def _pin_fp32(trt, network) -> int:
-    """Pin norm/softmax-type layers of a weakly typed network to fp32; returns how many."""
-    kinds = {
-        trt.LayerType.REDUCE,
-        trt.LayerType.SOFTMAX,
-        trt.LayerType.UNARY,
-        trt.LayerType.ELEMENTWISE,
-    }
-    pinned = 0
-    for i in range(network.num_layers):
-        layer = network.get_layer(i)
-        if layer.type in kinds:
-            layer.precision = trt.float32
-            for j in range(layer.num_outputs):
-                layer.set_output_type(j, trt.float32)
-            pinned += 1
-    return pinned
+def network_flags(trt) -> int:
+    """Creation flags: strongly typed, nothing else (explicit batch is implicit since 10.0)."""
+    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
 
 
 def build_engine(
     onnx_path: str | os.PathLike,
     engine_path: str | os.PathLike,
-    fp16: bool = True,
+    *,
+    profile: BatchProfile | None = None,
     workspace_gb: float = 4.0,
-    max_batch: int = 8,
 ) -> Path:
-    """Build ``engine_path`` (+ JSON sidecar) from an sfrs-edge ONNX file; returns the engine path."""
+    """Build ``engine_path`` (+ JSON sidecar) from an sfrs-edge ONNX file; returns its path.
+
+    The engine's precision is the ONNX file's (``info.precision``): build from the ``--fp16``
+    export for an FP16 engine. Nothing is written unless the build succeeds.
+    """
     trt = require_tensorrt()
+    profile = profile or BatchProfile()
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
-    info, onnx_is_fp16, digest = _onnx_facts(onnx_path)
+    info, digest = _onnx_facts(onnx_path)
     t0 = time.time()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    flags = 0
-    if onnx_is_fp16:
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
+    network = builder.create_network(network_flags(trt))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise ModelError(f"{onnx_path}: TensorRT cannot parse the ONNX model ({errors})")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
-    if fp16 and not onnx_is_fp16:
-        if not hasattr(trt.BuilderFlag, "FP16"):
-            raise ModelError(
-                f"{onnx_path}: this TensorRT has no weakly typed FP16 mode; export with --fp16 "
-                "and build the engine from that ONNX file"
-            )
-        config.set_flag(trt.BuilderFlag.FP16)
-        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-        _pin_fp32(trt, network)
+    config.clear_flag(trt.BuilderFlag.TF32)  # FP32 tensors compute in FP32, as onnxruntime does
     h, w = info.preprocessing.height, info.preprocessing.width
-    profile = builder.create_optimization_profile()
-    profile.set_shape(INPUT_NAME, (1, h, w, 3), (1, h, w, 3), (max_batch, h, w, 3))
-    config.add_optimization_profile(profile)
+    opt_profile = builder.create_optimization_profile()
+    opt_profile.set_shape(
+        INPUT_NAME,
+        (profile.min, h, w, 3),
+        (profile.opt, h, w, 3),
+        (profile.max, h, w, 3),
+    )
+    config.add_optimization_profile(opt_profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ModelError(f"{onnx_path}: TensorRT failed to build an engine (see its log above)")
-    precision = "fp16" if (fp16 or onnx_is_fp16) else "fp32"
     sidecar = {
         "format_version": ENGINE_FORMAT_VERSION,
         "gpu_name": gpu_name(),
         "tensorrt_version": trt.__version__,
-        "precision": precision,
-        "strongly_typed": onnx_is_fp16,
+        "precision": info.precision,
+        "strongly_typed": True,
+        "tf32": False,
         "onnx_sha256": digest,
         "fingerprint": info.fingerprint,
         "model_info": json.loads(info.to_json()),
-        "max_batch": max_batch,
+        "batch_profile": asdict(profile),
+        "max_batch": profile.max,
         "input_size": [h, w],
         "seconds": round(time.time() - t0, 1),
     }
     atomic_write_bytes(engine_path, bytes(serialized))
     atomic_write_bytes(sidecar_path(engine_path), json.dumps(sidecar, indent=2).encode())
+    log.info("built %s engine %s in %.0f s", info.precision, engine_path, sidecar["seconds"])
     return engine_path

@@ -15,7 +15,7 @@ from sfrs_edge.errors import ModelError
 from sfrs_edge.images import load_for_model
 from sfrs_edge.model_info import INPUT_NAME
 
-# Minimum cosine between torch fp32 and exported descriptors (DESIGN.md §3.5).
+# Minimum cosine between torch fp32 and exported descriptors (docs/DESIGN.md §3.5).
 THRESHOLDS = {"fp32": 0.9999, "fp16": 0.999}
 # Re-ranking outputs: share of selected locations that agree with torch (near-ties may swap),
 # and the mean cosine of the float16 local descriptors at agreeing locations.

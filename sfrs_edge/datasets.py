@@ -1,7 +1,7 @@
 """Gardens Point Walking: find it on disk, or download and verify the public zip.
 
-Lookup order: ``$SFRS_EDGE_DATA/gardens_point``, ``../shared/datasets/gardens_point`` (the
-default data root), then the download cache ``$SFRS_EDGE_HOME/datasets/gardens_point``. When
+Lookup order: ``paths.data_root()/gardens_point`` (see :func:`sfrs_edge.paths.data_root`),
+then the download cache ``$SFRS_EDGE_HOME/datasets/gardens_point``. When
 none holds it, :func:`gardens_point` downloads :data:`GARDENS_POINT_URL` and checks what it got
 before anything appears in the cache:
 
@@ -22,13 +22,13 @@ import os
 import shutil
 import stat
 import tempfile
-import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from . import paths
+from .download import DownloadError, download
 from .errors import SfrsEdgeError
 
 GARDENS_POINT_URL = "https://www.tu-chemnitz.de/etit/proaut/datasets/GardensPoint_Walking.zip"
@@ -56,8 +56,8 @@ def _complete(folder: Path) -> bool:
 
 
 def candidates() -> list[Path]:
-    """Folders searched for Gardens Point, in order: ``$SFRS_EDGE_DATA`` (or ../shared/datasets),
-    then the download cache."""
+    """Folders searched for Gardens Point, in order: :func:`paths.data_root`, the download
+    cache."""
     return [paths.data_root() / GARDENS_POINT, cache_dir() / GARDENS_POINT]
 
 
@@ -104,44 +104,33 @@ def fetch_gardens_point(
 ) -> Path:
     """Download the zip at ``url``, verify it and extract the traversals atomically to ``dest``.
 
-    ``opener`` is ``urllib.request.urlopen`` (tests pass their own). Returns ``dest``.
+    The transfer is :func:`sfrs_edge.download.download` (resumable, timeouts); ``opener`` is
+    ``urllib.request.urlopen`` (tests pass their own). Returns ``dest``.
     """
     dest = Path(dest)
     if _complete(dest):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, zip_name = tempfile.mkstemp(dir=dest.parent, prefix=".gardens_point.", suffix=".zip")
-    zip_path = Path(zip_name)
+    zip_path = dest.parent / f"{dest.name}.zip"
     try:
-        with os.fdopen(fd, "wb") as f:
-            _download(url, f, progress, opener)
+        download(
+            url,
+            zip_path,
+            what="Gardens Point",
+            max_bytes=MAX_UNCOMPRESSED,
+            timeout=60.0,
+            progress=progress,
+            opener=opener,
+        )
+    except DownloadError as exc:
+        raise DatasetError(
+            f"{exc}; or set SFRS_EDGE_DATA to the folder that holds gardens_point/"
+        ) from None
+    try:
         _extract_verified(zip_path, dest, url)
     finally:
         zip_path.unlink(missing_ok=True)
     return dest
-
-
-def _download(url: str, f, progress, opener) -> None:
-    try:
-        with opener(url, timeout=60) as resp:
-            total = resp.headers.get("Content-Length") if getattr(resp, "headers", None) else None
-            total = int(total) if total and str(total).isdigit() else None
-            done = 0
-            while chunk := resp.read(1 << 20):
-                f.write(chunk)
-                done += len(chunk)
-                if done > MAX_UNCOMPRESSED:
-                    raise DatasetError(f"{url}: download exceeds {MAX_UNCOMPRESSED >> 30} GiB")
-                if progress is not None:
-                    progress(done, total)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", None) or exc
-        raise DatasetError(
-            f"cannot download Gardens Point from {url} ({reason}); download it by hand and set "
-            "SFRS_EDGE_DATA to the folder that holds gardens_point/"
-        ) from exc
-    if done == 0:
-        raise DatasetError(f"{url}: the download is empty")
 
 
 def _safe_parts(name: str, source: str) -> tuple[str, ...]:

@@ -175,6 +175,19 @@ class Localizer:
         result = self._localize(frame_bgr, {"decode": 0.0}, None, time.perf_counter(), out)
         return result, out[0]
 
+    def localize_descriptors(
+        self, descriptors: np.ndarray, sources: list[str] | None = None
+    ) -> list[LocalizationResult]:
+        """Results for descriptors already computed (e.g. batched by ``Engine.embed_files``):
+        the same search and estimate as :meth:`localize`, one result per row."""
+        n = min(len(self.map), max(self.k, CANDIDATES))
+        ids, sims = self.map.search(descriptors, n, self.ef)
+        sources = sources or [None] * len(ids)
+        return [
+            LocalizationResult(**self._estimate(i, s), source=src)
+            for i, s, src in zip(ids, sims, sources, strict=True)
+        ]
+
     def match(self, place_id: int, similarity: float) -> Match:
         """A :class:`Match` for map row ``place_id`` (its name and position)."""
         pos = self._positions[place_id] if self._positions.shape[1] else None
@@ -186,14 +199,14 @@ class Localizer:
             position=tuple(float(v) for v in pos) if known else None,
         )
 
-    def stream(self, frames, filter="none", window: int = 5, **filter_options: Any):  # noqa: A002
+    def stream(self, frames, filter="seq", window: int = 5, **filter_options: Any):  # noqa: A002
         """Localize an iterable of frames lazily: one :class:`~sfrs_edge.stream.sequence.StreamResult`
         per frame, with the per-frame and the temporally filtered answer.
 
         ``frames``: uint8 BGR arrays or :class:`~sfrs_edge.video.Frame` s (e.g. a
-        :class:`~sfrs_edge.stream.FrameStream`). ``filter``: ``none``, ``seq`` or ``hmm``, or a
-        :class:`~sfrs_edge.stream.filtering.FilterConfig`; ``window`` and ``filter_options`` (its
-        other fields) configure it. See :mod:`sfrs_edge.stream.filtering`.
+        :class:`~sfrs_edge.stream.FrameStream`). ``filter``: ``seq`` (the default everywhere, see
+        :class:`~sfrs_edge.stream.filtering.FilterConfig`), ``hmm`` or ``none``, or a
+        ``FilterConfig``; ``window`` and ``filter_options`` (its other fields) configure it.
         """
         from .stream.filtering import FilterConfig
         from .stream.sequence import localize_stream

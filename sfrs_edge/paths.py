@@ -23,6 +23,31 @@ def default_map() -> Path:
     return home() / "map"
 
 
+def checkout() -> Path | None:
+    """The repository this package runs from (an editable install or a source tree), or None
+    for an installed wheel."""
+    repo = Path(__file__).resolve().parents[1]
+    return repo if (repo / "pyproject.toml").is_file() else None
+
+
 def data_root() -> Path:
-    """Real datasets (``$SFRS_EDGE_DATA``, else ``../shared/datasets`` from the current folder)."""
-    return Path(os.environ.get("SFRS_EDGE_DATA", "../shared/datasets")).expanduser().resolve()
+    """The folder holding the real datasets (``gardens_point/``, ``corridor/``, ...).
+
+    One rule, used by the CLI, the benchmarks and the tests, first match wins:
+
+    1. ``$SFRS_EDGE_DATA`` when set (even if it does not exist: an explicit choice is honoured);
+    2. ``<checkout>/../shared/datasets`` when running from a source checkout and it exists;
+    3. ``./../shared/datasets`` relative to the working folder when it exists;
+    4. ``$SFRS_EDGE_HOME/datasets`` (where downloads go).
+
+    So ``sfrs-edge demo`` finds data already on disk from any working folder.
+    """
+    env = os.environ.get("SFRS_EDGE_DATA")
+    if env:
+        return Path(env).expanduser().resolve()
+    repo = checkout()
+    beside = [repo.parent / "shared" / "datasets"] if repo is not None else []
+    for folder in [*beside, Path.cwd().parent / "shared" / "datasets"]:
+        if folder.is_dir():
+            return folder.resolve()
+    return (home() / "datasets").resolve()

@@ -26,12 +26,12 @@ def radius_positives(query_pos: np.ndarray, db_pos: np.ndarray, radius: float) -
 
 
 def rank_database(query_desc: np.ndarray, db_desc: np.ndarray, k: int) -> np.ndarray:
-    """Top-k database indices per query by inner product (= cosine on unit vectors)."""
+    """Top-k database indices per query by inner product (= cosine on unit vectors): the
+    runtime's exact search (:func:`sfrs_edge.maps.index.top_k`), k capped at the database."""
+    from .maps.index import top_k
+
     sims = np.asarray(query_desc, np.float32) @ np.asarray(db_desc, np.float32).T
-    k = min(k, sims.shape[1])
-    top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(top, order, axis=1)
+    return top_k(sims, k)[0]
 
 
 def recall_at_n(

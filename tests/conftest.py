@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+
+from sfrs_edge import paths
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def data_root() -> Path:
-    return Path(os.environ.get("SFRS_EDGE_DATA", REPO.parent / "shared" / "datasets")).resolve()
+    """The real datasets: :func:`sfrs_edge.paths.data_root` (one rule for CLI, benchmarks, tests)."""
+    return paths.data_root()
 
 
 def _dataset(name: str) -> Path:
@@ -45,19 +47,15 @@ def tiny_checkpoint(tmp_path_factory, gardens_point) -> Path:
     fitted on 40 Gardens Point day_right images; seconds to build on a 2-core CPU."""
     pytest.importorskip("torch")
     from sfrs_edge.train.checkpoint import save_checkpoint
-    from sfrs_edge.train.offtheshelf import InitConfig, build_offtheshelf
+    from sfrs_edge.train.config import InitConfig, KMeansConfig
+    from sfrs_edge.train.model import ModelConfig
+    from sfrs_edge.train.offtheshelf import build_offtheshelf
 
     from sfrs_edge.images import list_images
 
     images = list_images(gardens_point / "day_right")[::5]
-    cfg = InitConfig(
-        backbone="efficientnet_lite0",
-        num_clusters=8,
-        input_height=96,
-        input_width=160,
-        pca_dim=16,
-        descriptors_per_image=10,
-    )
+    model = ModelConfig("efficientnet_lite0", 8, input_height=96, input_width=160, pca_dim=16)
+    cfg = InitConfig(model=model, kmeans=KMeansConfig(descriptors_per_image=10))
     import warnings
 
     with warnings.catch_warnings():

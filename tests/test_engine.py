@@ -295,7 +295,7 @@ def test_tensorrt_engine_parity(tiny_onnx, tmp_path, some_images):
     pytest.importorskip("tensorrt", reason="TensorRT not installed")
     from sfrs_edge.export import build_engine
 
-    engine_path = build_engine(tiny_onnx, tmp_path / "tiny.engine", fp16=False)
+    engine_path = build_engine(tiny_onnx, tmp_path / "tiny.engine")
     (tmp_path / "tiny.onnx").write_bytes(tiny_onnx.read_bytes())
     trt_engine = Engine.open(engine_path)
     assert trt_engine.backend.name == "tensorrt"

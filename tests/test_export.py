@@ -262,7 +262,9 @@ def vgg_checkpoint(tmp_path_factory, gardens_point) -> Path:
     """VGG16 with random (He-initialised, so 0-255-scale activations like ImageNet VGG16) conv
     weights, NetVLAD from k-means on real images, 16-d whitening; 96x160 input, 8 clusters."""
     from sfrs_edge.train.backbones import VGG16
-    from sfrs_edge.train.offtheshelf import InitConfig, build_offtheshelf
+    from sfrs_edge.train.config import InitConfig, KMeansConfig
+    from sfrs_edge.train.model import ModelConfig
+    from sfrs_edge.train.offtheshelf import build_offtheshelf
 
     torch.manual_seed(0)
     vgg = VGG16()
@@ -277,12 +279,8 @@ def vgg_checkpoint(tmp_path_factory, gardens_point) -> Path:
     torch.save(state, weights)
     images = list_images(gardens_point / "day_right")[::8]  # 25 images: 250 local descriptors
     cfg = InitConfig(
-        backbone="vgg16",
-        num_clusters=8,
-        input_height=96,
-        input_width=160,
-        pca_dim=16,
-        descriptors_per_image=10,
+        model=ModelConfig("vgg16", num_clusters=8, input_height=96, input_width=160, pca_dim=16),
+        kmeans=KMeansConfig(descriptors_per_image=10),
         weights=str(weights),
     )
     with warnings.catch_warnings():
@@ -388,7 +386,7 @@ def test_engine_without_tensorrt_is_a_clear_error(tmp_path, lite_exports):
     except ImportError:
         from sfrs_edge.export import build_engine
 
-        with pytest.raises(ModelError, match="TensorRT is not installed"):
+        with pytest.raises(ConfigError, match="TensorRT is not installed"):
             build_engine(lite_exports[1].path, tmp_path / "m.engine")
         assert not (tmp_path / "m.engine").exists()
     else:
@@ -405,7 +403,7 @@ def test_build_engine(tmp_path, lite_exports):
 
     from sfrs_edge.export import build_engine
 
-    engine = build_engine(lite_exports[1].path, tmp_path / "m.engine", fp16=True)
+    engine = build_engine(lite_exports[1].path, tmp_path / "m.engine")
     side = json.loads((tmp_path / "m.engine.json").read_text())
     assert engine.stat().st_size > 0
     assert side["precision"] == "fp16" and side["tensorrt_version"] == tensorrt.__version__

@@ -19,7 +19,7 @@ import torch.nn.functional as F  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 from sfrs_edge.train.backbones import VGG16, VGG16_CFG  # noqa: E402
 from sfrs_edge.train.checkpoint import load_checkpoint  # noqa: E402
-from sfrs_edge.train.importers import import_openibl_sfrs, load_torchvision_vgg16  # noqa: E402
+from sfrs_edge.train.importers import import_openibl_sfrs  # noqa: E402
 
 from sfrs_edge.cli import main  # noqa: E402
 from sfrs_edge.errors import ModelError  # noqa: E402
@@ -237,7 +237,7 @@ def test_torchvision_vgg16_errors_and_cli(tmp_path):
     bad = tmp_path / "bad.pth"
     torch.save(state, bad)
     with pytest.raises(ModelError, match=r"bad.pth: not torchvision VGG16 weights.*features.28"):
-        load_torchvision_vgg16(VGG16(), bad)
+        VGG16().load_pretrained(bad)
     result = CliRunner().invoke(main, ["import", "--from", "torchvision-vgg16", str(bad)])
     assert result.exit_code == 1 and "features.28.weight" in result.output
 
@@ -254,4 +254,4 @@ def test_torchvision_vgg16_errors_and_cli(tmp_path):
 
 def test_missing_file_is_named(tmp_path: Path):
     with pytest.raises(ModelError, match="no such"):
-        load_torchvision_vgg16(VGG16(), tmp_path / "nope.pth")
+        VGG16().load_pretrained(tmp_path / "nope.pth")

@@ -30,6 +30,7 @@ from sfrs_edge.maps import (
     store,
 )
 from sfrs_edge.maps import build as build_mod
+from sfrs_edge.maps import writer as writer_mod
 from sfrs_edge.model_info import ModelInfo, Preprocessing
 
 
@@ -101,9 +102,9 @@ def test_build_round_trip(tmp_path, images, engine):
     files = sorted(images.iterdir())
     assert len(m) == 12 and m.dim == 48 and m.index_type == "exact"
     assert sorted(p.name for p in out.iterdir()) == [
-        "descriptors.npy",
         "manifest.json",
-        "metadata.sqlite",
+        "seg-000000.desc.npy",
+        "seg-000000.meta.sqlite",
     ]
     again = Map.open(out, expect_fingerprint=engine.fingerprint)
     np.testing.assert_array_equal(again.descriptors, engine.embed_files(files))
@@ -114,7 +115,15 @@ def test_build_round_trip(tmp_path, images, engine):
     assert man["model"]["backbone"] == "fake"
     assert ModelInfo.from_json(json.dumps(man["model"]["info"])) == engine.info
     assert man["index"] == {"type": "exact"}
-    assert set(man["files"]) == {"descriptors.npy", "metadata.sqlite"}
+    assert set(man["files"]) == {"seg-000000.desc.npy", "seg-000000.meta.sqlite"}
+    assert man["segments"] == [
+        {
+            "rows": 12,
+            "descriptors": "seg-000000.desc.npy",
+            "metadata": "seg-000000.meta.sqlite",
+            "extras": {},
+        }
+    ]
     assert man["positions"]["kind"] is None
     places = again.places(range(12))
     assert [p.name for p in places] == [f.name for f in files]
@@ -149,7 +158,7 @@ def test_search_rejects_bad_queries(tmp_path, images, engine):
         m.search(q)
     with pytest.raises(MapError, match="48-d"):
         m.search(np.ones((1, 16), np.float32))
-    with pytest.raises(MapError, match="k must"):
+    with pytest.raises(ConfigError, match="k must"):
         m.search(np.ones((1, 48), np.float32), k=0)
     with pytest.raises(MapError, match="not in this map"):
         m.places([12])
@@ -195,9 +204,9 @@ def test_rebuild_replaces_existing_map(tmp_path, images, engine):
 @pytest.mark.parametrize(
     "index, victim",
     [
-        ("exact", "descriptors.npy"),
-        ("exact", "metadata.sqlite"),
-        ("hnsw", "descriptors.npy"),
+        ("exact", "seg-000000.desc.npy"),
+        ("exact", "seg-000000.meta.sqlite"),
+        ("hnsw", "seg-000000.meta.sqlite"),
         ("hnsw", "index.bin"),
     ],
 )
@@ -310,8 +319,8 @@ def test_failure_midway_keeps_old_map(monkeypatch, tmp_path, images, engine, exc
 
     target = {
         "embed": (build_mod, "_embed", boom),
-        "metadata": (build_mod, "write_metadata", boom),
-        "manifest": (build_mod, "write_manifest", boom),
+        "metadata": (writer_mod, "write_metadata", boom),
+        "manifest": (writer_mod, "dumps", boom),
         "rename1": (store.os, "rename", boom),
         "rename2": (store.os, "rename", second_rename_fails),
     }[stage]

@@ -1,7 +1,8 @@
-"""Tuple mining (SFRS_METHOD.md §2.4) and radius ground truth on synthetic 1-D positions."""
+"""Tuple mining (docs/DESIGN.md §5.3) and radius ground truth on synthetic 1-D positions."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -27,13 +28,14 @@ def unit_rows(n, d, rng):
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def test_ground_truth_drops_queries_without_positive(capsys):
+def test_ground_truth_drops_queries_without_positive(caplog):
     ps = places()
     ps.query_pos[:3] = 500.0  # far from every database image
-    gt = training_ground_truth(ps, pos_radius=3, nonneg_radius=8)
+    with caplog.at_level(logging.INFO, logger="sfrs_edge.train"):
+        gt = training_ground_truth(ps, pos_radius=3, nonneg_radius=8)
     assert gt.dropped == 3
     assert gt.places.num_queries == 27
-    assert "dropped 3 of 30 queries" in capsys.readouterr().out
+    assert "dropped 3 of 30 queries" in caplog.text
     for qpos, pos, nonneg in zip(gt.places.query_pos, gt.positives, gt.nonnegatives, strict=True):
         d = np.abs(gt.places.db_pos[:, 0] - qpos[0])
         assert set(pos) == set(np.flatnonzero(d <= 3))

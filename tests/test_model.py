@@ -43,6 +43,50 @@ def test_lite0_loads_imagenet_weights_and_classifies_consistently():
     assert net._blocks[11]._project_conv.weight.requires_grad
 
 
+@pytest.mark.parametrize("name", ["vgg16", "efficientnet_lite0"])
+def test_every_registered_backbone_declares_stages_that_compose_to_forward(name):
+    from sfrs_edge.train.backbones import BACKBONES
+    from sfrs_edge.train.frozen import frozen_prefix, split_point, trainable_suffix
+
+    assert name in BACKBONES
+    torch.manual_seed(0)
+    net = create_backbone(name).eval()
+    x = torch.randn(1, 3, 64, 96)
+    y = x
+    for stage in net.stages():
+        y = stage(y)
+    torch.testing.assert_close(y, net(x))
+    # every parameter belongs to exactly one stage: freezing by stage covers the whole backbone
+    stage_params = [id(p) for st in net.stages() for p in st.parameters()]
+    assert sorted(stage_params) == sorted(id(p) for p in net.parameters())
+    split = split_point(net)
+    assert 0 < split < len(net.stages())
+    torch.testing.assert_close(trainable_suffix(net, frozen_prefix(net, x, split), split), y)
+
+
+def test_first_trainable_counts_in_the_backbones_own_unit():
+    lite0 = EfficientNetLite0()
+    stem = lite0._conv_stem.weight
+    assert lite0.stages()[0][0].weight is stem
+    from sfrs_edge.train.frozen import split_point
+
+    assert split_point(lite0) == 12  # default: stem + blocks 0..10 frozen
+    lite0.set_trainable(14)  # docs/TRAINING.md's --first-trainable 14
+    assert split_point(lite0) == 15 and not lite0._blocks[13]._bn2.weight.requires_grad
+    assert lite0._blocks[14]._bn2.weight.requires_grad and not stem.requires_grad
+    lite0.set_trainable(0)
+    assert split_point(lite0) == 0 and stem.requires_grad
+    lite0.set_trainable(None)  # back to the backbone's default
+    assert split_point(lite0) == 12
+    vgg = VGG16()
+    vgg.set_trainable(17)  # conv4_1
+    assert split_point(vgg) == 17 and vgg.features[17].weight.requires_grad
+    with pytest.raises(ConfigError, match="vgg16: first trainable module must be 0..29"):
+        vgg.set_trainable(30)
+    with pytest.raises(ConfigError, match="efficientnet_lite0: first trainable block must be"):
+        lite0.set_trainable(17)
+
+
 def test_unknown_backbone_is_a_clear_error():
     with pytest.raises(ConfigError, match="unknown backbone 'resnet9'.*vgg16"):
         create_backbone("resnet9")
@@ -236,4 +280,4 @@ def test_init_cli_writes_checkpoint(tmp_path, gardens_point):
     assert r.exit_code == 0, r.output
     net, prov = load_checkpoint(out)
     assert (net.config.input_height, net.config.input_width) == (64, 96)
-    assert prov["init"]["pca_dim"] == 8 and prov["num_images"] == 200
+    assert prov["init"]["model"]["pca_dim"] == 8 and prov["num_images"] == 200

@@ -143,7 +143,7 @@ def test_localizer_stream_matches_localize(loc, walk):
     d = json.loads(json.dumps(results[7].to_dict()))
     assert d["filtered"]["id"] == results[7].filtered.id and d["index"] == 7
     # arrays in, results out; no filter
-    out = list(loc.stream([f.image for f in frames_again[:3]]))
+    out = list(loc.stream([f.image for f in frames_again[:3]], filter="none"))
     assert [r.index for r in out] == [0, 1, 2] and all(r.filtered is None for r in out)
     assert out[2].best == out[2].result.best and out[2].timestamp is None
 

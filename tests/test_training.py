@@ -10,14 +10,13 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from sfrs_edge.train.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint  # noqa: E402
-from sfrs_edge.train.config import TrainConfig  # noqa: E402
+from sfrs_edge.train.config import InitConfig, KMeansConfig, TrainConfig  # noqa: E402
 from sfrs_edge.train.datasets import load_traversals  # noqa: E402
+from sfrs_edge.train.model import ModelConfig  # noqa: E402
 from sfrs_edge.train.trainer import Trainer  # noqa: E402
 
+TINY_MODEL = dict(input_height=96, input_width=160, num_clusters=8, pca_dim=8)
 TINY = dict(
-    input_height=96,
-    input_width=160,
-    num_clusters=8,
     pos_radius=2,
     nonneg_radius=5,
     eval_radius=2,
@@ -26,15 +25,13 @@ TINY = dict(
     pos_num=2,
     pos_pool=5,
     color_jitter=None,
-    pca_dim=8,
-    descriptors_per_image=10,
-    kmeans_images=40,
+    kmeans=KMeansConfig(descriptors_per_image=10, max_images=40),
     batch_size=16,
 )
 
 
-def tiny_config(**kw) -> TrainConfig:
-    return TrainConfig(**{**TINY, **kw})
+def tiny_config(model: dict | None = None, **kw) -> TrainConfig:
+    return TrainConfig(model=ModelConfig(**{**TINY_MODEL, **(model or {})}), **{**TINY, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -45,15 +42,16 @@ def gp_train(gardens_point):
 @pytest.fixture(scope="module")
 def init_ckpt(tmp_path_factory, gp_train):
     """The off-the-shelf start point (ImageNet Lite0 + k-means NetVLAD, no PCA)."""
-    from sfrs_edge.train.offtheshelf import InitConfig, build_offtheshelf
+    from sfrs_edge.train.offtheshelf import build_offtheshelf
 
     torch.set_num_threads(1)
     cfg = tiny_config()
     icfg = InitConfig(
-        num_clusters=8, input_height=96, input_width=160, descriptors_per_image=10, max_images=40
+        model=ModelConfig(num_clusters=8, input_height=96, input_width=160),
+        kmeans=KMeansConfig(descriptors_per_image=10, max_images=40),
     )
     net, prov = build_offtheshelf([*gp_train.query_paths, *gp_train.db_paths], icfg)
-    assert cfg.num_clusters == net.config.num_clusters
+    assert cfg.model.num_clusters == net.config.num_clusters
     path = tmp_path_factory.mktemp("init") / "init.pt"
     save_checkpoint(net, path, prov)
     return path
@@ -227,7 +225,7 @@ def test_vgg16_trains_conv5_only(gardens_point, tmp_path):
     net = SFRSNet(ModelConfig(backbone="vgg16", num_clusters=4, input_height=64, input_width=96))
     save_checkpoint(net, tmp_path / "vgg_init.pt", {"kind": "test"})
     train = load_traversals(gardens_point, "day_left", ["night_right"], range(0, 12))
-    cfg = tiny_config(backbone="vgg16", num_clusters=4, input_height=64, input_width=96)
+    cfg = tiny_config(model=dict(backbone="vgg16", num_clusters=4, input_height=64, input_width=96))
     tr = Trainer(cfg, train, tmp_path / "run", init=tmp_path / "vgg_init.pt", progress=False)
     assert tr.inputs.split == 24  # conv5_1 is module 24 of VGG16 features
     tr.start_generation(0)

@@ -147,7 +147,7 @@ def test_video_map_equals_image_map(engine, drive, gardens_point, tmp_path):
     p = vmap.all_places()[3]
     assert p.sequence == "drive.avi" and p.frame == 3 and p.timestamp == "0.300"
     assert p.path == str(drive.resolve())
-    with sqlite3.connect(vmap.path / "metadata.sqlite") as con:
+    with sqlite3.connect(vmap.path / "seg-000000.meta.sqlite") as con:
         rows = con.execute("SELECT sequence, frame, keyframe, timestamp FROM places").fetchall()
     assert rows[5] == ("drive.avi", 5, 1, "0.500")
 

@@ -1,4 +1,4 @@
-"""Training-only colour jitter (SFRS_METHOD.md §1.5), on float RGB images in [0, 1], NCHW.
+"""Training-only colour jitter (docs/DESIGN.md §5.6), on float RGB images in [0, 1], NCHW.
 
 torchvision is not a dependency; this follows ColorJitter's factor ranges (brightness,
 contrast, saturation in [1−v, 1+v], hue shift in [−h, h] of a full turn) in a fixed order,

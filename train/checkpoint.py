@@ -12,27 +12,10 @@ from sfrs_edge.atomic import atomic_file
 from sfrs_edge.errors import ConfigError, ModelError
 
 from .model import ModelConfig, SFRSNet
+from .weight_files import torch_load
 
 CHECKPOINT_FORMAT = "sfrs-edge-checkpoint"
 CHECKPOINT_VERSION = 1
-
-
-def torch_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
-    """``torch.load(weights_only=True)`` with errors that name the file and the problem."""
-    path = Path(path)
-    if not path.exists():
-        raise ModelError(f"{path}: no such {what} file")
-    if path.is_dir():
-        raise ModelError(f"{path}: is a directory, expected a {what} file")
-    if path.stat().st_size == 0:
-        raise ModelError(f"{path}: {what} file is empty (0 bytes)")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt/truncated/pickled files
-        msg = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise ModelError(
-            f"{path}: not a readable {what} (corrupt, truncated or unsafe pickle: {msg})"
-        ) from exc
 
 
 def save_checkpoint(

@@ -1,34 +1,107 @@
-"""TrainConfig: every constant of SFRS training, defaults = the authors' recipe (SFRS_METHOD.md §3.1).
+"""Settings of making a model, as small nested dataclasses saved with what they make.
 
-Saved in every training checkpoint, so a run can be resumed and audited.
+:class:`~.model.ModelConfig` (architecture and input) is the one place for model fields;
+:class:`InitConfig` (``sfrs-edge init``) and :class:`TrainConfig` (``sfrs-edge train``) hold
+one, plus the k-means settings (:class:`KMeansConfig`) they share. Each is saved in the
+checkpoint it produces (as a nested dict); ``from_dict`` also reads the flat layout that
+checkpoints written before the nesting carry.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from sfrs_edge.errors import ConfigError
 
+from .model import ModelConfig
+
+# Flat keys of configs saved before the nesting → (nested section, field).
+_LEGACY_KEYS = {
+    **{f.name: ("model", f.name) for f in fields(ModelConfig)},
+    "descriptors_per_image": ("kmeans", "descriptors_per_image"),
+    "max_images": ("kmeans", "max_images"),  # InitConfig
+    "kmeans_images": ("kmeans", "max_images"),  # TrainConfig
+    "kmeans_iters": ("kmeans", "iters"),
+}
+
+
+def _nested(d: dict[str, Any], what: str, known: set[str]) -> dict[str, Any]:
+    """``d`` with a flat (pre-nesting) layout moved into ``model``/``kmeans``; unknown keys fail."""
+    d = dict(d)
+    sections: dict[str, dict[str, Any]] = {
+        "model": dict(d.pop("model", None) or {}),
+        "kmeans": dict(d.pop("kmeans", None) or {}),
+    }
+    for key in [k for k in d if k in _LEGACY_KEYS and k not in known]:
+        section, name = _LEGACY_KEYS[key]
+        sections[section].setdefault(name, d.pop(key))
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ConfigError(f"{what}: unknown keys {unknown}")
+    try:
+        return {
+            **d,
+            "model": ModelConfig(**sections["model"]),
+            "kmeans": KMeansConfig(**sections["kmeans"]),
+        }
+    except TypeError as exc:
+        raise ConfigError(f"{what}: {exc}") from exc
+
+
+class SavedConfig:
+    """``to_dict``/``from_dict`` of the configs saved with checkpoints (nested dicts)."""
+
+    what = "config"  # names the config in error messages
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        """The config saved as ``d``, nested or in the flat layout of older checkpoints."""
+        return cls(**_nested(d, cls.what, {f.name for f in fields(cls)}))
+
 
 @dataclass
-class TrainConfig:
+class KMeansConfig:
+    """NetVLAD cluster initialisation: k-means on local descriptors sampled from images
+    (the authors' recipe, docs/DESIGN.md §5.1: 100 descriptors from each of 500 images)."""
+
+    descriptors_per_image: int = 100
+    max_images: int = 500
+    iters: int = 100
+
+
+@dataclass
+class InitConfig(SavedConfig):
+    """Settings of ``sfrs-edge init`` (an off-the-shelf model); saved in its provenance."""
+
+    what = "init config"
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    kmeans: KMeansConfig = field(default_factory=KMeansConfig)
+    weights: str | None = None  # backbone ImageNet weights file (required for vgg16)
+    seed: int = 43
+    batch_size: int = 8
+
+
+@dataclass
+class TrainConfig(SavedConfig):
     """SFRS generational training settings (units of radii = the dataset's position units)."""
 
-    # model
-    backbone: str = "efficientnet_lite0"
-    num_clusters: int = 64
-    input_height: int = 0  # 0: the backbone's default
-    input_width: int = 0
+    what = "training config"
+
+    # the model trained; its PCA whitening (docs/DESIGN.md §5.5) is fitted at the end on ``pca_images``
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(pca_dim=4096))
+    kmeans: KMeansConfig = field(default_factory=KMeansConfig)
     weights: str | None = None  # backbone ImageNet weights file (vgg16 needs one)
     first_trainable: int | None = None  # vgg16: module index (24 = conv5); lite0: block (11)
-    kmeans_images: int = 500
-    descriptors_per_image: int = 100
-    # ground truth (§2.3)
+    # ground truth (§5.3)
     pos_radius: float = 10.0
     nonneg_radius: float = 25.0
     eval_radius: float = 25.0
-    # generations and epochs (§3.1, §3.2)
+    # generations and epochs (§5.2)
     generations: int = 4
     epochs: int = 5
     gen0_one_epoch: bool = True  # the authors' quirk: generation 0 trains only its last epoch
@@ -39,10 +112,10 @@ class TrainConfig:
     step_size: int = 5
     gamma: float = 0.5
     tuples_per_step: int = 4  # global batch: 1 tuple per GPU × 4 GPUs
-    # losses (§3.4)
+    # losses (§5.4)
     temperatures: list[float] = field(default_factory=lambda: [0.07, 0.07, 0.06, 0.05])
     soft_weight: float = 0.5
-    # mining (§2.4)
+    # mining (§5.3)
     neg_num: int = 10
     neg_pool: int = 1000
     pos_num: int = 10
@@ -52,10 +125,7 @@ class TrainConfig:
     color_jitter: tuple[float, float, float, float] | None = (0.7, 0.7, 0.7, 0.5)
     cache_frozen: bool = True  # cache frozen-layer outputs (only used when color_jitter is None)
     batch_size: int = 8  # embedding batch size
-    # PCA whitening fitted at the end (§1.4)
-    pca_dim: int | None = 4096
     pca_images: int = 10000
-    whiten: bool = True
     seed: int = 43
 
     def __post_init__(self) -> None:
@@ -103,13 +173,12 @@ class TrainConfig:
     def caches_frozen(self) -> bool:
         return self.cache_frozen and self.color_jitter is None
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"training config: unknown keys {unknown}")
-        return cls(**d)
+    def init_config(self) -> InitConfig:
+        """The off-the-shelf start of every generation: this model without PCA."""
+        return InitConfig(
+            model=replace(self.model, pca_dim=None),
+            kmeans=self.kmeans,
+            weights=self.weights,
+            seed=self.seed,
+            batch_size=self.batch_size,
+        )

@@ -1,6 +1,6 @@
 """Training datasets behind one interface: query images, database images, positions.
 
-Adapters: a generic CSV, the NetVLAD ``dbStruct`` ``.mat`` files (SFRS_METHOD.md §2.2), and
+Adapters: a generic CSV, the NetVLAD ``dbStruct`` ``.mat`` files (docs/DESIGN.md §5.3), and
 index-aligned traversals such as Gardens Point (frame index = 1-D position).
 """
 
@@ -116,7 +116,7 @@ def load_csv(path: str | os.PathLike, root: str | os.PathLike | None = None) -> 
 
 
 # --------------------------------------------------------------------------------- dbStruct .mat
-# Field positions in the dbStruct tuple (SFRS_METHOD.md §2.2).
+# Field positions in the dbStruct tuple (docs/DESIGN.md §5.3).
 MAT_LAYOUTS = {
     "pitts": {"db": 1, "utm_db": 2, "q": 3, "utm_q": 4},
     "tokyo247": {"db": 1, "utm_db": 2, "q": 3, "utm_q": 4},

@@ -30,22 +30,29 @@ def map_images(
     paths: Sequence[str | os.PathLike],
     fn: Callable[[SFRSNet, torch.Tensor], torch.Tensor] | None = None,
     batch_size: int = 8,
-    progress: bool = False,
+    progress: bool | Callable[[int, int], None] = False,
 ) -> np.ndarray:
-    """Apply ``fn(net, normalised_images)`` (default: the full descriptor) to every image file."""
+    """Apply ``fn(net, normalised_images)`` (default: the full descriptor) to every image file.
+
+    ``progress``: True for a tqdm bar, or a ``report(done, total)`` callback."""
     fn = fn or (lambda n, x: n(x))
     pre = net.config.preprocessing()
     adapter = InputAdapter(pre)
     was_training = net.training
     net.eval()
     batches = image_batches(paths, pre, batch_size)
-    if progress:
+    report = progress if callable(progress) else None  # report(done, total) per batch
+    if progress is True:
         from tqdm import tqdm
 
         batches = tqdm(
             batches, total=(len(paths) + batch_size - 1) // batch_size, desc="images", unit="batch"
         )
-    out = [fn(net, adapter(b)).float().cpu().numpy() for b in batches]
+    out = []
+    for b in batches:
+        out.append(fn(net, adapter(b)).float().cpu().numpy())
+        if report is not None:
+            report(min(len(out) * batch_size, len(paths)), len(paths))
     net.train(was_training)
     return np.concatenate(out) if out else np.zeros((0, net.config.descriptor_dim), np.float32)
 

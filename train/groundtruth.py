@@ -1,7 +1,8 @@
-"""Weak GPS ground truth by radius (SFRS_METHOD.md §2.3), in the dataset's position units."""
+"""Weak GPS ground truth by radius (docs/DESIGN.md §5.3), in the dataset's position units."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,6 +11,8 @@ from sfrs_edge.errors import ConfigError
 from sfrs_edge.recall import radius_positives
 
 from .datasets import PlaceSet
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -25,14 +28,17 @@ class TrainGroundTruth:
 def training_ground_truth(
     places: PlaceSet, pos_radius: float, nonneg_radius: float
 ) -> TrainGroundTruth:
-    """Training positives and non-negatives; queries with no positive are dropped (count printed)."""
+    """Training positives and non-negatives; queries with no positive are dropped (count logged)."""
     pos = radius_positives(places.query_pos, places.db_pos, pos_radius)
     keep = np.array([i for i, p in enumerate(pos) if len(p)], dtype=int)
     dropped = places.num_queries - len(keep)
     if dropped:
-        print(
-            f"{places.name}: dropped {dropped} of {places.num_queries} queries without a positive "
-            f"within {pos_radius:g}"
+        log.info(
+            "%s: dropped %d of %d queries without a positive within %g",
+            places.name,
+            dropped,
+            places.num_queries,
+            pos_radius,
         )
     if not len(keep):
         raise ConfigError(f"{places.name}: no query has a database image within {pos_radius:g}")

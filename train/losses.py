@@ -1,4 +1,4 @@
-"""SFRS losses (SFRS_METHOD.md §3.4) on L2-normalised descriptors; similarities are dot products.
+"""SFRS losses (docs/DESIGN.md §5.4) on L2-normalised descriptors; similarities are dot products.
 
 - hard loss: SARE-individual, independent 2-way softmaxes (p* vs each negative) at τ0;
 - generations ≥ 1 pick each negative's hardest region (argmax on detached scores);

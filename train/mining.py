@@ -1,4 +1,4 @@
-"""SFRS tuple mining (SFRS_METHOD.md §2.4) on descriptors from the current student.
+"""SFRS tuple mining (docs/DESIGN.md §5.3) on descriptors from the current student.
 
 Per anchor query: the best positive p* (nearest GPS positive in feature space), the hardest
 negatives from a random pool of negatives ∪ the query's previous negatives, and the top-k

@@ -65,7 +65,7 @@ class ModelConfig:
 
 
 class InputAdapter(nn.Module):
-    """uint8 NHWC BGR images → normalised float NCHW RGB, inside the graph (DESIGN.md §2)."""
+    """uint8 NHWC BGR images → normalised float NCHW RGB, inside the graph (docs/DESIGN.md §2.2)."""
 
     def __init__(self, pre: Preprocessing) -> None:
         super().__init__()
@@ -77,7 +77,9 @@ class InputAdapter(nn.Module):
         self.flip = pre.color_order == "BGR"
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        x = image.permute(0, 3, 1, 2).float()
+        # Cast first: TensorRT's ONNX parser takes a uint8 input only straight into a Cast
+        # (NVIDIA/TensorRT issue 3985; onnx-tensorrt ModelImporter.cpp), not through a Transpose.
+        x = image.float().permute(0, 3, 1, 2)
         if self.flip:
             x = x.flip(1)
         return x * self.a + self.b

@@ -1,6 +1,6 @@
 """NetVLAD (Arandjelović et al. 2016) as SFRS uses it, plus SFRS's 9 region descriptors.
 
-Aggregation is written as one batched matmul (DESIGN.md §3.1):
+Aggregation is written as one batched matmul (docs/DESIGN.md §3.1):
 ``V = A·Xᵀ − (A·1) ⊙ C`` with A the K×HW soft assignment and X the D×HW local features,
 which never materialises the N×K×D×HW residual tensor and exports to plain MatMul/Mul ops.
 """
@@ -46,7 +46,7 @@ class NetVLAD(nn.Module):
 
     @torch.no_grad()
     def init_from_kmeans(self, centroids: np.ndarray, descriptors: np.ndarray) -> float:
-        """Initialise from k-means centroids with the α rule (SFRS_METHOD.md §1.2).
+        """Initialise from k-means centroids with the α rule (docs/DESIGN.md §5.1).
 
         ``descriptors`` are the L2-normalised local features k-means ran on. Returns α.
         conv weight = α·ĉ (ĉ = unit centroids), centroid parameter = raw centroids, where
@@ -73,12 +73,14 @@ class NetVLAD(nn.Module):
         sums run over all H·W locations, and clusters with tiny mass are amplified by the
         intra-normalisation. Measured on VGG16 at 480x640: fp16 here gives cosine 0.993.
         """
-        n, d = xn.shape[:2]
+        # Batch as -1 and the static sizes as Python ints: the exported Reshapes get constant
+        # shapes instead of Shape/Gather/Concat chains (only the batch axis is dynamic).
+        hw = int(xn.shape[2]) * int(xn.shape[3])
         dtype = torch.promote_types(xn.dtype, torch.float32)  # fp16 → fp32, fp64 stays
         xn = xn.to(dtype)
         logits = F.conv2d(xn, self.conv.weight.to(dtype))
-        assign = torch.softmax(logits, dim=1).reshape(n, self.num_clusters, -1)  # N,K,HW
-        feats = xn.reshape(n, d, -1)  # N,D,HW
+        assign = torch.softmax(logits, dim=1).reshape(-1, self.num_clusters, hw)  # N,K,HW
+        feats = xn.reshape(-1, self.dim, hw)  # N,D,HW
         vlad = torch.bmm(assign, feats.transpose(1, 2))  # N,K,D
         return vlad - assign.sum(dim=2).unsqueeze(2) * self.centroids.to(dtype).unsqueeze(0)
 
@@ -89,7 +91,9 @@ class NetVLAD(nn.Module):
     @staticmethod
     def normalize(vlad: torch.Tensor) -> torch.Tensor:
         """Intra-normalise each cluster row, flatten, L2-normalise: (..., K, D) → (..., K·D)."""
-        v = l2_normalize(vlad, dim=-1).flatten(-2)
+        v = l2_normalize(vlad, dim=-1)
+        # Not flatten(-2): it exports as Shape/Slice/Concat; -1 stands for the dynamic batch.
+        v = v.reshape(-1, *(int(s) for s in v.shape[1:-2]), int(v.shape[-2]) * int(v.shape[-1]))
         return l2_normalize(v, dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """L2 normalisation and softmax that always compute in float32.
 
 Under FP16 the sums of squares overflow 65504 (VGG16 features are on a 0-255 scale) and an
-``eps`` of 1e-12 underflows to zero (DESIGN.md §3.2). Computing these few cheap ops in FP32
+``eps`` of 1e-12 underflows to zero (docs/DESIGN.md §3.2). Computing these few cheap ops in FP32
 and casting back keeps FP16 exports exact; for FP32 models the casts are no-ops.
 """
 

@@ -1,20 +1,21 @@
-"""SFRS generational training (SFRS_METHOD.md §3.2).
+"""SFRS generational training: the loop (docs/DESIGN.md §5.2).
 
 Generation g: teacher ← frozen copy of the student's last weights (g ≥ 1); student ← the
 initial weights (ImageNet backbone + k-means NetVLAD); new optimiser. Each epoch: chunks of
 queries, each preceded by re-embedding the training set with the current student and mining;
 then validation recall, a checkpoint, and the best model by val R@5 across generations.
-At the end PCA whitening is fitted on the best model and ``checkpoint.pt`` is written.
+At the end PCA whitening is fitted on the best model and ``checkpoint.pt`` is written
+(``final_model.py``). Resuming: ``resume.py`` and ``rng_state.py``; the log: ``run_log.py``.
+Progress goes to the ``logging`` logger of this module (rank 0 only).
 """
 
 from __future__ import annotations
 
 import copy
-import csv
+import logging
 import os
 import random
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -24,23 +25,24 @@ from torch import nn
 
 from sfrs_edge.errors import ConfigError
 
-from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .datasets import PlaceSet
 from .distributed import DistInfo, barrier, check_step_size, rank_share, wrap
 from .evaluation import embed, evaluate
-from .frozen import set_first_trainable, trainable_suffix
+from .final_model import fit_final_pca, pca_image_sample
+from .frozen import trainable_suffix
 from .groundtruth import eval_positives, training_ground_truth
 from .inputs import FrozenInputs
 from .losses import tuple_loss
 from .mining import NegativeCache, Tuple, mine_chunk
 from .model import SFRSNet
-from .offtheshelf import InitConfig, build_offtheshelf
-from .whitening import fit_pca_whitening
+from .offtheshelf import build_offtheshelf
+from .resume import BEST, FINAL, INIT, LAST, next_epoch, read_last
+from .rng_state import capture_rng, restore_rng
+from .run_log import LOG_CSV, RunLog, summary_table
 
-LAST = "last.pt"
-BEST = "model_best.pt"
-FINAL = "checkpoint.pt"
+log = logging.getLogger(__name__)
 
 
 class RegionHead(nn.Module):
@@ -94,43 +96,38 @@ class Trainer:
         self.cache = NegativeCache()
         self.rng = np.random.default_rng(cfg.seed)
         self.best: dict[str, Any] = {"r5": -1.0}
-        self.history: list[dict[str, Any]] = []
+        self.log = RunLog(self.run_dir / LOG_CSV if self.dist.is_main else None)
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
 
     # ------------------------------------------------------------------------------ set-up
-    def _log(self, msg: str) -> None:
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """The log's rows so far."""
+        return self.log.rows
+
+    def _log(self, msg: str, *args: Any) -> None:
         if self.dist.is_main:
-            print(msg, flush=True)
+            log.info(msg, *args)
 
     def _initial_model(self) -> SFRSNet:
         """ImageNet backbone + k-means NetVLAD (no PCA): every generation's starting point."""
         cfg = self.cfg
-        path = self.init_path or self.run_dir / "init.pt"
+        path = self.init_path or self.run_dir / INIT
         if not path.exists():
             if self.init_path is not None:
                 raise ConfigError(f"{path}: --init checkpoint not found")
             if self.dist.is_main:
                 images = [*self.train_set.query_paths, *self.train_set.db_paths]
-                icfg = InitConfig(
-                    backbone=cfg.backbone,
-                    num_clusters=cfg.num_clusters,
-                    input_height=cfg.input_height,
-                    input_width=cfg.input_width,
-                    pca_dim=None,
-                    descriptors_per_image=cfg.descriptors_per_image,
-                    max_images=cfg.kmeans_images,
-                    seed=cfg.seed,
-                    weights=cfg.weights,
-                    batch_size=cfg.batch_size,
-                )
-                self._log(f"k-means initialisation on {min(len(images), cfg.kmeans_images)} images")
+                icfg = cfg.init_config()
+                used = min(len(images), icfg.kmeans.max_images)
+                self._log("k-means initialisation on %d images", used)
                 net, prov = build_offtheshelf(images, icfg)
                 save_checkpoint(net, path, prov)
             barrier(self.dist)
         net, _ = load_checkpoint(path)
         net = _strip_pca(net)
-        set_first_trainable(net.backbone, cfg.first_trainable)
+        net.backbone.set_trainable(cfg.first_trainable)
         return net.train()
 
     def _new_optimizer(self) -> None:
@@ -263,7 +260,6 @@ class Trainer:
 
     # ------------------------------------------------------------------------------ state
     def _train_state(self, g: int, epoch: int) -> dict[str, Any]:
-        bg = self.rng.bit_generator.state
         return {
             "generation": g,
             "epoch": epoch,
@@ -271,15 +267,7 @@ class Trainer:
             "teacher": None if self.teacher is None else self.teacher.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "numpy_rng": {
-                "bit_generator": bg["bit_generator"],
-                "state": str(bg["state"]["state"]),
-                "inc": str(bg["state"]["inc"]),
-                "has_uint32": int(bg["has_uint32"]),
-                "uinteger": int(bg["uinteger"]),
-            },
-            "python_rng": repr(random.getstate()),
+            **capture_rng(self.rng),
             "neg_cache": self.cache.state_dict(),
             "best": self.best,
             "history": self.history,
@@ -294,21 +282,10 @@ class Trainer:
         self._new_optimizer()
         self.optimizer.load_state_dict(st["optimizer"])
         self.scheduler.load_state_dict(st["scheduler"])
-        torch.set_rng_state(st["torch_rng"])
-        nr = st["numpy_rng"]
-        self.rng.bit_generator.state = {
-            "bit_generator": nr["bit_generator"],
-            "state": {"state": int(nr["state"]), "inc": int(nr["inc"])},
-            "has_uint32": nr["has_uint32"],
-            "uinteger": nr["uinteger"],
-        }
-        import ast
-
-        py = ast.literal_eval(st["python_rng"])
-        random.setstate(py)
+        restore_rng(st, self.rng)
         self.cache.load_state_dict(st["neg_cache"])
         self.best = dict(st["best"])
-        self.history = list(st["history"])
+        self.log.rows = list(st["history"])
 
     def _save_epoch(self, g: int, epoch: int, row: dict[str, Any]) -> None:
         if not self.dist.is_main:
@@ -319,36 +296,20 @@ class Trainer:
         save_checkpoint(self.student, ckdir / f"gen{g}_epoch{epoch}.pt", prov, extra)
         save_checkpoint(self.student, self.run_dir / LAST, prov, extra)
 
-    def _log_row(self, row: dict[str, Any]) -> None:
-        self.history.append(row)
-        if not self.dist.is_main:
-            return
-        path = self.run_dir / "log.csv"
-        keys = list(dict.fromkeys(k for r in self.history for k in r))
-        with open(path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=keys)
-            w.writeheader()
-            w.writerows(self.history)
-
     # ------------------------------------------------------------------------------ main loop
     def _resume_point(self, resume: bool) -> tuple[int, int | None]:
         """(generation, last completed epoch or None for a fresh generation)."""
-        last = self.run_dir / LAST
-        if not resume or not last.exists():
+        ckpt = read_last(self.run_dir, self.cfg) if resume else None
+        if ckpt is None:
             if resume:
-                self._log(f"--resume: no {last}, starting from the beginning")
+                self._log("--resume: no %s, starting from the beginning", self.run_dir / LAST)
             return 0, None
-        ckpt = read_checkpoint(last)
         st = ckpt["train_state"]
-        if st["config"] != self.cfg.to_dict():
-            raise ConfigError(f"{last}: was trained with a different configuration; cannot resume")
         self.student.load_state_dict(ckpt["state_dict"])
         self._load_train_state(st)
         g, e = st["generation"], st["epoch"]
-        self._log(f"resuming after generation {g} epoch {e}")
-        if e + 1 in self.cfg.epochs_of(g):
-            return g, e
-        return g + 1, None
+        self._log("resuming after generation %d epoch %d", g, e)
+        return next_epoch(self.cfg, g, e)
 
     def run(self, resume: bool = False, max_epochs: int | None = None) -> dict[str, Any]:
         """Train all generations (continuing a stopped run with ``resume``); returns a summary.
@@ -362,10 +323,10 @@ class Trainer:
         g0, done = self._resume_point(resume)
         trained = 0
         if g0 == 0 and done is None:
-            self.history = []
+            self.log.rows = []
             row = {"generation": "off-the-shelf", "epoch": "", **self.evaluate_all(self.student)}
-            self._log_row(row)
-            self._log(f"off-the-shelf: {row}")
+            self.log.append(row)
+            self._log("off-the-shelf: %s", row)
         for g in range(g0, cfg.generations):
             if done is None or g != g0:
                 self.start_generation(g)
@@ -387,9 +348,9 @@ class Trainer:
                     "seconds": round(time.time() - t0, 1),
                 }
                 self._update_best(g, epoch, rec)
-                self._log_row(row)
+                self.log.append(row)
                 self._save_epoch(g, epoch, row)
-                self._log(f"gen {g} epoch {epoch}: {row}")
+                self._log("gen %d epoch %d: %s", g, epoch, row)
         barrier(self.dist)
         return self._finish()
 
@@ -405,33 +366,19 @@ class Trainer:
 
     def _finish(self) -> dict[str, Any]:
         """Fit PCA whitening on the best model and write the export-ready ``checkpoint.pt``."""
-        cfg = self.cfg
         if not self.dist.is_main:
             return {"best": self.best}
         net, _ = load_checkpoint(self.run_dir / BEST)
         ts = self.train_set
-        images = [*ts.query_paths, *ts.db_paths]
-        rng = np.random.default_rng(cfg.seed)
-        if len(images) > cfg.pca_images:
-            images = [images[i] for i in sorted(rng.choice(len(images), cfg.pca_images, False))]
-        pca_dim = None
-        if cfg.pca_dim:
-            pca_dim = min(cfg.pca_dim, len(images) - 1)
-            if pca_dim < cfg.pca_dim:
-                self._log(
-                    f"PCA: {len(images)} images allow at most {pca_dim} dims (asked {cfg.pca_dim})"
-                )
-            vlads = embed(net, self.inputs, images, cfg.batch_size, self.progress, "PCA: embed")
-            w, b, _ = fit_pca_whitening(vlads, pca_dim, whiten=cfg.whiten)
-            net.set_pca(w, b)
-            net.config.whiten = cfg.whiten
+        images = pca_image_sample([*ts.query_paths, *ts.db_paths], self.cfg)
+        pca_dim = fit_final_pca(net, self.inputs, images, self.cfg, self.progress)
         prov = {
             "kind": "sfrs",
             "generation": self.best.get("generation"),
             "epoch": self.best.get("epoch"),
             "val_recall": {k: v for k, v in self.best.items() if k.startswith("val_")},
             "selected_by": "val R@5" if self.val is not None else "last epoch (no val set)",
-            "train": asdict(self.cfg),
+            "train": self.cfg.to_dict(),
             "train_set": self.train_set.summary(),
             "images": str(Path(ts.db_paths[0]).parent.resolve()),
             "pca_images": len(images) if pca_dim else 0,
@@ -439,25 +386,11 @@ class Trainer:
         save_checkpoint(net, self.run_dir / FINAL, prov)
         if pca_dim:
             row = {"generation": f"final+PCA{pca_dim}", "epoch": self.best.get("epoch", "")}
-            self._log_row({**row, **self.evaluate_all(net, full=True)})
+            self.log.append({**row, **self.evaluate_all(net, full=True)})
         summary = {
             "best": self.best,
             "history": self.history,
             "checkpoint": str(self.run_dir / FINAL),
         }
-        self._log(summary_table(self.history))
+        self._log("%s", summary_table(self.history))
         return summary
-
-
-def summary_table(history: list[dict[str, Any]]) -> str:
-    """Recall per generation (last epoch of each) as a text table."""
-    last: dict[Any, dict[str, Any]] = {}
-    for row in history:
-        last[row["generation"]] = row
-    keys = [k for k in dict.fromkeys(k for r in history for k in r) if "_r" in k]
-    head = "generation | epoch | " + " | ".join(keys)
-    lines = [head, "-" * len(head)]
-    for g, row in last.items():
-        vals = " | ".join(f"{row.get(k, ''):>6}" for k in keys)
-        lines.append(f"{g!s:>10} | {row.get('epoch', '')!s:>5} | {vals}")
-    return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""PCA whitening fitted with the dual method (SFRS_METHOD.md §1.4, after Relja's relja_PCA.m).
+"""PCA whitening fitted with the dual method (docs/DESIGN.md §5.5, after Relja's relja_PCA.m).
 
 Descriptors are 20k–32k-dimensional and there are fewer images than dimensions, so the
 eigen-decomposition is done on the N×N Gram matrix instead of the D×D covariance.

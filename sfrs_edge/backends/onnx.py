@@ -11,7 +11,9 @@ import onnxruntime as ort
 
 from ..errors import ConfigError, ModelError
 from ..model_info import INPUT_NAME, METADATA_KEY, OUTPUT_NAME
+from .providers import CPU, CUDA, ORDER, TENSORRT, ordered, provider_options
 
+<<<<<<< HEAD
 PROVIDERS = {
     "tensorrt": "TensorrtExecutionProvider",
     "cuda": "CUDAExecutionProvider",
@@ -24,13 +26,20 @@ ORT_DTYPES = {
     "tensor(int64)": "int64",
     "tensor(int32)": "int32",
 }
+=======
+PROVIDERS = {"tensorrt": TENSORRT, "cuda": CUDA, "cpu": CPU}
+>>>>>>> main
 
 
 def choose_providers(backend: str) -> list[str]:
-    """Providers for ``backend``: ``auto`` takes the best installed (TensorRT > CUDA > CPU)."""
+    """Providers for ``backend`` with their fallbacks: TensorRT → CUDA → CPU, as installed.
+
+    ``auto`` starts at the best installed one; ``tensorrt`` falls back to CUDA then CPU for
+    nodes TensorRT cannot take, ``cuda`` to CPU.
+    """
     available = ort.get_available_providers()
     if backend == "auto":
-        return [PROVIDERS[b] for b in AUTO_ORDER if PROVIDERS[b] in available]
+        return [p for p in ORDER if p in available] or [CPU]
     if backend not in PROVIDERS:
         raise ConfigError(f"unknown backend {backend!r}; choose auto, {', '.join(PROVIDERS)}")
     wanted = PROVIDERS[backend]
@@ -40,21 +49,7 @@ def choose_providers(backend: str) -> list[str]:
             f"backend {backend!r} needs onnxruntime's {wanted}, which this installation lacks "
             f"(available: {', '.join(available)}){'; ' + hint if hint else ''}"
         )
-    # Keep CPU as the fallback for nodes the accelerator cannot take.
-    return [wanted] + ([PROVIDERS["cpu"]] if wanted != PROVIDERS["cpu"] else [])
-
-
-def _provider_options(providers: list[str], cache_dir: Path | None) -> list:
-    out = []
-    for p in providers:
-        if p == "TensorrtExecutionProvider" and cache_dir is not None:
-            # Reuse built TensorRT engines between runs instead of rebuilding for minutes.
-            out.append(
-                (p, {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache_dir)})
-            )
-        else:
-            out.append(p)
-    return out
+    return ordered([wanted], available)
 
 
 class OnnxBackend:
@@ -75,7 +70,9 @@ class OnnxBackend:
         cache = path.parent / ".trt_cache" if os.access(path.parent, os.W_OK) else None
         try:
             self.session = ort.InferenceSession(
-                str(path), sess_options=opts, providers=_provider_options(providers, cache)
+                str(path),
+                sess_options=opts,
+                providers=provider_options(providers, path, cache, ort.__version__),
             )
         except Exception as exc:  # onnxruntime raises its own types for bad files
             msg = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__

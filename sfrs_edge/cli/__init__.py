@@ -40,6 +40,7 @@ def main(verbose: bool) -> None:
 
 def _register() -> None:
     from . import demo as demo_commands
+    from . import evaluate as evaluate_commands
     from . import export as export_commands
     from . import localize as localize_commands
     from . import maps as map_commands
@@ -51,11 +52,15 @@ def _register() -> None:
         export_commands,
         map_commands,
         localize_commands,
+        evaluate_commands,
         train_commands,
         demo_commands,
     ):
         for command in mod.COMMANDS:
             main.add_command(command)
+    from .map_show import show_command
+
+    map_commands.map_group.add_command(show_command)
 
 
 _register()

@@ -3,12 +3,14 @@ weights → checkpoint). Both need torch, imported inside the commands."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
 
 from .. import paths
 from ..errors import ConfigError
+from .extras import require_extra
 from .options import InputSize
 
 DEFAULT_VERIFY_COUNT = 8
@@ -74,12 +76,21 @@ def _verify_folder(verify_images: Path | None, provenance: dict, checkpoint: Pat
     help="Also build a TensorRT engine here (needs TensorRT and a GPU).",
 )
 @click.option(
+<<<<<<< HEAD
     "--rerank/--no-rerank",
     default=None,
     help="Also emit local features for re-ranking [default: when the checkpoint has a "
     "local-feature PCA; --rerank fits one on the verification folder when it has none].",
+=======
+    "--engine-batch",
+    type=(click.IntRange(min=1), click.IntRange(min=1)),
+    default=(1, 8),
+    show_default=True,
+    help="The engine's tuned (opt) and largest (max) batch; the smallest is 1.",
+>>>>>>> main
 )
 @click.option("--workspace-gb", type=float, default=4.0, show_default=True, hidden=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def export_command(
     checkpoint,
     output,
@@ -89,24 +100,33 @@ def export_command(
     verify_images,
     verify_count,
     engine,
+<<<<<<< HEAD
     rerank,
     workspace_gb,
+=======
+    engine_batch,
+    workspace_gb,
+    as_json=False,
+>>>>>>> main
 ):
     """Export CHECKPOINT [default: $SFRS_EDGE_HOME/checkpoint.pt] to a verified ONNX model."""
+    require_extra("export", "export", "torch", "onnx")
     from sfrs_edge.export import build_engine, export_model
     from sfrs_edge.export.pipeline import local_head
     from sfrs_edge.train.checkpoint import load_checkpoint, read_checkpoint
 
     checkpoint = checkpoint or paths.default_checkpoint()
     output = output or paths.default_model()
-    if engine is not None:
-        from sfrs_edge.export.tensorrt_engine import require_tensorrt
+    if engine is not None:  # fail before a long export, not after
+        from sfrs_edge.export.tensorrt_engine import BatchProfile, require_tensorrt
 
-        require_tensorrt()  # fail before a long export, not after
+        require_tensorrt()
+        profile = BatchProfile(min=1, opt=engine_batch[0], max=engine_batch[1])
     net, provenance = load_checkpoint(checkpoint)
     folder = _verify_folder(verify_images, provenance, checkpoint)
     images = pick_verify_images(folder, verify_count)
     provenance = {**provenance, "checkpoint": str(Path(checkpoint).resolve())}
+<<<<<<< HEAD
     if rerank is None:
         rerank = bool(read_checkpoint(checkpoint).get("local"))
     local = None
@@ -116,6 +136,9 @@ def export_command(
         f"export: {checkpoint} -> {output} ({'fp16' if fp16 else 'fp32'}"
         f"{', with re-ranking local features' if local is not None else ''})"
     )
+=======
+    click.echo(f"export: {checkpoint} -> {output} ({'fp16' if fp16 else 'fp32'})", err=as_json)
+>>>>>>> main
     report = export_model(
         net,
         output,
@@ -126,16 +149,41 @@ def export_command(
         provenance=provenance,
         local=local,
     )
-    click.echo(report.line())
+    click.echo(report.line(), err=as_json)
     info = report.info
     pre = info.preprocessing
     click.echo(
-        f"wrote {report.path} ({report.size_bytes / 2**20:.1f} MiB, {info.descriptor_dim}-d, "
-        f"input {pre.height}x{pre.width}, fingerprint {info.fingerprint}, {report.seconds} s)"
+        err=as_json,
+        message=f"wrote {report.path} ({report.size_bytes / 2**20:.1f} MiB, {info.descriptor_dim}-d, "
+        f"input {pre.height}x{pre.width}, fingerprint {info.fingerprint}, {report.seconds} s)",
     )
+    built = None
     if engine is not None:
-        built = build_engine(report.path, engine, fp16=fp16, workspace_gb=workspace_gb)
-        click.echo(f"wrote TensorRT engine {built}")
+        built = build_engine(report.path, engine, profile=profile, workspace_gb=workspace_gb)
+        click.echo(
+            f"wrote TensorRT {report.precision} engine {built} (batch 1..{profile.max})",
+            err=as_json,
+        )
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "model": str(report.path),
+                    "size_bytes": report.size_bytes,
+                    "precision": report.precision,
+                    "descriptor_dim": info.descriptor_dim,
+                    "input_size": [pre.height, pre.width],
+                    "fingerprint": info.fingerprint,
+                    "verify": {
+                        "images": report.num_images,
+                        "min_cos": report.min_cos,
+                        "mean_cos": report.mean_cos,
+                    },
+                    "engine": str(built) if built else None,
+                    "seconds": report.seconds,
+                }
+            )
+        )
 
 
 @click.command("import")
@@ -146,7 +194,7 @@ def export_command(
     type=click.Choice(["openibl", "torchvision-vgg16"]),
     help="openibl: the SFRS authors' vgg16_netvlad.pth; torchvision-vgg16: ImageNet VGG16.",
 )
-@click.argument("file", type=click.Path(path_type=Path))
+@click.argument("file", required=False, type=click.Path(path_type=Path))
 @click.option(
     "-o",
     "--output",
@@ -154,31 +202,55 @@ def export_command(
     default=None,
     help="Checkpoint to write [default: $SFRS_EDGE_HOME/checkpoint.pt] (openibl only).",
 )
-def import_command(source, file, output):
-    """Import weights published elsewhere as an sfrs-edge checkpoint."""
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def import_command(source, file, output, as_json):
+    """Import weights published elsewhere as an sfrs-edge checkpoint. Without FILE, the
+    published file is downloaded (verified) into $SFRS_EDGE_HOME/weights."""
+    require_extra("import", "train", "torch")
+    from .weights import checked_weights
+
+    name = "openibl" if source == "openibl" else "vgg16"
     if source == "torchvision-vgg16":
         from sfrs_edge.train.backbones import VGG16
-        from sfrs_edge.train.importers import load_torchvision_vgg16
 
-        load_torchvision_vgg16(VGG16(), file)
-        hint = f"sfrs-edge init --backbone vgg16 --weights {file} --images DIR" + (
+        with checked_weights(name, file) as path:
+            VGG16().load_pretrained(path)
+        hint = f"sfrs-edge init --backbone vgg16 --weights {path} --images DIR" + (
             f" -o {output}" if output else ""
         )
         if output is not None:
             raise ConfigError(
-                f"{file}: valid torchvision VGG16 weights, but an ImageNet backbone alone is not "
+                f"{path}: valid torchvision VGG16 weights, but an ImageNet backbone alone is not "
                 f"a place-recognition model (NetVLAD clusters come from images); run: {hint}"
             )
-        click.echo(f"{file}: valid torchvision VGG16 weights (conv1_1..conv5_3). Next: {hint}")
+        if as_json:
+            click.echo(json.dumps({"weights": str(path), "valid": True, "next": hint}))
+        else:
+            click.echo(f"{path}: valid torchvision VGG16 weights (conv1_1..conv5_3). Next: {hint}")
         return
     from sfrs_edge.train.checkpoint import save_checkpoint
     from sfrs_edge.train.importers import import_openibl_sfrs
 
-    net = import_openibl_sfrs(file)
+    with checked_weights(name, file) as path:
+        net = import_openibl_sfrs(path)
     output = output or paths.default_checkpoint()
-    provenance = {"kind": "imported", "source": "openibl", "file": str(Path(file).resolve())}
+    provenance = {"kind": "imported", "source": "openibl", "file": str(Path(path).resolve())}
     save_checkpoint(net, output, provenance)
     cfg = net.config
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "checkpoint": str(output),
+                    "weights": str(path),
+                    "backbone": "vgg16",
+                    "clusters": cfg.num_clusters,
+                    "descriptor_dim": cfg.descriptor_dim,
+                    "input_size": [cfg.input_height, cfg.input_width],
+                }
+            )
+        )
+        return
     click.echo(
         f"wrote {output} (vgg16, {cfg.num_clusters} clusters, descriptor {cfg.descriptor_dim}-d, "
         f"input {cfg.input_height}x{cfg.input_width}); export needs --verify-images DIR"

@@ -132,6 +132,12 @@ def _print_human(result, show_timings: bool) -> None:
 )
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU inference threads.")
 @click.option("--ef", type=click.IntRange(min=1), default=None, help="HNSW search breadth.")
+@click.option(
+    "--show",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write a PNG of the frame beside its top-k matches (one FRAME only).",
+)
 def localize_command(
     frames,
     video,
@@ -150,6 +156,7 @@ def localize_command(
     backend,
     threads,
     ef,
+    show,
 ):
     """Localize FRAME... (image files or folders) against a map: top-k places, position,
     confidence. Unreadable frames are reported and skipped; the exit code is then 1.
@@ -178,9 +185,15 @@ def localize_command(
         source = str(video) if video is not None else camera
         run_stream(loc, source, fps, all_frames, config, as_json, timings)
         return
+<<<<<<< HEAD
     loc = open_localizer(
         model_path, map_path, k=k, backend=backend, threads=threads, ef=ef, rerank=rerank
     )
+=======
+    loc = open_localizer(model_path, map_path, k=k, backend=backend, threads=threads, ef=ef)
+    if show is not None:
+        return _show(loc, _frames(frames), show, as_json)
+>>>>>>> main
     failed = 0
     for frame in _frames(frames):
         try:
@@ -201,6 +214,27 @@ def localize_command(
             _print_human(result, timings)
     if failed:
         raise SfrsEdgeError(f"{failed} frame(s) could not be localized")
+
+
+def _show(loc, frames: list[Path], out: Path, as_json: bool) -> None:
+    """Localize one frame and draw it beside its matches into ``out`` (PNG)."""
+    from ..images import read_image
+    from ..pictures import match_sheet
+    from ..plots import write_png
+
+    if len(frames) != 1:
+        raise click.UsageError(f"--show draws one frame; got {len(frames)}")
+    frame = read_image(frames[0])
+    result = loc.localize_file(frames[0])
+    img, drawn = match_sheet(frame, result, loc.map)
+    write_png(img, out)
+    if as_json:
+        d = result.to_dict()
+        d.pop("timings")
+        click.echo(json.dumps({**d, "picture": str(out), "drawn_ids": drawn}))
+    else:
+        _print_human(result, False)
+        click.echo(f"picture: {out}")
 
 
 COMMANDS = [localize_command]

@@ -1,4 +1,4 @@
-"""Map commands: ``sfrs-edge map build | add | remove | info``."""
+"""Map commands: ``sfrs-edge map build | add | remove | info | verify | merge``."""
 
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ _skip_option = click.option(
     is_flag=True,
     help="Skip unreadable/corrupt images with a warning instead of failing.",
 )
+_json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 _missing_option = click.option(
     "--allow-missing-poses",
     is_flag=True,
@@ -51,16 +52,10 @@ def _engine(model_path: Path | None, backend: str):
 
 
 def _progress(label: str):
-    """A progress callback printing to stderr, once per ~10 %."""
-    state = {"last": -1}
+    """Progress of a long run: a bar on a terminal, a line per ~10 % otherwise (stderr)."""
+    from .progress import reporter
 
-    def report(done: int, total: int) -> None:
-        step = done * 10 // max(total, 1)
-        if step != state["last"] or done == total:
-            state["last"] = step
-            click.echo(f"{label}: {done}/{total} images", err=True)
-
-    return report
+    return reporter(label, "images")
 
 
 def _human(n: float) -> str:
@@ -125,6 +120,13 @@ def map_group() -> None:
 @click.option("--hnsw-m", default=16, show_default=True, help="HNSW graph degree M.")
 @click.option("--ef-construction", default=200, show_default=True, help="HNSW build breadth.")
 @click.option("--ef", default=128, show_default=True, help="Default HNSW search breadth.")
+@click.option(
+    "--dtype",
+    type=click.Choice(["float32", "float16"]),
+    default="float32",
+    show_default=True,
+    help="Storage of descriptor files (float16 halves them; HNSW graphs hold float32).",
+)
 @_skip_option
 @_missing_option
 @_batch_option
@@ -135,6 +137,7 @@ def map_group() -> None:
     default=None,
     help="Map folder to write (replaced atomically) [default: $SFRS_EDGE_HOME/map].",
 )
+@_json_option
 def build_command(
     source,
     poses,
@@ -149,10 +152,12 @@ def build_command(
     hnsw_m,
     ef_construction,
     ef,
+    dtype,
     skip_bad_images,
     allow_missing_poses,
     batch_size,
     output,
+    as_json=False,
 ):
     """Build a map from the images in SOURCE (a folder), or from the keyframes of a video file
     (with --poses TRACK.csv or --gpx TRACK.gpx for positions by timestamp)."""
@@ -189,6 +194,9 @@ def build_command(
         v = m.manifest["history"][-1]["video"]
         if v["corrupt_frames"]:
             click.echo(f"warning: skipped {v['corrupt_frames']} corrupt frames", err=True)
+        if as_json:
+            click.echo(json.dumps({**_summary(m, output, dt), "video": v}))
+            return
         click.echo(
             f"wrote {output}: {len(m)} keyframes of {v['frames']} frames "
             f"({v['rejected_unchanged']} unchanged candidates skipped), {m.dim}-d, "
@@ -211,16 +219,31 @@ def build_command(
         allow_missing_poses=allow_missing_poses,
         batch_size=batch_size,
         progress=_progress("embedding"),
+        dtype=dtype,
     )
     dt = time.perf_counter() - t0
     skipped = m.manifest["history"][-1].get("skipped", [])
     if skipped:
         click.echo(f"warning: skipped {len(skipped)} unreadable images", err=True)
+    if as_json:
+        click.echo(json.dumps({**_summary(m, output, dt), "skipped": skipped}))
+        return
     click.echo(
         f"wrote {output}: {len(m)} images, {m.dim}-d, {m.index_type} index, "
         f"{m.manifest['positions'].get('count', 0)} with positions "
         f"({dt:.1f} s, {len(m) / dt:.1f} images/s)"
     )
+
+
+def _summary(m, output: Path, seconds: float) -> dict:
+    return {
+        "map": str(output),
+        "images": len(m),
+        "dim": m.dim,
+        "index": m.index_type,
+        "with_positions": m.manifest["positions"].get("count", 0),
+        "seconds": round(seconds, 2),
+    }
 
 
 @map_group.command("add")
@@ -232,8 +255,17 @@ def build_command(
 @_skip_option
 @_missing_option
 @_batch_option
+@_json_option
 def add_command(
-    map_path, images, poses, model_path, backend, skip_bad_images, allow_missing_poses, batch_size
+    map_path,
+    images,
+    poses,
+    model_path,
+    backend,
+    skip_bad_images,
+    allow_missing_poses,
+    batch_size,
+    as_json=False,
 ):
     """Add IMAGES (files or folders) to MAP; existing descriptors are kept."""
     from ..maps import add_to_map
@@ -250,6 +282,9 @@ def add_command(
         batch_size=batch_size,
         progress=_progress("embedding"),
     )
+    if as_json:
+        click.echo(json.dumps({"map": str(map_path), "added": len(m) - before, "images": len(m)}))
+        return
     click.echo(f"added {len(m) - before} images to {map_path}: now {len(m)}")
 
 
@@ -262,23 +297,28 @@ def _count(map_path: Path) -> int:
 @map_group.command("remove")
 @click.argument("map_path", metavar="MAP", type=click.Path(path_type=Path))
 @click.argument("names", nargs=-1, required=True)
-def remove_command(map_path, names):
+@_json_option
+def remove_command(map_path, names, as_json=False):
     """Remove the images called NAMES from MAP (no model needed)."""
     from ..maps import remove_from_map
 
     before = _count(map_path)
     m = remove_from_map(map_path, list(names))
+    if as_json:
+        click.echo(json.dumps({"map": str(map_path), "removed": before - len(m), "images": len(m)}))
+        return
     click.echo(f"removed {before - len(m)} images from {map_path}: now {len(m)}")
 
 
 @map_group.command("info")
 @click.argument("map_path", metavar="MAP", type=click.Path(path_type=Path), required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def info_command(map_path, as_json):
+@click.option("--no-verify", is_flag=True, help="Skip checksums (sizes and headers only).")
+def info_command(map_path, as_json, no_verify):
     """Describe MAP [default: $SFRS_EDGE_HOME/map]: counts, model, index, size on disk."""
     from ..maps import map_info
 
-    info = map_info(map_path or paths.default_map())
+    info = map_info(map_path or paths.default_map(), verify=not no_verify)
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -295,13 +335,58 @@ def info_command(map_path, as_json):
         f"index:       {index['type']}" + (f" ({params})" if params else ""),
         f"positions:   {pos.get('count', 0)} of {info['count']}"
         + (f" ({pos['kind']}, from {pos.get('source')})" if pos.get("kind") else ""),
+        f"storage:     {info['segments']} segment(s), {info['indexed']} rows in the index",
         f"size:        {_human(info['size_bytes'])} ({_human(info['bytes_per_image'])} per image)",
+        "per place:   "
+        + ", ".join(f"{k} {_human(v)}" for k, v in info["bytes_per_place"].items() if v),
         "files:       " + ", ".join(f"{n} {_human(b)}" for n, b in sorted(info["files"].items())),
         f"checksums:   {info['checksums']}",
         f"format:      version {info['format_version']}, sfrs-edge {info['sfrs_edge_version']}, "
         f"updated {info['updated']}",
     ]
     click.echo("\n".join(lines))
+
+
+@map_group.command("verify")
+@click.argument("map_path", metavar="MAP", type=click.Path(path_type=Path), required=False)
+def verify_command(map_path):
+    """Rehash every file of MAP against its manifest and load it (exit 1 on any mismatch)."""
+    from ..maps import verify_map
+
+    r = verify_map(map_path or paths.default_map())
+    click.echo(
+        f"ok: {r['path']}: {r['count']} places, {r['segments']} segment(s), {r['files']} files "
+        f"({_human(r['bytes'])}) match their checksums"
+    )
+
+
+@map_group.command("merge")
+@click.argument("maps", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "-o", "--output", required=True, type=click.Path(path_type=Path), help="Map folder to write."
+)
+@click.option(
+    "--duplicates",
+    type=click.Choice(["error", "first", "rename"]),
+    default="error",
+    show_default=True,
+    help="Image names in several maps: refuse, keep the first map's, or rename later ones "
+    "to MAPFOLDER/NAME.",
+)
+@click.option(
+    "--index",
+    "index_type",
+    type=click.Choice(["auto", "exact", "hnsw"]),
+    default="auto",
+    show_default=True,
+    help="Index of the result (auto: HNSW when a source is HNSW or the result is large).",
+)
+def merge_command(maps, output, duplicates, index_type):
+    """Merge MAPS (built with the same model) into one map at --output."""
+    from ..maps import merge_maps
+
+    m = merge_maps(list(maps), output, duplicates=duplicates, index=index_type)
+    click.echo(f"wrote {output}: {len(m)} places from {len(maps)} maps, {m.index_type} index")
 
 
 COMMANDS = [map_group]

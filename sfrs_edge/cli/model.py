@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
 
 from .. import paths
 from ..errors import ConfigError
+from .extras import require_extra
 from .options import InputSize, PcaDim
 
 LOCAL_FIT_IMAGES = 200  # images the local-feature PCA is fitted on
@@ -40,7 +42,8 @@ LOCAL_FIT_IMAGES = 200  # images the local-feature PCA is fitted on
     "--weights",
     type=click.Path(path_type=Path),
     default=None,
-    help="Backbone ImageNet weights file (vgg16: torchvision state dict).",
+    help="Backbone ImageNet weights file (vgg16: torchvision state dict) [default for vgg16: "
+    "torchvision's vgg16-397923af.pth, downloaded and verified into $SFRS_EDGE_HOME/weights].",
 )
 @click.option(
     "--rerank",
@@ -54,31 +57,35 @@ LOCAL_FIT_IMAGES = 200  # images the local-feature PCA is fitted on
     default=None,
     help="Checkpoint to write [default: $SFRS_EDGE_HOME/checkpoint.pt].",
 )
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def init_command(
-    backbone, images_dir, pca_dim, no_whiten, input_size, clusters, weights, rerank, output
+    backbone, images_dir, pca_dim, no_whiten, input_size, clusters, weights, rerank, output, as_json
 ):
     """Make an off-the-shelf model: pretrained backbone, k-means NetVLAD, PCA whitening."""
+    require_extra("init", "train", "torch", "sklearn")
     from sfrs_edge.images import list_images
     from sfrs_edge.train.backbones import backbone_spec
     from sfrs_edge.train.checkpoint import save_checkpoint
-    from sfrs_edge.train.offtheshelf import InitConfig, build_offtheshelf
+    from sfrs_edge.train.config import InitConfig
+    from sfrs_edge.train.model import ModelConfig
+    from sfrs_edge.train.offtheshelf import build_offtheshelf
 
     backbone_spec(backbone)
     images = list_images(images_dir)
+    if backbone == "vgg16" and weights is None:
+        from .weights import published
+
+        weights = published("vgg16")  # SHA-256 verified
     h, w = input_size or (0, 0)
-    cfg = InitConfig(
-        backbone=backbone,
-        num_clusters=clusters,
-        input_height=h,
-        input_width=w,
-        pca_dim=pca_dim,
-        whiten=not no_whiten,
-        weights=str(weights) if weights else None,
-    )
+    model = ModelConfig(backbone, clusters, h, w, pca_dim=pca_dim, whiten=not no_whiten)
+    cfg = InitConfig(model=model, weights=str(weights) if weights else None)
     if clusters < 2:
         raise ConfigError(f"--clusters must be at least 2, got {clusters}")
-    click.echo(f"init: {backbone}, {len(images)} images from {images_dir}")
-    net, provenance = build_offtheshelf(images, cfg)
+    click.echo(f"init: {backbone}, {len(images)} images from {images_dir}", err=as_json)
+    from .progress import progress
+
+    with progress("init: images read", unit="images") as report:
+        net, provenance = build_offtheshelf(images, cfg, progress=report)
     extra = None
     if rerank:
         from sfrs_edge.train.local_features import LocalConfig, fit_local_head, head_state
@@ -86,9 +93,23 @@ def init_command(
         step = max(1, len(images) // LOCAL_FIT_IMAGES)
         head = fit_local_head(net, images[::step][:LOCAL_FIT_IMAGES], LocalConfig())
         extra = {"local": head_state(head)}
-        click.echo(f"local features for re-ranking: {head.config.to_dict()}")
+        click.echo(f"local features for re-ranking: {head.config.to_dict()}", err=as_json)
     output = output or paths.default_checkpoint()
     save_checkpoint(net, output, provenance, extra=extra)
+    if as_json:
+        c = net.config
+        click.echo(
+            json.dumps(
+                {
+                    "checkpoint": str(output),
+                    "backbone": backbone,
+                    "descriptor_dim": c.descriptor_dim,
+                    "input_size": [c.input_height, c.input_width],
+                    "seconds": provenance["seconds"],
+                }
+            )
+        )
+        return
     click.echo(
         f"wrote {output} (descriptor {net.config.descriptor_dim}-d, "
         f"input {net.config.input_height}x{net.config.input_width}, {provenance['seconds']} s)"

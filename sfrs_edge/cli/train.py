@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+from dataclasses import fields
 from pathlib import Path
 
 import click
 
 from ..errors import ConfigError
+from .extras import require_extra
 from .options import InputSize, PcaDim
 
 
@@ -77,12 +80,17 @@ def _load_splits(kind, data, o):
 @click.option("--init", type=click.Path(path_type=Path), default=None, help="Off-the-shelf start.")
 @click.option("--backbone", default="efficientnet_lite0", show_default=True)
 @click.option("--input-size", type=InputSize(), default=None, help="HxW (default: backbone's).")
-@click.option("--clusters", default=64, show_default=True)
+@click.option("--clusters", "num_clusters", default=64, show_default=True)
 @click.option("--weights", type=click.Path(path_type=Path), default=None, help="vgg16 weights.")
 @click.option("--first-trainable", type=int, default=None, help="vgg16 module / lite0 block.")
 @click.option("--generations", default=4, show_default=True)
 @click.option("--epochs", default=5, show_default=True)
-@click.option("--gen0-all-epochs", is_flag=True, help="Disable the gen-0 one-epoch quirk.")
+@click.option(
+    "--gen0-one-epoch/--gen0-all-epochs",
+    default=True,
+    show_default=True,
+    help="Generation 0 trains only its last epoch (the authors' quirk) or all of them.",
+)
 @click.option("--lr", default=0.001, show_default=True)
 @click.option("--momentum", default=0.9, show_default=True)
 @click.option("--weight-decay", default=0.001, show_default=True)
@@ -98,7 +106,12 @@ def _load_splits(kind, data, o):
 @click.option("--nonneg-radius", default=25.0, show_default=True)
 @click.option("--eval-radius", default=25.0, show_default=True)
 @click.option("--color-jitter", default="0.7,0.7,0.7,0.5", show_default=True, help="or 'none'.")
-@click.option("--no-cache-frozen", is_flag=True, help="Recompute frozen layers every time.")
+@click.option(
+    "--cache-frozen/--no-cache-frozen",
+    default=True,
+    show_default=True,
+    help="Cache frozen-layer outputs (without colour jitter) or recompute them every time.",
+)
 @click.option("--pca-dim", type=PcaDim(), default=4096, show_default=True)
 @click.option("--pca-images", default=10000, show_default=True)
 @click.option("--batch-size", default=8, show_default=True)
@@ -107,47 +120,30 @@ def _load_splits(kind, data, o):
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def train_command(kind, data, run_dir, **o):
     """Train an SFRS model in generations (self-supervised image-to-region similarities)."""
+    require_extra("train", "train", "torch", "sklearn", "tqdm")
     from sfrs_edge.train.config import TrainConfig
     from sfrs_edge.train.distributed import init_from_env
+    from sfrs_edge.train.model import ModelConfig
     from sfrs_edge.train.trainer import Trainer
 
-    h, w = o["input_size"] or (0, 0)
+    logging.getLogger("sfrs_edge.train").setLevel(logging.INFO)  # progress lines on stderr
+    h, w = o.pop("input_size") or (0, 0)
+    model_fields = {f.name for f in fields(ModelConfig)}
+    model = ModelConfig(input_height=h, input_width=w, **{k: o[k] for k in model_fields if k in o})
     jitter = None
     if o["color_jitter"].lower() not in ("none", "off", "0"):
         jitter = tuple(_floats(o["color_jitter"], "--color-jitter"))
         if len(jitter) != 4:
             raise ConfigError("--color-jitter: give brightness,contrast,saturation,hue or 'none'")
-    cfg = TrainConfig(
-        backbone=o["backbone"],
-        num_clusters=o["clusters"],
-        input_height=h,
-        input_width=w,
-        weights=str(o["weights"]) if o["weights"] else None,
-        first_trainable=o["first_trainable"],
-        pos_radius=o["pos_radius"],
-        nonneg_radius=o["nonneg_radius"],
-        eval_radius=o["eval_radius"],
-        generations=o["generations"],
-        epochs=o["epochs"],
-        gen0_one_epoch=not o["gen0_all_epochs"],
-        lr=o["lr"],
-        momentum=o["momentum"],
-        weight_decay=o["weight_decay"],
-        tuples_per_step=o["tuples_per_step"],
-        temperatures=_floats(o["temperatures"], "--temperatures"),
-        soft_weight=o["soft_weight"],
-        neg_num=o["neg_num"],
-        neg_pool=o["neg_pool"],
-        pos_num=o["pos_num"],
-        pos_pool=o["pos_pool"],
-        cache_size=o["cache_size"],
-        color_jitter=jitter,
-        cache_frozen=not o["no_cache_frozen"],
-        batch_size=o["batch_size"],
-        pca_dim=o["pca_dim"],
-        pca_images=o["pca_images"],
-        seed=o["seed"],
-    )
+    parsed = {
+        "model": model,
+        "color_jitter": jitter,
+        "temperatures": _floats(o["temperatures"], "--temperatures"),
+        "weights": str(o["weights"]) if o["weights"] else None,
+    }
+    # every other option is named as its TrainConfig field
+    same = {f.name: o[f.name] for f in fields(TrainConfig) if f.name in o and f.name not in parsed}
+    cfg = TrainConfig(**parsed, **same)
     train, val, tests = _load_splits(kind, data, o)
     dist = init_from_env()
     if dist.is_main:

@@ -1,21 +1,32 @@
-"""Maps: a self-describing directory of descriptors, an index and per-image metadata.
+"""Maps: a self-describing directory of segments (descriptors, metadata, extras) and an index.
 
-Layout (DESIGN.md §2)::
+Layout (``docs/MAPS.md``)::
 
     map/
-      manifest.json     format version, dim, metric, model fingerprint, index + params,
-                        counts, positions, sha256 of every file, history
-      descriptors.npy   float32 (N, dim), unit rows; row i = place id i
-      metadata.sqlite   table ``places``: id, name, path, position, heading, timestamp, ...
-      index.bin         hnswlib graph (HNSW maps only)
+      manifest.json              format version, dim, dtype, metric, model section, index +
+                                 params, segments, counts, positions, sha256 of every file
+      seg-000000.desc.npy        float32/float16 (rows, dim) unit rows (not for rows held by
+                                 the HNSW graph)
+      seg-000000.meta.sqlite     table ``places``: id, name, path, position, heading, ...
+      seg-000000.x.<name>.npy    per-place extra array (e.g. local features), row-aligned
+      index.bin                  hnswlib graph (HNSW maps; holds the vectors of its rows)
 """
 
-from .build import add_to_map, build_map, collect_images, map_info, remove_from_map
+from .build import (
+    add_to_map,
+    append_to_map,
+    build_map,
+    collect_images,
+    map_info,
+    remove_from_map,
+)
 from .index import AUTO_HNSW_THRESHOLD, IndexConfig
 from .manifest import FORMAT_VERSION
 from .map import Map
+from .merge import merge_maps, verify_map
 from .metadata import Place
 from .poses import Pose, read_exif_gps, read_poses_csv
+from .writer import Rows
 
 __all__ = [
     "AUTO_HNSW_THRESHOLD",
@@ -24,7 +35,11 @@ __all__ = [
     "Map",
     "Place",
     "Pose",
+    "Rows",
     "add_to_map",
+    "append_to_map",
+    "merge_maps",
+    "verify_map",
     "build_map",
     "collect_images",
     "map_info",

@@ -1,7 +1,8 @@
 """Build, extend and shrink maps: ``build_map``, ``add_to_map``, ``remove_from_map``, ``map_info``.
 
-Every update writes a complete new map into a staging directory and swaps it in atomically
-(:mod:`.store`), so an error, a crash or Ctrl-C leaves the previous map (or none) intact.
+Every update writes a new generation into a staging directory and swaps it in atomically
+(:mod:`.store`), so an error, a crash or Ctrl-C leaves the previous map (or none) intact;
+``map add`` writes only the new rows and links the rest (:mod:`.writer`).
 
 Bad images: by default a corrupt or unreadable image among the sources fails the whole
 operation with an error naming it (a map silently missing places is worse than no map);
@@ -13,7 +14,6 @@ an image without a row is an error listing the images, unless ``allow_missing_po
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -25,20 +25,13 @@ import numpy as np
 from ..errors import ConfigError, ImageError, MapError
 from ..images import IMAGE_SUFFIXES, list_images
 from ..model_info import ModelInfo
-from .index import HnswIndex, IndexConfig
-from .manifest import (
-    DESCRIPTORS,
-    INDEX,
-    METADATA,
-    file_entries,
-    new_manifest,
-    now,
-    write_manifest,
-)
+from .index import IndexConfig
+from .manifest import FORMAT_VERSION, new_manifest, now
 from .map import Map
-from .metadata import Place, write_metadata
+from .metadata import Place
 from .poses import Pose, match_poses, read_exif_gps, read_poses_csv
 from .store import atomic_map_dir
+from .writer import Rows, append_rows, check_engine, history_event, model_section, write_map
 
 log = logging.getLogger(__name__)
 
@@ -111,27 +104,45 @@ def _poses_for(
     return matched, info
 
 
+def _embed_files(engine: EmbeddingEngine, files: list[Path], batch_size: int) -> dict:
+    """{"descriptor": (n, dim), extra outputs...} of ``files`` (contract 1: ``embed_all``)."""
+    if not getattr(engine, "extra_outputs", None):
+        return {"descriptor": engine.embed_files(files, batch_size=batch_size)}
+    from ..images import read_image, resize_for_model
+
+    pre = engine.info.preprocessing
+    out: dict[str, list[np.ndarray]] = {}
+    for a in range(0, len(files), batch_size):
+        chunk = files[a : a + batch_size]
+        batch = np.stack([resize_for_model(read_image(f), pre) for f in chunk])
+        for name, arr in engine.embed_all(batch).items():
+            out.setdefault(name, []).append(np.asarray(arr))
+    return {n: np.concatenate(v) for n, v in out.items()}
+
+
 def _embed(
     engine: EmbeddingEngine,
     files: list[Path],
     skip_bad: bool,
     batch_size: int,
     progress: Progress | None,
-) -> tuple[np.ndarray, list[Path], list[str]]:
-    """Descriptors of ``files``; returns (descriptors, files kept, skipped file messages)."""
-    parts, kept, skipped = [], [], []
+) -> tuple[np.ndarray, list[Path], list[str], dict[str, np.ndarray]]:
+    """Descriptors of ``files``; returns (descriptors, files kept, skipped file messages,
+    extra outputs row-aligned with the descriptors)."""
+    parts: list[dict] = []
+    kept, skipped = [], []
     total = len(files)
     for start in range(0, total, EMBED_CHUNK):
         chunk = files[start : start + EMBED_CHUNK]
         try:
-            parts.append(engine.embed_files(chunk, batch_size=batch_size))
+            parts.append(_embed_files(engine, chunk, batch_size))
             kept.extend(chunk)
         except ImageError:
             if not skip_bad:
                 raise
             for f in chunk:  # find the bad ones: one file at a time
                 try:
-                    parts.append(engine.embed_files([f], batch_size=1))
+                    parts.append(_embed_files(engine, [f], 1))
                     kept.append(f)
                 except ImageError as exc:
                     log.warning("skipping %s", exc)
@@ -140,48 +151,13 @@ def _embed(
             progress(min(start + EMBED_CHUNK, total), total)
     if not kept:
         raise ImageError(f"none of the {total} images could be read: {skipped[0]}")
-    desc = np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
+    arrays = {n: np.concatenate([p[n] for p in parts]) for n in parts[0]}
+    desc = np.ascontiguousarray(arrays.pop("descriptor"), dtype=np.float32)
     if desc.shape != (len(kept), engine.dim):
         raise MapError(f"engine returned descriptors of shape {desc.shape}, expected {len(kept)}")
     if not np.isfinite(desc).all():
         raise MapError("the model produced NaN/inf descriptors; the model file is unusable")
-    return desc, kept, skipped
-
-
-def _model_section(engine: EmbeddingEngine) -> dict[str, Any]:
-    info = engine.info
-    pre = info.preprocessing
-    return {
-        "fingerprint": engine.fingerprint,
-        "backbone": info.backbone,
-        "descriptor_dim": int(engine.dim),
-        "pca_dim": info.pca_dim,
-        "whitening": info.whitening,
-        "precision": info.precision,
-        "input_size": [pre.height, pre.width],
-        "info": dataclasses.asdict(info),
-    }
-
-
-# --- writing --------------------------------------------------------------------------------
-
-
-def _write(
-    folder: Path,
-    manifest: dict[str, Any],
-    descriptors: np.ndarray,
-    places: list[Place],
-    hnsw: HnswIndex | None,
-) -> None:
-    """Write all map files into ``folder`` (a staging directory); the manifest goes last."""
-    np.save(folder / DESCRIPTORS, descriptors, allow_pickle=False)
-    write_metadata(folder / METADATA, places)
-    names = [DESCRIPTORS, METADATA]
-    if hnsw is not None:
-        hnsw.save(folder / INDEX)
-        names.append(INDEX)
-    manifest["files"] = file_entries(folder, names)
-    write_manifest(folder, manifest)
+    return desc, kept, skipped, arrays
 
 
 def _places(files: list[Path], poses: list[Pose | None], first_id: int) -> list[Place]:
@@ -201,11 +177,6 @@ def _places(files: list[Path], poses: list[Pose | None], first_id: int) -> list[
     return out
 
 
-def _check_dim(engine: EmbeddingEngine) -> None:
-    if engine.info.descriptor_dim != engine.dim:
-        raise MapError(f"engine dim {engine.dim} differs from its metadata")
-
-
 def build_map(
     engine: EmbeddingEngine,
     source: str | os.PathLike | Sequence[str | os.PathLike],
@@ -219,32 +190,33 @@ def build_map(
     allow_missing_poses: bool = False,
     batch_size: int = 8,
     progress: Progress | None = None,
+    dtype: str = "float32",
 ) -> Map:
     """Embed every image of ``source`` and write a map at ``output`` (replacing a map there).
 
     ``index``: ``auto`` (exact below 50k images, else HNSW), ``exact`` or ``hnsw``.
+    ``dtype``: storage of descriptor files (``float16`` halves them; HNSW graphs hold float32).
     Returns the new map, opened.
     """
-    _check_dim(engine)
+    check_engine(engine)
     files = collect_images(source)
     config = IndexConfig(index, hnsw_m, ef_construction, ef).resolved(len(files))
     pose_list, pos_info = _poses_for(files, poses, allow_missing_poses)
     output = Path(output).expanduser()
     with atomic_map_dir(output) as staging:
-        desc, kept, skipped = _embed(engine, files, skip_bad_images, batch_size, progress)
+        desc, kept, skipped, extras = _embed(engine, files, skip_bad_images, batch_size, progress)
         keep = {f: p for f, p in zip(files, pose_list, strict=True)}
         places = _places(kept, [keep[f] for f in kept], 0)
-        hnsw = HnswIndex.build(desc, config) if config.type == "hnsw" else None
         pos_info["count"] = sum(p.position is not None for p in places)
         manifest = new_manifest(
             dim=engine.dim,
-            model=_model_section(engine),
+            model=model_section(engine),
             index=config.to_manifest(),
             count=len(places),
             positions=pos_info,
-            history=[_event("build", len(places), skipped, source=_describe(source))],
+            history=[history_event("build", len(places), skipped, source=_describe(source))],
         )
-        _write(staging, manifest, desc, places, hnsw)
+        write_map(staging, manifest, Rows(desc, places, extras), config, dtype)
     return Map.open(output, expect_fingerprint=engine.fingerprint)
 
 
@@ -252,13 +224,6 @@ def _describe(source) -> str:
     if isinstance(source, (str, os.PathLike)):
         return str(Path(source).resolve())
     return f"{len(source)} paths"
-
-
-def _event(op: str, count: int, skipped: list[str] | None = None, **extra) -> dict[str, Any]:
-    e = {"op": op, "time": now(), "images": count, **extra}
-    if skipped:
-        e["skipped"] = skipped
-    return e
 
 
 def add_to_map(
@@ -273,16 +238,15 @@ def add_to_map(
 ) -> Map:
     """Add images (files and/or folders) to a map without recomputing existing descriptors.
 
-    New images get ids after the existing ones; names must not already be in the map.
-    HNSW maps get the new items inserted into the stored graph.
+    New images get ids after the existing ones; names must not already be in the map. The
+    new rows are written as one new segment; existing files are linked, not rewritten.
     """
-    _check_dim(engine)
+    check_engine(engine)
     files = collect_images(images)
     map_path = Path(map_path).expanduser()
     with atomic_map_dir(map_path) as staging:
-        old = Map.open(map_path, expect_fingerprint=engine.fingerprint)
-        have = set(old.names)
-        dup = [f.name for f in files if f.name in have]
+        old = Map.open(map_path, expect_fingerprint=engine.fingerprint, load_index=False)
+        dup = old.find_names([f.name for f in files])
         if dup:
             shown = ", ".join(dup[:5]) + (f" and {len(dup) - 5} more" if len(dup) > 5 else "")
             raise ConfigError(f"{map_path}: already holds images named {shown}; remove them first")
@@ -293,30 +257,47 @@ def add_to_map(
                 f"map positions are {kind}, the new images' are {pos_info['kind']}; "
                 "use the same kind of coordinates"
             )
-        desc, kept, skipped = _embed(engine, files, skip_bad_images, batch_size, progress)
+        desc, kept, skipped, extras = _embed(engine, files, skip_bad_images, batch_size, progress)
         keep = {f: p for f, p in zip(files, pose_list, strict=True)}
         new_places = _places(kept, [keep[f] for f in kept], len(old))
-        places = old.all_places() + new_places
-        all_desc = np.concatenate([old.descriptors, desc])
-        hnsw = None
-        if isinstance(old.index, HnswIndex):
-            hnsw = old.index
-            hnsw.add(desc, len(old))
-        manifest = _updated_manifest(old, len(places), places, pos_info)
-        manifest["history"].append(_event("add", len(new_places), skipped))
-        _write(staging, manifest, all_desc, places, hnsw)
+        _append(staging, old, Rows(desc, new_places, extras), pos_info, skipped)
     return Map.open(map_path, expect_fingerprint=engine.fingerprint)
 
 
+def append_to_map(map_path: str | os.PathLike, rows: Rows, expect_fingerprint: str | None) -> Map:
+    """Add already-embedded places (``rows``) to a map: one new segment (see :mod:`.writer`)."""
+    map_path = Path(map_path).expanduser()
+    with atomic_map_dir(map_path) as staging:
+        old = Map.open(map_path, expect_fingerprint=expect_fingerprint, load_index=False)
+        dup = old.find_names([p.name for p in rows.places])
+        if dup:
+            raise ConfigError(f"{map_path}: already holds images named {', '.join(dup[:5])}")
+        kinds = {p.position_kind for p in rows.places if p.position is not None}
+        _append(staging, old, rows, {"kind": kinds.pop() if kinds else None, "source": None}, [])
+    return Map.open(map_path, expect_fingerprint=expect_fingerprint, load_index=False)
+
+
+def _append(staging: Path, old: Map, rows: Rows, pos_info: dict, skipped: list[str]) -> None:
+    with_pos = sum(p.position is not None for p in rows.places)
+    manifest = _updated_manifest(old, old_positions(old) + with_pos, pos_info)
+    manifest["history"].append(history_event("add", len(rows.places), skipped))
+    append_rows(staging, old, rows, manifest)
+
+
+def old_positions(m: Map) -> int:
+    return int((m.manifest.get("positions") or {}).get("count") or 0)
+
+
 def _updated_manifest(
-    old: Map, count: int, places: list[Place], new_pos: dict[str, Any] | None = None
+    old: Map, with_positions: int, new_pos: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    m = {k: v for k, v in old.manifest.items() if k != "files"}
-    m = dict(m, count=count, updated=now(), history=list(m.get("history", [])))
+    m = {k: v for k, v in old.manifest.items() if k not in ("files", "segments")}
+    m = dict(m, updated=now(), history=list(m.get("history", [])))
+    m["format_version"] = FORMAT_VERSION
     pos = dict(m.get("positions") or {})
     if new_pos and new_pos.get("kind") and not pos.get("kind"):
         pos.update(kind=new_pos["kind"], source=new_pos["source"])
-    pos["count"] = sum(p.position is not None for p in places)
+    pos["count"] = with_positions
     if pos["count"] == 0:
         pos["kind"] = None
     m["positions"] = pos
@@ -324,60 +305,80 @@ def _updated_manifest(
 
 
 def remove_from_map(map_path: str | os.PathLike, names: Sequence[str]) -> Map:
-    """Remove images by name. Later rows move up (ids renumbered); HNSW is rebuilt from the
-    stored descriptors (no model needed)."""
+    """Remove images by name. Later rows move up (ids renumbered); the map is rewritten as one
+    segment and an HNSW graph rebuilt from the stored vectors (no model needed)."""
     map_path = Path(map_path).expanduser()
     names = list(dict.fromkeys(names))
     if not names:
         raise ConfigError("no image names to remove")
     with atomic_map_dir(map_path) as staging:
         old = Map.open(map_path)
-        have = set(old.names)
-        unknown = [n for n in names if n not in have]
+        found = set(old.find_names(names))
+        unknown = [n for n in names if n not in found]
         if unknown:
             raise ConfigError(f"{map_path}: no images named {', '.join(unknown[:10])} in the map")
-        drop = set(names)
-        keep_ids = [p.id for p in old.all_places() if p.name not in drop]
-        if not keep_ids:
+        all_names = old.names
+        keep_ids = np.array([i for i, n in enumerate(all_names) if n not in found], np.int64)
+        if not len(keep_ids):
             raise ConfigError(
                 f"{map_path}: removing all {len(old)} images would leave an empty map; "
                 "delete the map folder instead"
             )
-        desc = np.ascontiguousarray(old.descriptors[keep_ids])
-        places = [dataclasses.replace(p, id=i) for i, p in enumerate(old.places(keep_ids))]
-        hnsw = None
-        if isinstance(old.index, HnswIndex):
-            hnsw = HnswIndex.build(desc, old.index.config)
-        manifest = _updated_manifest(old, len(places), places)
-        manifest["history"].append(_event("remove", len(names), names=names[:100]))
-        _write(staging, manifest, desc, places, hnsw)
+        rows = rows_of(old, keep_ids)
+        with_pos = sum(p.position is not None for p in rows.places)
+        manifest = _updated_manifest(old, with_pos)
+        manifest["history"].append(history_event("remove", len(names), names=names[:100]))
+        config = IndexConfig.from_manifest(old.manifest["index"])
+        write_map(staging, manifest, rows, config, old.dtype)
     return Map.open(map_path)
 
 
-def map_info(path: str | os.PathLike, verify: bool = True) -> dict[str, Any]:
-    """Summary of a map: counts, dims, model, index and parameters, positions, size on disk."""
-    m = Map.open(path, verify=verify)
+def rows_of(m: Map, ids: np.ndarray) -> Rows:
+    """Rows ``ids`` of a map (vectors, places, extras) to write elsewhere."""
+    return Rows(m.vectors(ids), m.places(ids), {n: m.extra_rows(n, ids) for n in m.extras})
+
+
+def map_info(path: str | os.PathLike, verify: bool | str = True) -> dict[str, Any]:
+    """Summary of a map: counts, dims, model, index, positions, size on disk and per place."""
+    m = Map.open(path, verify=verify, load_index=False)
     man = m.manifest
     files = {n: e["bytes"] for n, e in man["files"].items()}
-    manifest_bytes = (Path(m.path) / "manifest.json").stat().st_size
+    manifest_bytes = (m.folder / "manifest.json").stat().st_size
     total = sum(files.values()) + manifest_bytes
     model = {k: v for k, v in man["model"].items() if k != "info"}
+    n = max(len(m), 1)
+    per_kind = {"descriptors": 0, "index": 0, "metadata": 0}
+    per_extra = {x: 0 for x in m.extras}
+    for seg in man["segments"]:
+        if seg["descriptors"]:
+            per_kind["descriptors"] += files[seg["descriptors"]]
+        per_kind["metadata"] += files[seg["metadata"]]
+        for x, f in seg.get("extras", {}).items():
+            per_extra[x] += files[f]
+    per_kind["index"] = files.get("index.bin", 0)
     return {
         "path": str(m.path),
         "format_version": man["format_version"],
         "count": len(m),
         "dim": m.dim,
-        "dtype": man.get("dtype", "float32"),
+        "dtype": m.dtype,
         "metric": man["metric"],
         "model": model,
         "index": man["index"],
+        "indexed": m.indexed,
+        "segments": len(man["segments"]),
+        "extras": man.get("extras", {}),
         "positions": man.get("positions"),
         "created": man.get("created"),
         "updated": man.get("updated"),
         "sfrs_edge_version": man.get("sfrs_edge_version"),
         "files": dict(files, **{"manifest.json": manifest_bytes}),
         "size_bytes": total,
-        "bytes_per_image": total / max(len(m), 1),
-        "checksums": "ok" if verify else "not checked",
+        "bytes_per_image": total / n,
+        "bytes_per_place": {
+            **{k: v / n for k, v in per_kind.items()},
+            **{f"extra:{x}": v / n for x, v in per_extra.items()},
+        },
+        "checksums": {"full": "verified (full)", False: "not checked"}.get(verify, "ok"),
         "history": man.get("history", []),
     }

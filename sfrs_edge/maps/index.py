@@ -1,7 +1,7 @@
 """Nearest-neighbour search over unit descriptors by inner product: exact and HNSW.
 
 Exact search is one matrix product plus ``argpartition`` and is the default below
-:data:`AUTO_HNSW_THRESHOLD` images (DESIGN.md §4). HNSW (hnswlib, space ``ip``) for larger
+:data:`AUTO_HNSW_THRESHOLD` images (docs/DESIGN.md §4). HNSW (hnswlib, space ``ip``) for larger
 maps; ``ef`` can be changed per query.
 """
 
@@ -55,9 +55,18 @@ class IndexConfig:
             raise MapError(f"manifest index section is malformed ({exc})") from None
 
 
+def check_k(k: int) -> None:
+    """One rule for every ``k`` (search, ranking, localizing): at least 1, else ConfigError."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ConfigError(f"k must be at least 1, got {k!r}")
+
+
 def top_k(sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and values of the k largest entries per row, best first."""
+    """Indices and values of the k largest entries per row, best first (k capped at the
+    row length)."""
+    check_k(k)
     n = sims.shape[1]
+    k = min(k, n)
     if k < n:
         part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
     else:
@@ -69,19 +78,48 @@ def top_k(sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
+BLOCK_ROWS = 16384  # float16 rows converted to float32 at a time
+
+
+def similarities(queries: np.ndarray, block: np.ndarray) -> np.ndarray:
+    """``queries @ block.T`` in float32 (float16 blocks converted in slices of BLOCK_ROWS)."""
+    if block.dtype == np.float32:
+        return queries @ block.T
+    out = np.empty((len(queries), len(block)), np.float32)
+    for a in range(0, len(block), BLOCK_ROWS):
+        out[:, a : a + BLOCK_ROWS] = queries @ np.asarray(block[a : a + BLOCK_ROWS], np.float32).T
+    return out
+
+
 class ExactIndex:
-    """Brute force: ``queries @ descriptors.T``."""
+    """Brute force over one or more row blocks (float32 or float16): ``queries @ rows.T``.
+
+    ``blocks``: one (n, dim) array, or a list of them (segments, rows in order)."""
 
     type = "exact"
 
-    def __init__(self, descriptors: np.ndarray) -> None:
-        self.descriptors = descriptors
+    def __init__(self, blocks: np.ndarray | list[np.ndarray]) -> None:
+        self.blocks = [blocks] if isinstance(blocks, np.ndarray) else list(blocks)
+
+    @property
+    def descriptors(self) -> np.ndarray:
+        if len(self.blocks) == 1 and self.blocks[0].dtype == np.float32:
+            return self.blocks[0]
+        return np.concatenate([np.asarray(b, np.float32) for b in self.blocks])
+
+    def __len__(self) -> int:
+        return sum(len(b) for b in self.blocks)
+
+    def scores(self, queries: np.ndarray) -> np.ndarray:
+        """(n, rows) similarities to every row."""
+        if len(self.blocks) == 1:
+            return similarities(queries, self.blocks[0])
+        return np.concatenate([similarities(queries, b) for b in self.blocks], axis=1)
 
     def search(
         self, queries: np.ndarray, k: int, ef: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        sims = queries @ self.descriptors.T
-        return top_k(sims, k)
+        return top_k(self.scores(queries), k)
 
 
 class HnswIndex:
@@ -112,12 +150,15 @@ class HnswIndex:
         return cls(index, config)
 
     @classmethod
-    def load(cls, path: Path, dim: int, count: int, config: IndexConfig) -> HnswIndex:
+    def load(
+        cls, path: Path | str, dim: int, count: int, config: IndexConfig, spare: int = 0
+    ) -> HnswIndex:
+        """Load an index file; ``spare``: room for that many more items (``add``)."""
         import hnswlib
 
         index = hnswlib.Index(space="ip", dim=dim)
         try:
-            index.load_index(str(path), max_elements=max(count, 1))
+            index.load_index(str(path), max_elements=max(count + spare, 1))
         except (RuntimeError, OSError, ValueError) as exc:
             raise MapError(f"{path}: cannot load the HNSW index ({exc}); rebuild the map") from None
         if index.get_current_count() != count:
@@ -138,6 +179,13 @@ class HnswIndex:
 
     def __len__(self) -> int:
         return self._index.get_current_count()
+
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        """The stored float32 vectors of rows ``ids`` (exact scoring of selected rows)."""
+        ids = np.asarray(ids, np.int64).ravel()
+        if len(ids) == 0:
+            return np.zeros((0, self._index.dim), np.float32)
+        return np.asarray(self._index.get_items(ids), np.float32)
 
     def search(
         self, queries: np.ndarray, k: int, ef: int | None = None

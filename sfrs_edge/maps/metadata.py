@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,30 +84,40 @@ def write_metadata(path: Path, places: list[Place]) -> None:
         con.close()
 
 
+_COLUMNS = "id, name, path, position_kind, x, y, z, lat, lon, heading, timestamp, sequence, frame"
+
+
+def select_columns() -> str:
+    """The columns :func:`place_from_row` expects, in order."""
+    return _COLUMNS
+
+
+def place_from_row(row: tuple) -> Place:
+    pid, name, src, kind, x, y, z, lat, lon, heading, ts, seq, frame = row
+    if kind == "latlon":
+        pos = (lat, lon)
+    elif kind == "xy":
+        pos = (x, y)
+    elif kind == "xyz":
+        pos = (x, y, z)
+    else:
+        pos = None
+    return Place(pid, name, src, pos, kind, heading, ts, seq, frame)
+
+
+def sqlite_readonly(path: str) -> sqlite3.Connection:
+    """Open an SQLite file read-only whatever characters its path holds (``%``, ``#``, ``?``):
+    the path is percent-encoded into the URI, so it can never name another file or create one."""
+    uri = "file:" + urllib.parse.quote(os.fspath(path), safe="/") + "?mode=ro&immutable=1"
+    return sqlite3.connect(uri, uri=True, check_same_thread=False)
+
+
 def read_metadata(path: Path) -> list[Place]:
-    """All places, ordered by id. Raises MapError when the database is unreadable."""
+    """All places of a metadata file, ordered by id (MapError when unreadable)."""
     try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise MapError(f"{path}: cannot open map metadata ({exc})") from None
-    try:
-        rows = con.execute(
-            "SELECT id, name, path, position_kind, x, y, z, lat, lon, heading, timestamp, "
-            "sequence, frame FROM places ORDER BY id"
-        ).fetchall()
+        con = sqlite_readonly(str(path))
+        rows = con.execute(f"SELECT {_COLUMNS} FROM places ORDER BY id").fetchall()
+        con.close()
     except sqlite3.Error as exc:
         raise MapError(f"{path}: map metadata is corrupt ({exc}); rebuild the map") from None
-    finally:
-        con.close()
-    places = []
-    for pid, name, src, kind, x, y, z, lat, lon, heading, ts, seq, frame in rows:
-        if kind == "latlon":
-            pos = (lat, lon)
-        elif kind == "xy":
-            pos = (x, y)
-        elif kind == "xyz":
-            pos = (x, y, z)
-        else:
-            pos = None
-        places.append(Place(pid, name, src, pos, kind, heading, ts, seq, frame))
-    return places
+    return [place_from_row(r) for r in rows]

@@ -18,6 +18,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..atomic import fsync_dir
 from ..errors import MapError
 
 log = logging.getLogger(__name__)
@@ -37,20 +38,6 @@ def fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make renames and new entries in ``path`` durable (no-op where directories can't be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - some filesystems refuse fsync on directories
-        pass
     finally:
         os.close(fd)
 
@@ -119,9 +106,10 @@ def atomic_map_dir(target: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty staging directory; on normal exit it atomically replaces ``target``.
 
     On an exception (including KeyboardInterrupt) the staging directory is removed and
-    ``target`` is untouched.
+    ``target`` is untouched. A symlinked ``target`` updates the map the link points to (the
+    link stays); a dangling link is refused.
     """
-    target = Path(target).absolute()
+    target = real_target(target)
     if not target.parent.is_dir():
         raise MapError(f"{target.parent}: output folder does not exist")
     with _lock(target):
@@ -139,6 +127,28 @@ def atomic_map_dir(target: str | os.PathLike) -> Iterator[Path]:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+
+
+def real_target(target: str | os.PathLike) -> Path:
+    """The directory an update must replace: ``target`` with symlinks resolved."""
+    target = Path(target).expanduser().absolute()
+    if target.is_symlink():
+        real = Path(os.path.realpath(target))
+        if not real.is_dir() and not _old(real).is_dir():
+            raise MapError(f"{target}: is a symlink to {real}, which is not a map; fix the link")
+        return real
+    return target
+
+
+def link_or_copy(src_folder: Path, name: str, staging: Path) -> None:
+    """Put file ``name`` of the map being updated (writers hold the lock: it cannot change)
+    into ``staging`` without copying its bytes: a hard link, O(1); else a copy."""
+    try:
+        os.link(src_folder / name, staging / name, follow_symlinks=False)
+    except FileNotFoundError:
+        raise
+    except OSError:
+        shutil.copyfile(src_folder / name, staging / name)
 
 
 def swap_in(staging: Path, target: Path) -> None:

@@ -13,12 +13,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..localize import LocalizationResult, Localizer, Match
 from .filtering import FilterConfig, TemporalFilter
+
+if TYPE_CHECKING:  # types only: localize imports this module (Localizer.stream)
+    from ..localize import LocalizationResult, Localizer, Match
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ def localize_stream(
     ``dropped`` of each result is ``frames.dropped`` when the input counts dropped frames
     (a :class:`~sfrs_edge.stream.FrameStream`), else 0.
     """
-    config = config or FilterConfig(method="none")
+    config = config or FilterConfig()
     filt = TemporalFilter(config) if config.method != "none" else None
     for n, item in enumerate(frames):
         index, ts, image, captured = _unpack(item, n)

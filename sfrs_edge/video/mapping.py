@@ -20,15 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, ImageError, MapError
+from ..errors import ConfigError, ImageError
 from ..images import resize_for_model
-from ..maps.build import _check_dim, _event, _model_section, _write
-from ..maps.index import HnswIndex, IndexConfig
+from ..maps.index import IndexConfig
 from ..maps.manifest import new_manifest
 from ..maps.map import Map
 from ..maps.metadata import Place
 from ..maps.poses import Pose
 from ..maps.store import atomic_map_dir
+from ..maps.writer import Rows, check_engine, history_event, model_section, write_map
 from .keyframes import KeyframeConfig, KeyframeSelector
 from .reader import VideoSource
 from .tracks import DEFAULT_MAX_GAP, Track
@@ -104,7 +104,7 @@ def build_map_from_video(
     progress: Callable[[int, int], None] | None = None,
 ) -> Map:
     """Write a map of ``video``'s keyframes at ``output`` (replacing a map there); see module."""
-    _check_dim(engine)
+    check_engine(engine)
     video = Path(video).expanduser()
     keyframes = keyframes or KeyframeConfig()
     trk = track if isinstance(track, Track) or track is None else Track.read(track)
@@ -132,16 +132,13 @@ def build_map_from_video(
             for i, ((idx, t), pose) in enumerate(zip(kept, poses, strict=True))
         ]
         config = IndexConfig(index, hnsw_m, ef_construction, ef).resolved(len(places))
-        hnsw = HnswIndex.build(desc, config) if config.type == "hnsw" else None
-        if not np.isfinite(desc).all():
-            raise MapError("the model produced NaN/inf descriptors; the model file is unusable")
         count = sum(p.position is not None for p in places)
         pos_info = {
             "kind": trk.kind if trk is not None and count else None,
             "source": f"track:{Path(trk.source).name}" if trk is not None else None,
             "count": count,
         }
-        event = _event("build", len(places), source=str(video.resolve()))
+        event = history_event("build", len(places), source=str(video.resolve()))
         event.update(
             video=stats,
             keyframes={"step": keyframes.step, "min_change": keyframes.min_change},
@@ -150,13 +147,13 @@ def build_map_from_video(
             event["track"] = {"max_gap": max_gap, "offset": track_offset}
         manifest = new_manifest(
             dim=engine.dim,
-            model=_model_section(engine),
+            model=model_section(engine),
             index=config.to_manifest(),
             count=len(places),
             positions=pos_info,
             history=[event],
         )
-        _write(staging, manifest, desc, places, hnsw)
+        write_map(staging, manifest, Rows(desc, places), config, "float32")
     if stats["corrupt_frames"]:
         log.warning("%s: skipped %d corrupt frames", video, stats["corrupt_frames"])
     return Map.open(output, expect_fingerprint=engine.fingerprint)
