@@ -35,7 +35,6 @@ class ExportReport:
     parity: verify.Parity
     seconds: float
     precision: str
-    parity: verify.Parity | None = None
 
     @property
     def size_bytes(self) -> int:
@@ -54,17 +53,8 @@ class ExportReport:
         return self.parity.num_images
 
     def line(self) -> str:
-<<<<<<< HEAD
-        if self.parity is not None:
-            return self.parity.line()
-        return (
-            f"parity vs torch fp32: min cosine {self.min_cos:.6f}, mean {self.mean_cos:.6f} "
-            f"on {self.num_images} images"
-        )
-=======
         """The parity line (one wording, owned by :class:`verify.Parity`)."""
         return self.parity.line()
->>>>>>> main
 
 
 def prepare(
@@ -139,18 +129,12 @@ def export_model(
         raise ConfigError(f"{output}: is a directory; give a file name such as model.onnx")
     output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(output) as tmp:  # verified before it replaces anything at output
-<<<<<<< HEAD
-        write_onnx(exported, tmp, info, opset=opset, local=local)
-        del exported
-        result = verify.parity(tmp, ref, images, local=local)
-=======
-        model = write_onnx(exported, tmp, info, opset=opset)
+        model = write_onnx(exported, tmp, info, opset=opset, local=local)
         del exported
         # Refuse before reporting success what TensorRT's parser would refuse on the device.
         check_tensorrt_compatible(model, output)
         del model
-        result = verify.parity(tmp, ref, images)
->>>>>>> main
+        result = verify.parity(tmp, ref, images, local=local)
         log.info("%s", result.line())
         verify.check(result, precision, output)
     return ExportReport(
@@ -159,7 +143,6 @@ def export_model(
         parity=result,
         seconds=round(time.time() - t0, 2),
         precision=precision,
-        parity=result,
     )
 
 

@@ -125,42 +125,20 @@ def test_export_emits_static_local_outputs_and_engine_reports_them(local_onnx, g
     assert empty[LOCAL_XY].shape == (0, 32, 2)
 
 
-class MapWithExtras:
-    """Stands in for the map's per-place extras (contract 1) until maps store them."""
-
-    def __init__(self, base, extras: dict[str, np.ndarray]) -> None:
-        self._base, self._extras = base, extras
-
-    def __getattr__(self, name):
-        return getattr(self._base, name)
-
-    def __len__(self) -> int:
-        return len(self._base)
-
-    @property
-    def extras(self) -> tuple[str, ...]:
-        return tuple(self._extras)
-
-    def extra(self, name: str) -> np.ndarray:
-        return self._extras[name]
-
-
 @pytest.fixture(scope="module")
-def local_map(tmp_path_factory, local_onnx, gardens_point):
-    from sfrs_edge.images import load_for_model
+def local_map(tmp_path_factory, local_onnx, tiny_onnx, gardens_point):
+    """Maps of 20 day_left images: one built by the re-ranking model (local features stored as
+    map extras), one by the plain export of the same weights (none stored)."""
     from sfrs_edge.maps import Map, build_map
 
-    engine = Engine.open(local_onnx[0])
     folder = tmp_path_factory.mktemp("mapsrc")
-    files = list_images(gardens_point / "day_left")[:40:2]
-    for p in files:
+    for p in list_images(gardens_point / "day_left")[:40:2]:
         (folder / p.name).symlink_to(p)
-    path = tmp_path_factory.mktemp("map") / "map"
-    build_map(engine, folder, path)
-    opened = Map.open(path)
-    batch = np.stack([load_for_model(p, engine.info.preprocessing) for p in list_images(folder)])
-    out = engine.embed_all(batch)
-    return engine, opened, MapWithExtras(opened, {k: out[k] for k in (LOCAL_FEATURES, LOCAL_XY)})
+    engine = Engine.open(local_onnx[0])
+    root = tmp_path_factory.mktemp("maps")
+    build_map(engine, folder, root / "local")
+    build_map(Engine.open(tiny_onnx), folder, root / "plain")
+    return engine, Map.open(root / "plain"), Map.open(root / "local")
 
 
 def test_localizer_reranks_with_map_local_features(local_map, gardens_point):

@@ -83,32 +83,50 @@ def fine_channels(backbone: str) -> int:
 
 
 def weight_map(net: nn.Module, final: torch.Tensor, kind: str) -> torch.Tensor:
-    """Per-location weight (N, H, W) of the final feature map ``final`` (N, D, H, W)."""
-    n, _, h, w = final.shape
+    """Per-location weight (N, H, W) of the final feature map ``final`` (N, D, H, W).
+
+    Static shapes only (sizes as Python ints, -1 for the batch): the exported graph must pass
+    the TensorRT check of :mod:`sfrs_edge.export.trt_compat` (no Shape arithmetic).
+    """
+    d, h, w = (int(v) for v in final.shape[1:])
     if kind == "uniform":
-        return torch.zeros(n, h, w, dtype=final.dtype, device=final.device)
+        return final[:, 0].float() * 0.0
     if kind == "norm":
         return torch.sqrt((final.float() ** 2).sum(1))
     vlad = net.netvlad
+    k = vlad.num_clusters
     xn = vlad.local_features(final).float()
     logits = F.conv2d(xn, vlad.conv.weight.float())
     assign = torch.softmax(logits, dim=1)  # N,K,H,W
     if kind == "confidence":
-        return assign.max(dim=1).values
-    a = assign.reshape(n, vlad.num_clusters, h * w)
-    feats = xn.reshape(n, xn.shape[1], h * w)
+        return torch.amax(assign, dim=1)
+    a = assign.reshape(-1, k, h * w)
+    feats = xn.reshape(-1, d, h * w)
     centroids = vlad.centroids.float()
-    raw = torch.bmm(a, feats.transpose(1, 2)) - a.sum(2, keepdim=True) * centroids  # N,K,D
+    raw = torch.matmul(a, feats.transpose(1, 2)) - a.sum(2, keepdim=True) * centroids  # N,K,D
     knorm = torch.sqrt((raw * raw).sum(-1)).clamp_min(1e-12)  # N,K
     vn = raw / knorm.unsqueeze(-1)
     z = torch.sqrt((vn * vn).sum((1, 2))).clamp_min(1e-12)  # N
-    g = vn.flatten(1) / z.unsqueeze(1)
+    g = vn.reshape(-1, k * d) / z.unsqueeze(1)
     if net.pca is not None:  # ⟨W c, normalize(Wg+b)⟩ = ⟨c, Wᵀ g_w⟩ (fp32 even in fp16 exports)
         wt, b = net.pca.linear.weight.float(), net.pca.linear.bias.float()
         g = l2_normalize(g @ wt.t() + b, dim=-1) @ wt
-    u = g.reshape(n, vlad.num_clusters, -1) / (knorm * z.unsqueeze(1)).unsqueeze(-1)  # N,K,D
-    along = torch.bmm(u, feats) - (u * centroids).sum(-1, keepdim=True)  # N,K,HW
-    return (a * along).sum(1).reshape(n, h, w)
+    u = g.reshape(-1, k, d) / (knorm * z.unsqueeze(1)).unsqueeze(-1)  # N,K,D
+    along = torch.matmul(u, feats) - (u * centroids).sum(-1, keepdim=True)  # N,K,HW
+    return (a * along).sum(1).reshape(-1, h, w)
+
+
+def _interp_matrix(n_out: int, n_in: int) -> torch.Tensor:
+    """(n_out, n_in) linear-interpolation weights (half-pixel centres, edges clamped): a
+    resize as a constant MatMul, which keeps the graph free of Resize shape inputs."""
+    m = np.zeros((n_out, n_in), np.float32)
+    for i in range(n_out):
+        src = min(max((i + 0.5) * n_in / n_out - 0.5, 0.0), n_in - 1)
+        i0 = int(np.floor(src))
+        i1 = min(i0 + 1, n_in - 1)
+        m[i, i0] += 1 - (src - i0)
+        m[i, i1] += src - i0
+    return torch.from_numpy(m)
 
 
 class LocalHead(nn.Module):
@@ -128,28 +146,34 @@ class LocalHead(nn.Module):
 
     def select(self, weights: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Flat indices (N, P) of the kept cells of a (N, H, W) weight map resized to ``size``."""
-        if weights.shape[-2:] != size:
-            weights = F.interpolate(weights[:, None], size=size, mode="bilinear")[:, 0]
+        h, w = (int(v) for v in size)
+        if tuple(int(v) for v in weights.shape[-2:]) != (h, w):
+            rh = _interp_matrix(h, int(weights.shape[-2]))
+            rw = _interp_matrix(w, int(weights.shape[-1]))
+            weights = torch.matmul(torch.matmul(rh, weights), rw.t())
         r = self.config.nms_radius
-        if r:
-            peak = F.max_pool2d(weights[:, None], 2 * r + 1, stride=1, padding=r)[:, 0]
-            weights = weights - (weights < peak).to(weights.dtype) * SUPPRESSED
-        flat = weights.flatten(1)
-        p = min(self.config.num_features, flat.shape[1])
-        return torch.topk(flat, p, dim=1).indices
+        if r:  # cells below their neighbourhood's maximum rank after every peak
+            peak = F.max_pool2d(weights.unsqueeze(1), 2 * r + 1, stride=1, padding=r).squeeze(1)
+            below = torch.clamp((peak - weights) * 1e6, 0.0, 1.0)  # 1 below a peak, 0 at it
+            weights = weights - below * SUPPRESSED
+        p = min(self.config.num_features, h * w)
+        return torch.topk(weights.reshape(-1, h * w), p, dim=1).indices
 
     def describe(self, dense: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(descriptors (N, P, dim) float16, pixel xy (N, P, 2) float32) at flat cells ``idx``."""
-        n, c, h, w = dense.shape
-        feats = l2_normalize(dense.float(), dim=1).flatten(2).transpose(1, 2)  # N,HW,C
-        picked = torch.gather(feats, 1, idx.unsqueeze(-1).expand(-1, -1, c))
-        desc = l2_normalize((picked - self.mean) @ self.components.t(), dim=-1)
+        """(descriptors (N, P, dim) float16, pixel xy (N, P, 2) float32) at flat cells ``idx``.
+
+        Gathering is a one-hot MatMul (one-hot = clip(1 − (idx − cell)², 0, 1)): TensorRT-safe
+        ops only, and P·HW·C multiply-adds, small beside the backbone."""
+        c, h, w = (int(v) for v in dense.shape[1:])
+        feats = l2_normalize(dense.float(), dim=1).reshape(-1, c, h * w).transpose(1, 2)
+        cells = np.arange(h * w, dtype=np.float32)  # numpy: constants in the traced graph
         ih, iw = self.input_size
-        col = idx % w
-        row = (idx - col).float() / w  # exact: no floor division (it exports as Xor/Where)
-        col = col.float()
-        xy = torch.stack([(col + 0.5) * (iw / w), (row + 0.5) * (ih / h)], dim=-1)
-        return desc.half(), xy
+        table = np.stack([(cells % w + 0.5) * (iw / w), (cells // w + 0.5) * (ih / h)], axis=-1)
+        diff = idx.float().unsqueeze(-1) - torch.from_numpy(cells)  # N,P,HW
+        onehot = torch.clamp(1.0 - diff * diff, 0.0, 1.0)
+        picked = torch.matmul(onehot, feats)  # N,P,C
+        desc = l2_normalize((picked - self.mean) @ self.components.t(), dim=-1)
+        return desc.half(), torch.matmul(onehot, torch.from_numpy(table.astype(np.float32)))
 
     def forward(
         self, net: nn.Module, fine: torch.Tensor, final: torch.Tensor

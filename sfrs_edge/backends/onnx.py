@@ -13,22 +13,13 @@ from ..errors import ConfigError, ModelError
 from ..model_info import INPUT_NAME, METADATA_KEY, OUTPUT_NAME
 from .providers import CPU, CUDA, ORDER, TENSORRT, ordered, provider_options
 
-<<<<<<< HEAD
-PROVIDERS = {
-    "tensorrt": "TensorrtExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "cpu": "CPUExecutionProvider",
-}
-AUTO_ORDER = ("tensorrt", "cuda", "cpu")
+PROVIDERS = {"tensorrt": TENSORRT, "cuda": CUDA, "cpu": CPU}
 ORT_DTYPES = {
     "tensor(float)": "float32",
     "tensor(float16)": "float16",
     "tensor(int64)": "int64",
     "tensor(int32)": "int32",
 }
-=======
-PROVIDERS = {"tensorrt": TENSORRT, "cuda": CUDA, "cpu": CPU}
->>>>>>> main
 
 
 def choose_providers(backend: str) -> list[str]:

@@ -76,18 +76,17 @@ def _verify_folder(verify_images: Path | None, provenance: dict, checkpoint: Pat
     help="Also build a TensorRT engine here (needs TensorRT and a GPU).",
 )
 @click.option(
-<<<<<<< HEAD
-    "--rerank/--no-rerank",
-    default=None,
-    help="Also emit local features for re-ranking [default: when the checkpoint has a "
-    "local-feature PCA; --rerank fits one on the verification folder when it has none].",
-=======
     "--engine-batch",
     type=(click.IntRange(min=1), click.IntRange(min=1)),
     default=(1, 8),
     show_default=True,
     help="The engine's tuned (opt) and largest (max) batch; the smallest is 1.",
->>>>>>> main
+)
+@click.option(
+    "--rerank/--no-rerank",
+    default=None,
+    help="Also emit local features for re-ranking [default: when the checkpoint has a "
+    "local-feature PCA; --rerank fits one on the verification folder when it has none].",
 )
 @click.option("--workspace-gb", type=float, default=4.0, show_default=True, hidden=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -100,14 +99,10 @@ def export_command(
     verify_images,
     verify_count,
     engine,
-<<<<<<< HEAD
+    engine_batch,
     rerank,
     workspace_gb,
-=======
-    engine_batch,
-    workspace_gb,
     as_json=False,
->>>>>>> main
 ):
     """Export CHECKPOINT [default: $SFRS_EDGE_HOME/checkpoint.pt] to a verified ONNX model."""
     require_extra("export", "export", "torch", "onnx")
@@ -126,7 +121,6 @@ def export_command(
     folder = _verify_folder(verify_images, provenance, checkpoint)
     images = pick_verify_images(folder, verify_count)
     provenance = {**provenance, "checkpoint": str(Path(checkpoint).resolve())}
-<<<<<<< HEAD
     if rerank is None:
         rerank = bool(read_checkpoint(checkpoint).get("local"))
     local = None
@@ -134,11 +128,9 @@ def export_command(
         local = local_head(checkpoint, net, pick_verify_images(folder, LOCAL_FIT_COUNT))
     click.echo(
         f"export: {checkpoint} -> {output} ({'fp16' if fp16 else 'fp32'}"
-        f"{', with re-ranking local features' if local is not None else ''})"
+        f"{', with re-ranking local features' if local is not None else ''})",
+        err=as_json,
     )
-=======
-    click.echo(f"export: {checkpoint} -> {output} ({'fp16' if fp16 else 'fp32'})", err=as_json)
->>>>>>> main
     report = export_model(
         net,
         output,

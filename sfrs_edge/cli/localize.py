@@ -185,15 +185,11 @@ def localize_command(
         source = str(video) if video is not None else camera
         run_stream(loc, source, fps, all_frames, config, as_json, timings)
         return
-<<<<<<< HEAD
     loc = open_localizer(
         model_path, map_path, k=k, backend=backend, threads=threads, ef=ef, rerank=rerank
     )
-=======
-    loc = open_localizer(model_path, map_path, k=k, backend=backend, threads=threads, ef=ef)
     if show is not None:
         return _show(loc, _frames(frames), show, as_json)
->>>>>>> main
     failed = 0
     for frame in _frames(frames):
         try:

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
 from ..model_info import LOCAL_FEATURES, LOCAL_XY
 from .config import RerankConfig
 from .rerank import RerankResult, rerank
@@ -55,8 +54,7 @@ class RerankStage:
     """Re-ranks a query's global candidates with the map's stored local features."""
 
     config: RerankConfig
-    features: np.ndarray  # (count, P, D) float16, memory-mapped
-    xy: np.ndarray  # (count, P, 2)
+    map: Any  # reads candidates' rows of the map extras (memory-mapped)
 
     @classmethod
     def create(cls, engine: Any, the_map: Any, config: RerankConfig) -> RerankStage | None:
@@ -65,10 +63,11 @@ class RerankStage:
         if reason is not None:
             log.warning("re-ranking off, answering from the global descriptor only: %s", reason)
             return None
-        feats, xy = the_map.extra(LOCAL_FEATURES), the_map.extra(LOCAL_XY)
-        if len(feats) != len(the_map) or len(xy) != len(the_map):
-            raise ConfigError(f"map {the_map.path}: local features are not aligned with its places")
-        return cls(config, feats, xy)
+        return cls(config, the_map)
+
+    def _rows(self, name: str, ids: np.ndarray) -> np.ndarray:
+        read = getattr(self.map, "extra_rows", None)
+        return read(name, ids) if read is not None else self.map.extra(name)[ids]
 
     def apply(
         self, outputs: dict[str, np.ndarray], ids: np.ndarray, sims: np.ndarray
@@ -76,9 +75,7 @@ class RerankStage:
         """Re-rank the first ``config.k`` of (ids, sims); the rest keep their global order."""
         k = min(self.config.k, len(ids))
         head = ids[:k]
-        rows = np.sort(head)  # memory maps read fastest in order
-        pos = np.searchsorted(rows, head)
-        feats, xy = self.features[rows][pos], self.xy[rows][pos]
+        feats, xy = self._rows(LOCAL_FEATURES, head), self._rows(LOCAL_XY, head)
         result = rerank(
             outputs[LOCAL_FEATURES], outputs[LOCAL_XY], feats, xy, sims[:k], self.config
         )
