@@ -171,3 +171,19 @@ def test_map_without_local_features_answers_globally_and_says_so(local_map, gard
     result = loc.localize_file(frame)
     assert not result.reranked
     assert result.best.id == Localizer(engine, plain, k=5).localize_file(frame).best.id
+
+
+def test_cli_localize_rerank(local_onnx, local_map, gardens_point):
+    from click.testing import CliRunner
+
+    from sfrs_edge.cli import main
+
+    _, plain, local = local_map
+    frame = str(list_images(gardens_point / "day_right")[10])
+    args = ["localize", frame, "--model", str(local_onnx[0]), "--rerank", "5", "--timings"]
+    run = CliRunner().invoke(main, [*args, "--map", str(local.path)])
+    assert run.exit_code == 0, run.output
+    assert "inliers" in run.output and "rerank" in run.output
+    run = CliRunner().invoke(main, [*args, "--map", str(plain.path), "--json"])
+    assert run.exit_code == 0, run.output
+    assert '"reranked": false' in run.output
