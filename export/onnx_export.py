@@ -22,6 +22,7 @@ from onnx import shape_inference
 from sfrs_edge.train.model import ExportWrapper, SFRSNet
 
 from sfrs_edge.errors import ModelError
+from sfrs_edge.model_digest import DIGEST_KEY, file_digest
 from sfrs_edge.model_info import (
     INPUT_NAME,
     LOCAL_FEATURES,
@@ -33,6 +34,7 @@ from sfrs_edge.model_info import (
 
 from .trt_compat import static_output_dims
 
+__all__ = ["check_graph", "graph_summary", "stamp_digest", "write_onnx"]
 FORBIDDEN_OPS = ("Einsum",)  # docs/DESIGN.md §3.1: no einsum in exported graphs
 
 
@@ -78,6 +80,27 @@ def write_onnx(
     model.producer_name = "sfrs-edge"
     model.producer_version = info.package_version
     onnx.save(model, str(path))
+    return stamp_digest(path, model)
+
+
+def stamp_digest(path: str | os.PathLike, model: onnx.ModelProto | None = None) -> onnx.ModelProto:
+    """Record the content digest (:mod:`sfrs_edge.model_digest`) in the ONNX file at ``path``.
+
+    Call it last, after every other change to the model: the runtime refuses a file whose
+    content no longer matches. Works for any sfrs-edge ONNX (e.g. a quantised copy).
+    """
+    model = onnx.load(str(path)) if model is None else model
+    stale = [i for i, e in enumerate(model.metadata_props) if e.key == DIGEST_KEY]
+    for i in reversed(stale):
+        del model.metadata_props[i]
+    if stale:
+        onnx.save(model, str(path))
+    digest, _ = file_digest(path)
+    model.metadata_props.add(key=DIGEST_KEY, value=digest)
+    onnx.save(model, str(path))
+    check, meta = file_digest(path)
+    if check != digest or meta.get(DIGEST_KEY) != digest:
+        raise ModelError(f"{path}: content digest changed when it was stored (protobuf layout)")
     return model
 
 

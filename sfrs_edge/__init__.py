@@ -3,6 +3,8 @@
 The runtime package. It reads exported model files and maps; it never imports torch.
 """
 
+from . import _opencv_limits  # noqa: F401  (must run before anything imports cv2)
+
 __version__ = "0.1.0"
 
 __all__ = ["Engine", "LocalizationResult", "Localizer", "Map", "__version__"]

@@ -22,6 +22,7 @@ failures, the path where a file fetched by hand should be put.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import re
@@ -163,7 +164,7 @@ def _transfer(url, part, limit, timeout, progress, opener, what, dest) -> None:
         ) from None
     except TimeoutError as exc:
         raise _Retryable(f"timed out after {timeout:g} s") from exc
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise DownloadError(
             f"cannot download {what} from {url} ({reason}); download it by hand to {dest}"
@@ -195,7 +196,7 @@ def _transfer(url, part, limit, timeout, progress, opener, what, dest) -> None:
                         progress(done, total)
             except TimeoutError:
                 raise _Retryable(f"no data for {timeout:g} s") from None
-            except (OSError, ValueError) as exc:  # http.client.IncompleteRead, resets
+            except (OSError, ValueError, http.client.HTTPException) as exc:  # short reads, resets
                 raise _Retryable(f"transfer broke off ({type(exc).__name__})") from None
     if total is not None and done < total:
         raise _Retryable(f"got {done} of {total} bytes")

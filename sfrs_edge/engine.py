@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError, ImageError, ModelError
+from .errors import ConfigError, ImageError, ModelError, SfrsEdgeError
 from .images import load_for_model, resize_for_model, to_bgr8
+from .model_digest import verify_model_file
 from .model_info import METADATA_KEY, OUTPUT_NAME, ModelInfo
 
 BACKENDS = ("auto", "cpu", "cuda", "tensorrt")
@@ -39,6 +40,20 @@ def _check_file(path: Path) -> None:
         raise ModelError(f"{path}: model file is empty (0 bytes)")
 
 
+def _check_output_dim(runner, info: ModelInfo, path: Path) -> None:
+    session = getattr(runner, "session", None)
+    if session is None:
+        return
+    for out in session.get_outputs():
+        if out.name == OUTPUT_NAME:
+            shape = list(out.shape)
+            if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != info.descriptor_dim):
+                raise ModelError(
+                    f"{path}: graph output {OUTPUT_NAME!r} has shape {shape}, the metadata "
+                    f"says (N, {info.descriptor_dim}); the model file is inconsistent"
+                )
+
+
 def _check_info(info: ModelInfo, path: Path) -> None:
     pre = info.preprocessing
     if pre.layout != "NHWC" or pre.dtype != "uint8":
@@ -47,6 +62,9 @@ def _check_info(info: ModelInfo, path: Path) -> None:
         )
     if info.descriptor_dim < 1 or pre.height < 1 or pre.width < 1:
         raise ModelError(f"{path}: model metadata has impossible sizes")
+
+
+NORM_TOLERANCE = 1e-2  # |‖d‖ − 1|; fp16 exports stay within 1e-3
 
 
 def check_finite(desc: np.ndarray, what: str = "descriptor") -> np.ndarray:
@@ -61,13 +79,47 @@ def check_finite(desc: np.ndarray, what: str = "descriptor") -> np.ndarray:
     return desc
 
 
+def check_descriptors(desc: np.ndarray, dim: int, what: str) -> np.ndarray:
+    """Raise :class:`ModelError` unless ``desc`` is finite, unit-length rows of ``dim`` values.
+
+    A model whose output breaks the contract would give similarities outside [-1, 1] and
+    confident wrong answers, so this runs on every output (it costs one pass over the rows).
+    """
+    if desc.ndim != 2 or desc.shape[1] != dim:
+        raise ModelError(
+            f"{what}: the model produced descriptors of shape {desc.shape[1:]}, its metadata "
+            f"says {dim} values; the model file is inconsistent (re-export it)"
+        )
+    check_finite(desc, what)
+    norms = np.linalg.norm(desc.astype(np.float64), axis=1)
+    off = np.abs(norms - 1.0) > NORM_TOLERANCE
+    if off.any():
+        raise ModelError(
+            f"{what}: the model produced descriptors of length {norms[off][0]:.4g}, not unit "
+            "length; it is not an L2-normalised sfrs-edge export (re-export it)"
+        )
+    return desc
+
+
+def _run(what: str, fn: Callable, *args):
+    """Call the backend; its own exception types become ModelError naming the model."""
+    try:
+        return fn(*args)
+    except SfrsEdgeError:
+        raise
+    except Exception as exc:  # onnxruntime/TensorRT raise their own types
+        msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{what}: inference failed ({msg})") from exc
+
+
 class Engine:
     """A loaded model. Create with :meth:`Engine.open`."""
 
-    def __init__(self, path: Path, info: ModelInfo, backend) -> None:
+    def __init__(self, path: Path, info: ModelInfo, backend, verified: bool = False) -> None:
         self.path = path
         self.info = info
         self.backend = backend
+        self.verified = verified  # content digest checked at open
         pre = info.preprocessing
         self._frame_in = np.zeros((1, pre.height, pre.width, 3), np.uint8)
         self._frame_out = np.zeros((1, info.descriptor_dim), np.float32)
@@ -107,6 +159,7 @@ class Engine:
                     "rebuild it with `sfrs-edge export --engine`"
                 )
             runner = TensorRTBackend(path, side)
+            verified = False
         else:
             with open(path, "rb") as f:
                 head = f.read(64)
@@ -117,8 +170,10 @@ class Engine:
                 )
             from .backends.onnx import OnnxBackend
 
+            verified = verify_model_file(path)  # before onnxruntime parses the file
             runner = OnnxBackend(path, backend, threads)
             info = cls._parse_info(runner.metadata(), path)
+            _check_output_dim(runner, info, path)
             shape = runner.input_shape()
             want = [info.preprocessing.height, info.preprocessing.width, 3]
             if len(shape) != 4 or [s if isinstance(s, int) else -1 for s in shape[1:]] != want:
@@ -127,7 +182,7 @@ class Engine:
                     f"(N, {want[0]}, {want[1]}, 3)"
                 )
         _check_info(info, path)
-        return cls(path, info, runner)
+        return cls(path, info, runner, verified)
 
     @classmethod
     def _engine_info(cls, path: Path, side: dict) -> ModelInfo:
@@ -202,9 +257,15 @@ class Engine:
             return np.zeros((0, self.dim), np.float32)
         batch = np.ascontiguousarray(batch)
         step = self.backend.max_batch or len(batch)
-        parts = [self.backend.run(batch[i : i + step]) for i in range(0, len(batch), step)]
+        what = str(self.path)
+        parts = [
+            _run(what, self.backend.run, batch[i : i + step]) for i in range(0, len(batch), step)
+        ]
         out = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        return check_finite(np.asarray(out, np.float32), str(self.path))
+        out = np.asarray(out, np.float32)
+        if out.shape[:1] != (len(batch),):
+            raise ModelError(f"{what}: the model returned {out.shape} for a batch of {len(batch)}")
+        return check_descriptors(out, self.dim, what)
 
     @property
     def extra_outputs(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
@@ -263,13 +324,13 @@ class Engine:
         with self._lock:
             resize_for_model(frame, self.info.preprocessing, out=self._frame_in[0])
             t1 = time.perf_counter()
-            self._run_frame()
+            _run(str(self.path), self._run_frame)
             desc = self._frame_out[0].copy()
             t2 = time.perf_counter()
             self.last_timings = {"preprocess": t1 - t0, "inference": t2 - t1}
             if timings is not None:
                 timings.update(self.last_timings)
-        return check_finite(desc, "frame descriptor")
+        return check_descriptors(desc[None], self.dim, f"{self.path}: frame descriptor")[0]
 
     def embed_files(
         self,

@@ -2,6 +2,17 @@
 
 One place decides how a file becomes the uint8 array a model sees, so the torch model and the
 exported model are always fed identical pixels.
+
+**Bounded decoding.** Reading one image never takes more than about
+``MAX_FILE_BYTES + 3 · MAX_PIXELS`` bytes (256 MiB of file + 300 MB of 8-bit BGR pixels), plus
+the model-sized resize output: only regular files are opened (non-blocking, so a FIFO cannot
+hang the caller; devices such as ``/dev/zero`` are refused), the file size is capped before it
+is read, and the dimensions in the header (JPEG SOF, PNG IHDR, BMP, WebP, TIFF, PNM) are checked
+against ``MAX_PIXELS`` before any pixel is decoded. Other formats rely on OpenCV's own limit,
+``OPENCV_IO_MAX_IMAGE_PIXELS``, which OpenCV reads once when ``cv2`` is imported: sfrs-edge sets
+it (if unset) before its first ``import cv2``; when ``cv2`` was imported earlier by the caller
+with a larger limit, such formats are refused. Every OpenCV error becomes an :class:`ImageError`
+naming the file.
 """
 
 from __future__ import annotations
@@ -9,15 +20,30 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import cv2
+import cv2  # noqa: E402, I001
 import numpy as np
 
+from ._opencv_limits import MAX_PIXELS, opencv_limit_active  # sets the limit before cv2 loads
+from .bounded_read import display_name, read_bounded
 from .errors import ImageError
+from .image_header import HeaderError, image_size
 from .model_info import Preprocessing
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 MIN_SIDE = 16
-MAX_PIXELS = 100_000_000  # 100 MP: far above any camera frame, below cv2's own limit
+MAX_FILE_BYTES = 256 * 2**20  # a 100 MP PNG of a real scene is well below this
+__all__ = ["MAX_PIXELS", "MAX_FILE_BYTES", "MIN_SIDE", "decode_image", "read_image"]
+
+
+def check_utf8_name(path: str | os.PathLike) -> None:
+    """Refuse a file name that is not valid UTF-8: it could not be stored in a map's metadata
+    (SQLite, JSON) or printed; renaming the file is the fix."""
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ImageError(
+            f"{display_name(path)}: file name is not valid UTF-8; rename the file"
+        ) from None
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
@@ -41,6 +67,8 @@ def to_bgr8(image: np.ndarray, source: str = "image") -> np.ndarray:
         raise ImageError(
             f"{source}: expected an HxW or HxWxC array, got {getattr(image, 'shape', type(image))}"
         )
+    if image.size == 0:
+        raise ImageError(f"{source}: image is empty (shape {image.shape})")
     if image.dtype == np.uint16:
         image = (image >> 8).astype(np.uint8)
     elif image.dtype in (np.float32, np.float64):
@@ -50,45 +78,65 @@ def to_bgr8(image: np.ndarray, source: str = "image") -> np.ndarray:
         image = np.clip(image * (255.0 / hi), 0, 255).astype(np.uint8)
     elif image.dtype != np.uint8:
         raise ImageError(f"{source}: unsupported pixel type {image.dtype}")
+    if image.ndim == 3 and image.shape[2] not in (1, 3, 4):
+        raise ImageError(f"{source}: {image.shape[2]} channels; expected 1, 3 or 4")
+    _check_size(image.shape[1], image.shape[0], source)
     if image.ndim == 2:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     elif image.shape[2] == 1:
         image = cv2.cvtColor(image[:, :, 0], cv2.COLOR_GRAY2BGR)
     elif image.shape[2] == 4:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    elif image.shape[2] != 3:
-        raise ImageError(f"{source}: {image.shape[2]} channels; expected 1, 3 or 4")
-    h, w = image.shape[:2]
+    return np.ascontiguousarray(image)
+
+
+def _check_size(w: int, h: int, source: str) -> None:
     if min(h, w) < MIN_SIDE:
         raise ImageError(f"{source}: image is {w}x{h}; at least {MIN_SIDE}x{MIN_SIDE} is needed")
     if h * w > MAX_PIXELS:
         raise ImageError(f"{source}: image is {w}x{h}, over the {MAX_PIXELS // 1_000_000} MP limit")
-    return np.ascontiguousarray(image)
 
 
 def decode_image(data: bytes, source: str = "image") -> np.ndarray:
-    """Decode encoded image bytes (JPEG, PNG, ...) to uint8 BGR HxWx3."""
+    """Decode encoded image bytes (JPEG, PNG, ...) to uint8 BGR HxWx3.
+
+    The header's dimensions are checked before decoding (see the module docstring); 16-bit
+    images are reduced to their high byte and alpha is dropped by the decoder itself, so the
+    decoded array is never larger than 3 bytes per pixel.
+    """
     if len(data) == 0:
         raise ImageError(f"{source}: file is empty (0 bytes)")
+    try:
+        size = image_size(data)
+    except HeaderError as exc:
+        raise ImageError(f"{source}: not a readable image (corrupt header: {exc})") from None
+    if size is not None:
+        _check_size(size[0], size[1], source)
+    elif not opencv_limit_active():
+        raise ImageError(
+            f"{source}: unrecognised image format (JPEG, PNG, BMP, WebP, TIFF or PNM expected)"
+        )
     buf = np.frombuffer(data, dtype=np.uint8)
-    image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+    try:
+        image = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    except cv2.error as exc:
+        raise ImageError(f"{source}: not a readable image ({opencv_message(exc)})") from None
     if image is None:
         raise ImageError(f"{source}: not a readable image (corrupt or unsupported format)")
     return to_bgr8(image, source)
 
 
+def opencv_message(exc: Exception) -> str:
+    """The last informative line of an OpenCV error (its text spans several lines)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return (lines[-1] if lines else type(exc).__name__)[:200]
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image file as uint8 BGR HxWx3, with a clear error naming the file."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ImageError(f"{path}: is a directory, not an image") from None
-    except OSError as exc:
-        raise ImageError(f"{path}: cannot read ({exc.strerror})") from None
-    return decode_image(data, str(path))
+    check_utf8_name(path)
+    data = read_bounded(path, MAX_FILE_BYTES, "image", ImageError)
+    return decode_image(data, str(Path(path)))
 
 
 def resize_for_model(
@@ -101,17 +149,28 @@ def resize_for_model(
     """
     if pre.resize != "stretch":
         raise ImageError(f"unsupported resize rule {pre.resize!r} in model metadata")
+    shape = getattr(image_bgr, "shape", None)
+    if (
+        not isinstance(image_bgr, np.ndarray)
+        or len(shape) != 3
+        or shape[2] != 3
+        or not image_bgr.size
+    ):
+        raise ImageError(f"expected a non-empty uint8 HxWx3 image, got shape {shape}")
     h, w = image_bgr.shape[:2]
     shrink = h >= pre.height and w >= pre.width
     interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-    if (h, w) == (pre.height, pre.width):
-        resized = image_bgr if out is None else np.copyto(out, image_bgr) or out
-    else:
-        resized = cv2.resize(image_bgr, (pre.width, pre.height), dst=out, interpolation=interp)
-    if pre.color_order == "RGB":
-        resized = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB, dst=out)
-    elif pre.color_order != "BGR":
+    if pre.color_order not in ("RGB", "BGR"):
         raise ImageError(f"unsupported colour order {pre.color_order!r} in model metadata")
+    try:
+        if (h, w) == (pre.height, pre.width):
+            resized = image_bgr if out is None else np.copyto(out, image_bgr) or out
+        else:
+            resized = cv2.resize(image_bgr, (pre.width, pre.height), dst=out, interpolation=interp)
+        if pre.color_order == "RGB":
+            resized = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB, dst=out)
+    except cv2.error as exc:
+        raise ImageError(f"image {w}x{h} cannot be resized ({opencv_message(exc)})") from None
     return resized
 
 

@@ -48,6 +48,7 @@ from .engine import Engine
 from .errors import ConfigError, MapError
 from .images import read_image
 from .maps.index import top_k
+from .model_info import check_map_model
 
 CANDIDATES = 32
 EARTH_RADIUS_M = 6_371_008.8
@@ -125,16 +126,12 @@ class Localizer:
         from .maps import Map  # hnswlib only when localizing
 
         self.engine = model if isinstance(model, Engine) else Engine.open(model, backend, threads)
-        if isinstance(map, (str, os.PathLike)):
-            self.map = Map.open(map, expect_fingerprint=self.engine.fingerprint)
-        else:
-            self.map = map
-            if self.map.fingerprint != self.engine.fingerprint:
-                raise MapError(
-                    f"{getattr(map, 'path', 'map')}: built with model fingerprint "
-                    f"{self.map.fingerprint}, but the model has {self.engine.fingerprint}; "
-                    "rebuild the map with this model or use the model that built it"
-                )
+        self.map = Map.open(map) if isinstance(map, (str, os.PathLike)) else map
+        # property by property, so the message names what differs (input size, weights, ...)
+        section = getattr(self.map, "manifest", {}).get("model") or {
+            "fingerprint": self.map.fingerprint
+        }
+        check_map_model(section, self.engine.info, str(getattr(self.map, "path", "map")))
         if self.map.dim != self.engine.dim:
             raise MapError(
                 f"map holds {self.map.dim}-d descriptors, the model makes {self.engine.dim}-d"

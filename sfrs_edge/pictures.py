@@ -75,13 +75,15 @@ def map_picture(
     result: LocalizationResult | None = None,
     scores: np.ndarray | None = None,
     size: tuple[int, int] = (720, 480),
+    truth: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, list[int]]:
     """The map's places coloured by sequence order (first → last: dark → yellow), keyframes of
     video maps ringed; with ``result``, the top matches numbered and the estimate crossed.
 
     Maps without positions (or with all positions on a line) are drawn along their row index;
     the picture says so. With ``scores`` (the query's similarity to every place), that case
-    plots the similarity profile along the route. Returns (picture, match ids marked).
+    plots the similarity profile along the route. ``truth``: map rows known to be right for
+    the query (green triangles). Returns (picture, match ids marked).
     """
     w, h = size
     img = np.full((h, w, 3), 255, np.uint8)
@@ -144,6 +146,11 @@ def map_picture(
         cv2.circle(img, at(i), 3, colours[i], -1, cv2.LINE_AA)
         if places[i].frame is not None:  # a keyframe of a video map
             cv2.circle(img, at(i), 6, plots.GREY, 1, cv2.LINE_AA)
+    for i in truth or []:
+        if i in rows:
+            x, y = at(i)
+            tri = np.array([[x, y + 10], [x - 6, y + 20], [x + 6, y + 20]], np.int32)
+            cv2.fillPoly(img, [tri], plots.GREEN, cv2.LINE_AA)
     marked: list[int] = []
     if result is not None:
         for rank, m in reversed(list(enumerate(result.matches, 1))):
@@ -173,5 +180,7 @@ def map_picture(
     plots.text(img, "first", (w - 190, 24), 0.38)
     plots.text(img, "last", (w - 86, 24), 0.38)
     if result is not None:
-        plots.text(img, "o top-k (rank)  + estimate", (w - 230, 38), 0.38, plots.RED)
+        plots.text(img, "o top-k (rank)  + estimate", (w - 190, 38), 0.38, plots.RED)
+    if truth:
+        plots.text(img, "triangles: right places", (w - 190, 52), 0.38, plots.GREEN)
     return img, marked

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from . import paths
@@ -54,9 +55,7 @@ def published_weights(
     """
     remote = PUBLISHED[name]
     if url is not None:
-        remote = Remote(
-            url, remote.filename, remote.what, remote.sha256, remote.sha256_prefix, remote.size
-        )
+        remote = replace(remote, url=url)
     return fetch(remote, cache_dir(), progress=progress, timeout=timeout)
 
 

@@ -50,6 +50,7 @@ def test_map_build_add_remove_json(tiny_onnx, gardens_point, tmp_path):
     assert json.loads(r.stdout.strip()) == {"map": m, "removed": 1, "images": 6}
 
 
+@pytest.mark.slow
 def test_init_reports_progress_over_both_passes(gardens_point):
     pytest.importorskip("torch")
     from sfrs_edge.train.config import InitConfig
@@ -65,3 +66,10 @@ def test_init_reports_progress_over_both_passes(gardens_point):
     build_offtheshelf(images, cfg, progress=lambda d, t: seen.append((d, t)))
     assert seen[-1] == (24, 24)  # 12 images for k-means, then 12 for PCA
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def test_evaluate_without_ground_truth_is_one_line_error(tmp_path):
+    r = CliRunner().invoke(main, ["evaluate", str(tmp_path), "--map", str(tmp_path / "m")])
+    assert r.exit_code == 1
+    assert r.output.strip().startswith("error: ground truth:") and "--window" in r.output
+    assert len(r.output.strip().splitlines()) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 
@@ -178,9 +179,16 @@ def test_onnx_without_or_with_bad_metadata(tiny_onnx, tmp_path):
     broken = _with_metadata(tiny_onnx, tmp_path / "broken.onnx", "{not json")
     with pytest.raises(ModelError, match="broken.onnx: sfrs_edge metadata is malformed"):
         Engine.open(broken)
-    raw["format_version"] = 1
+    raw["format_version"] = 2
     raw["preprocessing"]["height"] = 128
     lying = _with_metadata(tiny_onnx, tmp_path / "lying.onnx", json.dumps(raw))
+    with pytest.raises(ModelError, match="fingerprint .* does not match the properties"):
+        Engine.open(lying)
+    info = Engine.open(tiny_onnx).info
+    taller = dataclasses.replace(
+        info, preprocessing=dataclasses.replace(info.preprocessing, height=128)
+    )
+    lying = _with_metadata(tiny_onnx, tmp_path / "lying2.onnx", taller.to_json())
     with pytest.raises(ModelError, match="does not match the metadata"):
         Engine.open(lying)
 
@@ -199,13 +207,18 @@ def test_backend_choice_errors(tiny_onnx):
 # --- a hand-built graph: no torch needed -------------------------------------------------
 
 
-def _handmade_model(path, scale: float, h: int = 32, w: int = 48):
-    """uint8 image → per-channel means × ``scale`` → descriptor (N, 3)."""
+def _handmade_model(
+    path, scale: float, h: int = 32, w: int = 48, normalise: bool = True, dim: int = 3
+):
+    """uint8 image → per-channel means × ``scale`` (→ L2-normalised) → descriptor (N, 3);
+    the metadata says ``dim``."""
     nodes = [
         helper.make_node("Cast", ["image"], ["f"], to=TensorProto.FLOAT),
         helper.make_node("ReduceMean", ["f", "axes"], ["m"], keepdims=0),
-        helper.make_node("Mul", ["m", "s"], ["descriptor"]),
+        helper.make_node("Mul", ["m", "s"], ["d" if normalise else "descriptor"]),
     ]
+    if normalise:
+        nodes.append(helper.make_node("LpNormalization", ["d"], ["descriptor"], axis=1, p=2))
     inits = [
         helper.make_tensor("axes", TensorProto.INT64, [2], [1, 2]),
         helper.make_tensor("s", TensorProto.FLOAT, [], [scale]),
@@ -214,7 +227,7 @@ def _handmade_model(path, scale: float, h: int = 32, w: int = 48):
         nodes,
         "handmade",
         [helper.make_tensor_value_info("image", TensorProto.UINT8, ["N", h, w, 3])],
-        [helper.make_tensor_value_info("descriptor", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("descriptor", TensorProto.FLOAT, ["N", "D"])],
         inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
@@ -222,7 +235,7 @@ def _handmade_model(path, scale: float, h: int = 32, w: int = 48):
     info = ModelInfo(
         backbone="handmade",
         preprocessing=Preprocessing(h, w, (0.0,) * 3, (1.0,) * 3),
-        descriptor_dim=3,
+        descriptor_dim=dim,
         num_clusters=1,
         local_dim=3,
         pca_dim=None,
@@ -240,7 +253,8 @@ def test_handmade_model_runs(tmp_path, gardens_point):
     frame = read_image(list_images(gardens_point / "day_left")[0])
     d = eng.embed_frame(frame)
     assert d.shape == (3,)
-    np.testing.assert_allclose(d, frame.reshape(-1, 3).mean(0), rtol=0.05)
+    mean = frame.reshape(-1, 3).mean(0)
+    np.testing.assert_allclose(d, mean / np.linalg.norm(mean), rtol=0.05)
 
 
 def test_nan_descriptor_is_a_clear_error(tmp_path):

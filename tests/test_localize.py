@@ -277,19 +277,38 @@ def test_cli_defaults_work_as_typed(tiny_onnx, tiny_map, gardens_point, tmp_path
 
 
 def test_cli_map_from_other_model(tiny_map, tmp_path, gardens_point, engine):
-    other = tmp_path / "other.onnx"
+    """A model whose metadata was edited fails its digest; a map built at another input size
+    is refused naming the input size (one line, exit 1)."""
+    import dataclasses
+
     import onnx
 
+    from sfrs_edge.model_info import ModelInfo
+
+    edited = tmp_path / "edited.onnx"
     model = onnx.load(str(engine.path))
     for p in model.metadata_props:
         if p.key == "sfrs_edge":
             info = json.loads(p.value)
             info["fingerprint"] = "0000111122223333"
             p.value = json.dumps(info)
-    onnx.save(model, str(other))
+    onnx.save(model, str(edited))
     frame = str(query(gardens_point, "day_right", 50))
-    res = CliRunner().invoke(
-        main, ["localize", frame, "--model", str(other), "--map", str(tiny_map)]
-    )
-    assert res.exit_code == 1
-    assert "0000111122223333" in res.stderr and engine.fingerprint in res.stderr
+    args = ["localize", frame, "--model", str(edited), "--map", str(tiny_map)]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 1 and "does not match the digest" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+    other_map = tmp_path / "other_map"
+    shutil.copytree(tiny_map, other_map)
+    man = json.loads((other_map / "manifest.json").read_text())
+    pre = dataclasses.replace(engine.info.preprocessing, height=128)
+    built = dataclasses.replace(engine.info, preprocessing=pre)
+    assert built.fingerprint != engine.fingerprint
+    man["model"]["info"] = json.loads(built.to_json())
+    man["model"]["fingerprint"] = ModelInfo.from_json(built.to_json()).fingerprint
+    (other_map / "manifest.json").write_text(json.dumps(man))
+    args = ["localize", frame, "--model", str(engine.path), "--map", str(other_map)]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 1, res.output
+    assert "input size differs (map: 128x160, this model: 96x160)" in res.stderr

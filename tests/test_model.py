@@ -85,6 +85,8 @@ def test_first_trainable_counts_in_the_backbones_own_unit():
         vgg.set_trainable(30)
     with pytest.raises(ConfigError, match="efficientnet_lite0: first trainable block must be"):
         lite0.set_trainable(17)
+    with pytest.raises(ConfigError, match="vgg16 needs ImageNet weights from a file"):
+        vgg.load_pretrained()  # no file, and none can be downloaded
 
 
 def test_unknown_backbone_is_a_clear_error():

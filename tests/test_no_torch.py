@@ -230,7 +230,9 @@ def test_wheel_holds_one_top_level_package(wheel):
         for p in (REPO / folder).rglob("*.py")
     }
     assert {"sfrs_edge/train/trainer.py", "sfrs_edge/export/pipeline.py"} <= modules
-    assert modules == source
+    missing, stale = sorted(source - modules), sorted(modules - source)
+    assert not missing, f"not in the wheel (list the package in pyproject.toml): {missing}"
+    assert not stale, f"in the wheel but not in the checkout: {stale}"
 
 
 @pytest.mark.slow

@@ -55,6 +55,10 @@ class Backbone(nn.Module):
         """Index of the first trainable stage for ``first_trainable`` (validated)."""
         raise NotImplementedError
 
+    def load_pretrained(self, path: str | Path | None = None) -> None:
+        """Load ImageNet weights (from ``path``, or where the backbone finds them itself)."""
+        raise NotImplementedError
+
     def set_trainable(self, first_trainable: int | None = None) -> None:
         """Freeze every stage before ``first_trainable`` (None: the backbone's default)."""
         if first_trainable is None:
@@ -118,9 +122,14 @@ class VGG16(Backbone):
         return first_trainable
 
     @torch.no_grad()
-    def load_pretrained(self, path: str | Path) -> None:
+    def load_pretrained(self, path: str | Path | None = None) -> None:
         """Load torchvision's VGG16 ImageNet state dict (``vgg16-397923af.pth``) from a file:
         ``features.N.*`` up to conv5_3; the classifier is ignored."""
+        if path is None:
+            raise ConfigError(
+                "vgg16 needs ImageNet weights from a file: pass --weights vgg16-397923af.pth "
+                "(torchvision's VGG16 state dict); they cannot be downloaded by sfrs-edge"
+            )
         path = Path(path)
         what = "torchvision VGG16 weights"
         state = vgg16_features(unwrap_state_dict(torch_load(path, what), path, what), "features.")

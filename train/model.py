@@ -173,7 +173,7 @@ def model_info(
         local_dim=cfg.local_dim,
         pca_dim=cfg.pca_dim,
         whitening=bool(cfg.pca_dim) and cfg.whiten,
-        fingerprint=fingerprint(net.state_dict()),
+        weights=fingerprint(net.state_dict()),  # ModelInfo derives its fingerprint from all fields
         precision=precision,
         package_version=__version__,
         provenance=dict(provenance or {}),

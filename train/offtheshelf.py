@@ -61,11 +61,6 @@ def kmeans(descriptors: np.ndarray, k: int, iters: int, seed: int) -> np.ndarray
 def pretrained_backbone_net(cfg: InitConfig) -> SFRSNet:
     """An :class:`SFRSNet` whose backbone carries ImageNet weights (NetVLAD not yet set)."""
     net = SFRSNet(replace(cfg.model, pca_dim=None))  # PCA is fitted after k-means
-    if cfg.model.backbone == "vgg16" and not cfg.weights:
-        raise ConfigError(
-            "vgg16 needs ImageNet weights from a file: pass --weights vgg16-397923af.pth "
-            "(torchvision's VGG16 state dict); they cannot be downloaded by sfrs-edge"
-        )
     net.backbone.load_pretrained(cfg.weights)
     return net.eval()
 

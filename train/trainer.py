@@ -96,7 +96,7 @@ class Trainer:
         self.cache = NegativeCache()
         self.rng = np.random.default_rng(cfg.seed)
         self.best: dict[str, Any] = {"r5": -1.0}
-        self.log = RunLog(self.run_dir / LOG_CSV if self.dist.is_main else None)
+        self.run_log = RunLog(self.run_dir / LOG_CSV if self.dist.is_main else None)
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
 
@@ -104,7 +104,7 @@ class Trainer:
     @property
     def history(self) -> list[dict[str, Any]]:
         """The log's rows so far."""
-        return self.log.rows
+        return self.run_log.rows
 
     def _log(self, msg: str, *args: Any) -> None:
         if self.dist.is_main:
@@ -285,7 +285,7 @@ class Trainer:
         restore_rng(st, self.rng)
         self.cache.load_state_dict(st["neg_cache"])
         self.best = dict(st["best"])
-        self.log.rows = list(st["history"])
+        self.run_log.rows = list(st["history"])
 
     def _save_epoch(self, g: int, epoch: int, row: dict[str, Any]) -> None:
         if not self.dist.is_main:
@@ -323,9 +323,9 @@ class Trainer:
         g0, done = self._resume_point(resume)
         trained = 0
         if g0 == 0 and done is None:
-            self.log.rows = []
+            self.run_log.rows = []
             row = {"generation": "off-the-shelf", "epoch": "", **self.evaluate_all(self.student)}
-            self.log.append(row)
+            self.run_log.append(row)
             self._log("off-the-shelf: %s", row)
         for g in range(g0, cfg.generations):
             if done is None or g != g0:
@@ -348,7 +348,7 @@ class Trainer:
                     "seconds": round(time.time() - t0, 1),
                 }
                 self._update_best(g, epoch, rec)
-                self.log.append(row)
+                self.run_log.append(row)
                 self._save_epoch(g, epoch, row)
                 self._log("gen %d epoch %d: %s", g, epoch, row)
         barrier(self.dist)
@@ -386,7 +386,7 @@ class Trainer:
         save_checkpoint(net, self.run_dir / FINAL, prov)
         if pca_dim:
             row = {"generation": f"final+PCA{pca_dim}", "epoch": self.best.get("epoch", "")}
-            self.log.append({**row, **self.evaluate_all(net, full=True)})
+            self.run_log.append({**row, **self.evaluate_all(net, full=True)})
         summary = {
             "best": self.best,
             "history": self.history,

@@ -3,11 +3,15 @@
 Commands that need torch (init, export, train, import) import ``train``/``export`` lazily,
 so ``sfrs-edge localize`` starts fast and works where torch is not installed.
 Every :class:`~sfrs_edge.errors.SfrsEdgeError` becomes ``error: <message>`` and exit code 1.
+Any other exception is a bug or an unforeseen input: it becomes one line
+``error: internal error (<type>: <message>) ...`` and exit code 2; ``--debug`` or
+``SFRS_EDGE_DEBUG=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import click
@@ -15,25 +19,54 @@ import click
 from .. import __version__
 from ..errors import SfrsEdgeError
 
+DEBUG_ENV = "SFRS_EDGE_DEBUG"
+
+
+def _debug_wanted(ctx: click.Context) -> bool:
+    return bool(ctx.params.get("debug")) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
 
 class Group(click.Group):
-    """Turns library errors into a one-line message and exit code 1 (no traceback)."""
+    """Turns library errors into a one-line message and exit code 1 (no traceback), and any
+    other exception into one line and exit code 2 (traceback with ``--debug``)."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except SfrsEdgeError as exc:
-            click.echo(f"error: {exc}", err=True)
+            if _debug_wanted(ctx):
+                raise
+            click.echo(f"error: {_one_line(exc)}", err=True)
             sys.exit(1)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
+            raise
+        except MemoryError:
+            click.echo("error: out of memory (the input is too large for this machine)", err=True)
+            sys.exit(2)
+        except Exception as exc:
+            if _debug_wanted(ctx):
+                raise
+            click.echo(
+                f"error: internal error ({type(exc).__name__}: {_one_line(exc, 200)}); "
+                f"rerun with --debug or {DEBUG_ENV}=1 for the traceback and report it",
+                err=True,
+            )
+            sys.exit(2)
 
 
 @click.group(cls=Group)
 @click.version_option(__version__, prog_name="sfrs-edge")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
-def main(verbose: bool) -> None:
+@click.option("--debug", is_flag=True, help=f"Show tracebacks (also {DEBUG_ENV}=1).")
+def main(verbose: bool, debug: bool) -> None:
     """sfrs-edge: where was this camera frame taken? (SFRS visual place recognition)"""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
 

@@ -177,7 +177,12 @@ def _pictures(loc, query: Path, result, frame: int, home: Path) -> dict[str, str
     answer = home / "demo_answer.png"
     write_png(sheet, answer)
     _, scores = loc.localize_scores(read_image(query))
-    picture, _ = map_picture(loc.map, result, scores)
+    truth = [
+        i
+        for i, p in enumerate(loc.map.all_places())
+        if abs(_frame_index(p.name) - frame) <= TOLERANCE
+    ]
+    picture, _ = map_picture(loc.map, result, scores, truth=truth)
     the_map = home / "demo_map.png"
     write_png(picture, the_map)
     return {"answer": str(answer), "map": str(the_map)}

@@ -13,13 +13,19 @@ dependency only for these few tags.
 from __future__ import annotations
 
 import csv
+import io
+import logging
 import math
 import os
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..bounded_read import display_name, read_bounded
 from ..errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 _ALIASES = {
     "name": ("name", "image", "filename", "file"),
@@ -86,27 +92,42 @@ def parse_number(text: str, what: str, where: str) -> float:
     return value
 
 
+MAX_TABLE_BYTES = 512 * 2**20  # a CSV of millions of rows; far beyond any real track
+
+
 def read_csv_table(path: Path, what: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """(header, [(line number, row)]) of a CSV file; blank lines skipped, field counts checked."""
+    """(header, [(line number, row)]) of a CSV file; blank lines skipped, field counts checked.
+
+    Only a regular UTF-8 file of at most :data:`MAX_TABLE_BYTES` is read; fields over the
+    ``csv`` module's limit (128 KiB), NUL bytes and bad quoting raise :class:`ConfigError`
+    naming the file and line.
+    """
+    data = read_bounded(path, MAX_TABLE_BYTES, what, ConfigError)
+    name = display_name(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: {what} file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read {what} file ({exc})") from None
-    reader = csv.reader(text.splitlines())
-    header = next(reader, None)
-    if not header:
-        raise ConfigError(f"{path}: {what} file is empty (expected a header row)")
-    rows = []
-    for lineno, row in enumerate(reader, start=2):
-        if not row or all(not c.strip() for c in row):
-            continue
-        if len(row) != len(header):
-            raise ConfigError(
-                f"{path}: line {lineno}: {len(row)} fields, the header has {len(header)}"
-            )
-        rows.append((lineno, row))
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{name}: line {line}: {what} file is not UTF-8 text (byte {data[exc.start]:#04x})"
+        ) from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+        if not header:
+            raise ConfigError(f"{name}: {what} file is empty (expected a header row)")
+        rows = []
+        for row in reader:
+            lineno = reader.line_num
+            if not row or all(not c.strip() for c in row):
+                continue
+            if len(row) != len(header):
+                raise ConfigError(
+                    f"{name}: line {lineno}: {len(row)} fields, the header has {len(header)}"
+                )
+            rows.append((lineno, row))
+    except csv.Error as exc:
+        raise ConfigError(f"{name}: line {reader.line_num}: not valid CSV ({exc})") from None
     return header, rows
 
 
@@ -114,13 +135,14 @@ def read_poses_csv(path: str | os.PathLike) -> dict[str, Pose]:
     """Read a positions CSV into ``{name: Pose}``. Blank lines are ignored."""
     path = Path(path)
     header, rows = read_csv_table(path, "positions")
-    cols = find_columns(header, str(path))
+    src = display_name(path)
+    cols = find_columns(header, src)
     if "name" not in cols:
-        raise ConfigError(f"{path}: line 1: header needs a 'name' column (got {header})")
-    kind, keys = position_columns(cols, str(path))
+        raise ConfigError(f"{src}: line 1: header needs a 'name' column (got {header})")
+    kind, keys = position_columns(cols, src)
     out: dict[str, Pose] = {}
     for lineno, row in rows:
-        where = f"{path}: line {lineno}"
+        where = f"{src}: line {lineno}"
         name = row[cols["name"]].strip()
         if not name:
             raise ConfigError(f"{where}: empty image name")
@@ -140,7 +162,7 @@ def read_poses_csv(path: str | os.PathLike) -> dict[str, Pose]:
         ts = (row[cols["timestamp"]].strip() or None) if "timestamp" in cols else None
         out[name] = Pose(tuple(pos), kind, heading, ts)
     if not out:
-        raise ConfigError(f"{path}: positions file has a header but no rows")
+        raise ConfigError(f"{src}: positions file has a header but no rows")
     return out
 
 
@@ -151,13 +173,21 @@ def match_poses(
 
     Images without a row are an error listing them, unless ``allow_missing`` (then None).
     """
-    stems = {}
+    stems: dict[str, list[str]] = {}
     for key in poses:
-        stems.setdefault(Path(key).stem, key)
+        stems.setdefault(Path(key).stem, []).append(key)
     out: list[Pose | None] = []
     missing = []
     for name in names:
-        key = name if name in poses else stems.get(Path(name).stem)
+        key = name if name in poses else None
+        if key is None:
+            hits = stems.get(Path(name).stem, [])
+            if len(hits) > 1:
+                raise ConfigError(
+                    f"{source}: image {name!r} matches rows {hits[0]!r} and {hits[1]!r} by its "
+                    "stem; name the file exactly in one row (no silent choice)"
+                )
+            key = hits[0] if hits else None
         if key is None:
             missing.append(name)
         out.append(poses.get(key) if key is not None else None)
@@ -239,20 +269,38 @@ def _ifd(tiff: bytes, offset: int, endian: str) -> dict[int, object]:
 
 
 def _dms(value: object) -> float | None:
-    if not isinstance(value, tuple) or not value:
+    """Degrees from an EXIF (degrees, minutes, seconds) rational triple; None if malformed."""
+    if not isinstance(value, tuple) or not 1 <= len(value) <= 3:
         return None
+    if not all(isinstance(v, float) for v in value):
+        return None  # not RATIONAL-typed: a tag written wrongly
     parts = list(value) + [0.0] * (3 - len(value))
     deg = parts[0] + parts[1] / 60.0 + parts[2] / 3600.0
     return deg if math.isfinite(deg) else None
 
 
+def _offset(value: object) -> int | None:
+    """An IFD pointer: one LONG/SHORT value, else None (e.g. a pointer typed as text)."""
+    if isinstance(value, tuple) and len(value) == 1 and isinstance(value[0], int):
+        return value[0]
+    return None
+
+
+def _ref(value: object, default: str) -> str:
+    return value.strip().upper()[:1] if isinstance(value, str) and value.strip() else default
+
+
 def read_exif_gps(path: str | os.PathLike) -> Pose | None:
     """Latitude/longitude (and image direction, DateTimeOriginal) from a JPEG's EXIF, or None.
 
-    Never raises for odd or truncated metadata: an image without usable GPS gives None.
+    Never raises for odd, mistyped or truncated metadata: an image without usable GPS gives
+    None (logged at debug level with the reason).
     """
     try:
-        with open(path, "rb") as fh:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                return None
             tiff = _exif_segment(fh)
     except OSError:
         return None
@@ -262,25 +310,34 @@ def read_exif_gps(path: str | os.PathLike) -> Pose | None:
     try:
         (ifd0_offset,) = struct.unpack_from(endian + "I", tiff, 4)
         ifd0 = _ifd(tiff, ifd0_offset, endian)
-        gps_ptr = ifd0.get(_TAG_GPS_IFD)
-        if not gps_ptr:
+        gps_offset = _offset(ifd0.get(_TAG_GPS_IFD))
+        if gps_offset is None:
+            if _TAG_GPS_IFD in ifd0:
+                log.debug("%s: EXIF GPS pointer has a wrong type; no GPS", display_name(path))
             return None
-        gps = _ifd(tiff, gps_ptr[0], endian)
+        gps = _ifd(tiff, gps_offset, endian)
         lat, lon = _dms(gps.get(2)), _dms(gps.get(4))
         if lat is None or lon is None:
             return None
-        if str(gps.get(1, "N")).upper().startswith("S"):
+        if _ref(gps.get(1), "N") == "S":
             lat = -lat
-        if str(gps.get(3, "E")).upper().startswith("W"):
+        if _ref(gps.get(3), "E") == "W":
             lon = -lon
         if not (-90 <= lat <= 90 and -180 <= lon <= 180):
             return None
         heading = gps.get(17)
-        heading = heading[0] if isinstance(heading, tuple) and math.isfinite(heading[0]) else None
+        heading = (
+            heading[0]
+            if isinstance(heading, tuple)
+            and len(heading) == 1
+            and isinstance(heading[0], float)
+            and math.isfinite(heading[0])
+            else None
+        )
         ts = None
-        exif_ptr = ifd0.get(_TAG_EXIF_IFD)
-        if exif_ptr:
-            ts = _ifd(tiff, exif_ptr[0], endian).get(_TAG_DATETIME_ORIGINAL)
+        exif_offset = _offset(ifd0.get(_TAG_EXIF_IFD))
+        if exif_offset is not None:
+            ts = _ifd(tiff, exif_offset, endian).get(_TAG_DATETIME_ORIGINAL)
     except struct.error:
         return None
     return Pose((lat, lon), "latlon", heading, ts if isinstance(ts, str) and ts else None)

@@ -17,6 +17,10 @@ before ``N`` attempts has a corrupt frame there: it is skipped and counted in
 :attr:`VideoSource.corrupt` (``index`` keeps counting it, so indices stay the frame numbers of
 the file). After ``max_bad_frames`` failures in a row the source is treated as ended (a
 truncated file). A camera that stops delivering frames for ``max_bad_frames`` reads ends too.
+
+**Bounds.** Only regular files are opened (``is_file``: FIFOs and devices are refused); frames
+over ``MAX_PIXELS`` (100 MP) and every OpenCV error raise :class:`VideoError` naming the
+source; memory per frame is one decoded frame (3 bytes per pixel) plus FFmpeg's buffers.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import cv2
 import numpy as np
 
 from ..errors import ImageError
+from ..images import MAX_PIXELS, check_utf8_name, opencv_message
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +56,13 @@ class Frame:
     timestamp: float
     image: np.ndarray
     captured: float
+
+
+def _capture(source: str | int, name: str) -> cv2.VideoCapture:
+    try:
+        return cv2.VideoCapture(source)
+    except cv2.error as exc:
+        raise VideoError(f"{name}: cannot be opened ({opencv_message(exc)})") from None
 
 
 def is_video(path: str | os.PathLike) -> bool:
@@ -83,14 +95,15 @@ class VideoSource:
                 raise VideoError(f"{path}: no such video file")
             if path.stat().st_size == 0:
                 raise VideoError(f"{path}: video file is empty (0 bytes)")
-            self._cap = cv2.VideoCapture(str(path))
+            check_utf8_name(path)
+            self._cap = _capture(str(path), self.name)
             if not self._cap.isOpened():
                 raise VideoError(
                     f"{path}: cannot open as a video (unsupported container/codec or corrupt "
                     "file; OpenCV's FFmpeg backend reads .mp4/.avi/.mkv/...)"
                 )
         else:
-            self._cap = cv2.VideoCapture(int(source))
+            self._cap = _capture(int(source), self.name)
             if not self._cap.isOpened():
                 self._cap.release()
                 raise VideoError(
@@ -132,7 +145,10 @@ class VideoSource:
         attempt = 0  # frame number in the source, corrupt frames included
         bad_run = 0
         while self._cap is not None:
-            ok, image = self._cap.read()
+            try:
+                ok, image = self._cap.read()
+            except cv2.error as exc:
+                raise VideoError(f"{self.name}: frame {attempt}: {opencv_message(exc)}") from None
             captured = time.perf_counter()
             if not ok or image is None or image.size == 0:
                 if self._may_be_corrupt(attempt) and bad_run < self.max_bad_frames:
@@ -144,6 +160,11 @@ class VideoSource:
                 if bad_run >= self.max_bad_frames:
                     log.warning("%s: %d unreadable frames in a row; stopping", self.name, bad_run)
                 return
+            if image.shape[0] * image.shape[1] > MAX_PIXELS:
+                raise VideoError(
+                    f"{self.name}: frames are {image.shape[1]}x{image.shape[0]}, over the "
+                    f"{MAX_PIXELS // 1_000_000} MP limit"
+                )
             bad_run = 0
             self.decoded += 1
             yield Frame(attempt, self._timestamp(attempt), image, captured)

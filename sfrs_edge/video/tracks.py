@@ -31,8 +31,16 @@ from pathlib import Path
 
 import numpy as np
 
+from ..bounded_read import display_name, read_bounded
 from ..errors import ConfigError
-from ..maps.poses import Pose, find_columns, parse_number, position_columns, read_csv_table
+from ..maps.poses import (
+    MAX_TABLE_BYTES,
+    Pose,
+    find_columns,
+    parse_number,
+    position_columns,
+    read_csv_table,
+)
 
 DEFAULT_MAX_GAP = 5.0
 
@@ -41,18 +49,27 @@ def _parse_time(text: str, where: str) -> tuple[float, bool]:
     """(seconds, is_absolute): a number of seconds, or an ISO 8601 date-time (UTC if naive)."""
     text = text.strip()
     try:
-        return float(text), False
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(seconds):
+            raise ConfigError(f"{where}: time {text!r} is not a finite number of seconds")
+        return seconds, False
     try:
         dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=timezone.utc)
+        return dt.timestamp(), True
+    except (ValueError, OverflowError):
         raise ConfigError(
-            f"{where}: time {text!r} is neither seconds nor an ISO 8601 date-time"
+            f"{where}: time {text[:80]!r} is neither seconds nor an ISO 8601 date-time"
         ) from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.timestamp(), True
+
+
+def _check_latlon(lat: float, lon: float, where: str) -> None:
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        raise ConfigError(f"{where}: lat/lon {lat}, {lon} out of range")
 
 
 @dataclass(frozen=True)
@@ -112,53 +129,58 @@ class Track:
     def read_csv(cls, path: str | os.PathLike) -> Track:
         path = Path(path)
         header, rows = read_csv_table(path, "track")
-        col = find_columns(header, str(path))
+        src = display_name(path)
+        col = find_columns(header, src)
         if "timestamp" not in col:
-            raise ConfigError(f"{path}: line 1: a track needs a time column (t, time, timestamp)")
-        kind, keys = position_columns(col, str(path))
+            raise ConfigError(f"{src}: line 1: a track needs a time column (t, time, timestamp)")
+        kind, keys = position_columns(col, src)
         times, pos, heads, absolute = [], [], [], set()
         for lineno, row in rows:
-            where = f"{path}: line {lineno}"
+            where = f"{src}: line {lineno}"
             t, is_abs = _parse_time(row[col["timestamp"]], where)
             absolute.add(is_abs)
             pos.append([parse_number(row[col[k]], k, where) for k in keys])
+            if kind == "latlon":
+                _check_latlon(pos[-1][0], pos[-1][1], where)
             h = row[col["heading"]].strip() if "heading" in col else ""
             heads.append(parse_number(h, "heading", where) if h else math.nan)
             times.append(t)
         if not times:
-            raise ConfigError(f"{path}: track has a header but no rows")
+            raise ConfigError(f"{src}: track has a header but no rows")
         if len(absolute) > 1:
-            raise ConfigError(f"{path}: mixes numeric seconds and date-times in the time column")
+            raise ConfigError(f"{src}: mixes numeric seconds and date-times in the time column")
         times_a = np.asarray(times)
         if absolute == {True}:
             times_a = times_a - times_a.min()
         headings = np.asarray(heads) if "heading" in col else None
-        return cls(times_a, np.asarray(pos), kind, headings, source=str(path))
+        return cls(times_a, np.asarray(pos), kind, headings, source=src)
 
     @classmethod
     def read_gpx(cls, path: str | os.PathLike) -> Track:
         path = Path(path)
+        src = display_name(path)
+        data = read_bounded(path, MAX_TABLE_BYTES, "GPX", ConfigError)
         try:
-            root = ET.parse(path).getroot()
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: GPX file not found") from None
+            root = ET.fromstring(data)
         except ET.ParseError as exc:
-            raise ConfigError(f"{path}: not valid GPX/XML ({exc})") from None
+            raise ConfigError(f"{src}: not valid GPX/XML ({exc})") from None
         times, pos = [], []
-        for n, pt in enumerate(e for e in root.iter() if e.tag.rsplit("}", 1)[-1] == "trkpt"):
-            where = f"{path}: track point {n + 1}"
-            t = next((c.text for c in pt if c.tag.rsplit("}", 1)[-1] == "time"), None)
+        for n, pt in enumerate(e for e in root.iter() if str(e.tag).rsplit("}", 1)[-1] == "trkpt"):
+            where = f"{src}: track point {n + 1}"
+            t = next((c.text for c in pt if str(c.tag).rsplit("}", 1)[-1] == "time"), None)
             if not t:
                 raise ConfigError(f"{where}: has no <time>; a track needs times to match frames")
-            try:
-                pos.append([float(pt.attrib["lat"]), float(pt.attrib["lon"])])
-            except (KeyError, ValueError):
-                raise ConfigError(f"{where}: missing or bad lat/lon attributes") from None
+            lat, lon = pt.attrib.get("lat"), pt.attrib.get("lon")
+            if lat is None or lon is None:
+                raise ConfigError(f"{where}: missing lat/lon attributes")
+            ll = [parse_number(lat, "lat", where), parse_number(lon, "lon", where)]
+            _check_latlon(ll[0], ll[1], where)
+            pos.append(ll)
             times.append(_parse_time(t, where)[0])
         if not times:
-            raise ConfigError(f"{path}: no <trkpt> points with times")
+            raise ConfigError(f"{src}: no <trkpt> points with times")
         times_a = np.asarray(times)
-        return cls(times_a - times_a.min(), np.asarray(pos), "latlon", source=str(path))
+        return cls(times_a - times_a.min(), np.asarray(pos), "latlon", source=src)
 
     # --- interpolation ----------------------------------------------------------------
 
