@@ -153,6 +153,11 @@ class Localizer:
             config = rerank if isinstance(rerank, RerankConfig) else RerankConfig(k=int(rerank))
             self.reranker = RerankStage.create(self.engine, self.map, config)
 
+    @property
+    def rerank(self):
+        """The active :class:`~sfrs_edge.rerank.RerankConfig`, or None (re-ranking off)."""
+        return self.reranker.config if self.reranker is not None else None
+
     def __repr__(self) -> str:
         return f"Localizer({self.engine!r}, {self.map!r}, k={self.k})"
 
