@@ -362,50 +362,35 @@ def _md_recall(result: dict, ks=KS) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> None:
-    from sfrs_edge.train.local_features import LocalConfig
+def _write(out: Path, name: str, report: dict, md: list[str]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(report, indent=1, default=str))
+    (out / f"{name}.md").write_text("\n".join(md) + "\n")
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
-    ap.add_argument("--skip-ablation", action="store_true")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    import cv2
-    from threadpoolctl import threadpool_limits
 
-    cv2.setNumThreads(1)  # per-query work is small: one thread, no spinning pools
-    threadpool_limits(1)
-    build_cache()
-    feats = Features()
-    base_l, base_r = LocalConfig(), RerankConfig()
-    report: dict = {"base_local": base_l.to_dict(), "base_rerank": base_r.to_dict()}
+def run_main(feats: Features, out: Path, base_l, base_r: RerankConfig) -> None:
+    """Recall at every k on every pair, latency, calibration, fusion settings → rerank_main.*"""
+    report: dict = {"local": base_l.to_dict(), "rerank": base_r.to_dict()}
     md = [
-        "# Re-ranking benchmark",
+        "# Re-ranking: recall, calibration, fusion",
         "",
-        "Command: `python -m benchmarks.rerank` (loaded machine)",
+        "`python -m benchmarks.rerank --part main` (loaded machine)",
         "",
     ]
-
     t = time.time()
-    main_res = run_variant(feats, base_l, base_r)
-    main_res["_full"] = {
+    res = run_variant(feats, base_l, base_r)
+    res["_full"] = {
         f"{db}<-{q}": feats.sets[q]["desc"] @ feats.sets[db]["desc"].T for db, q in PAIRS
     }
     log.info("main variant in %.0f s", time.time() - t)
-    report["main"] = strip(main_res)
-    md += [
-        "## Recall, global vs re-ranked (|i-j| <= 2)",
-        "",
-        f"bytes per map image: {main_res['bytes_per_image']}",
-        "",
-    ]
-    md += _md_recall(main_res) + [""]
-
-    report["calibration"] = calibration(main_res, base_r)
+    report["main"] = strip(res)
+    md += [f"bytes per map image: {res['bytes_per_image']}", ""] + _md_recall(res) + [""]
+    _write(out, "rerank_main", report, md)
+    report["calibration"] = calibration(res, base_r)
     md += [
         "## Calibration (k=10)",
         "",
-        "| pair | method | conf>=0.3 share / right | >=0.5 | >=0.8 |",
+        "| pair | answers | conf>=0.3 share / right | >=0.5 | >=0.8 |",
         "|---|---|---|---|---|",
     ]
     for pair, c in report["calibration"].items():
@@ -424,16 +409,18 @@ def main(argv: list[str] | None = None) -> None:
         md.append(
             f"| {pair} | {f['seq_global']} | {f['seq_reranked']} | {f['hmm_global']} | {f['hmm_reranked']} |"
         )
-
+    _write(out, "rerank_main", report, md)
     grid = [
         replace(base_r, weight=w, min_inliers=lo, full_inliers=hi)
         for w in (0.05, 0.2, 1.0)
         for lo, hi in ((4, 20), (8, 30))
     ]
-    report["fusion"] = fusion_grid(main_res, grid)
-    md += ["", "## Fusion settings (k=10), R@1", ""]
+    report["fusion"] = fusion_grid(res, grid)
     pairs = [f"{db}<-{q}" for db, q in PAIRS]
     md += [
+        "",
+        "## Fusion settings (k=10), R@1",
+        "",
         "| weight | min/full inliers | " + " | ".join(pairs) + " |",
         "|---" * (2 + len(pairs)) + "|",
     ]
@@ -443,52 +430,81 @@ def main(argv: list[str] | None = None) -> None:
             + " | ".join(str(row[p]) for p in pairs)
             + " |"
         )
+    _write(out, "rerank_main", report, md)
 
-    if not args.skip_ablation:
-        variants = {
-            "weight=contribution": (base_l, base_r),
-            "weight=confidence": (replace(base_l, weight="confidence"), base_r),
-            "weight=norm": (replace(base_l, weight="norm"), base_r),
-            "weight=uniform (NMS only)": (replace(base_l, weight="uniform"), base_r),
-            "all 240 locations (Patch-NetVLAD-like)": (
-                replace(base_l, weight="uniform", num_features=240, nms_radius=0),
-                base_r,
-            ),
-            "layer=fine (stride 16, 112-ch)": (replace(base_l, layer="fine"), base_r),
-            "N=64": (replace(base_l, num_features=64), base_r),
-            "dim=128": (replace(base_l, dim=128), base_r),
-            "geometry=fundamental": (base_l, replace(base_r, geometry="fundamental")),
-            "geometry=none (FoL: count mutual matches)": (base_l, replace(base_r, geometry="none")),
-        }
-        report["ablation"] = {}
-        md += ["", "## Ablation (k=10), R@1 re-ranked (global in the first row)", ""]
-        md += [
-            "| variant | " + " | ".join(pairs) + " | ms p50/p90 | bytes/image |",
-            "|---" * (3 + len(pairs)) + "|",
-        ]
-        md.append(
-            "| global only | "
-            + " | ".join(str(main_res["pairs"][p]["global"][1]) for p in pairs)
-            + " | 0 | 0 |"
-        )
-        for name, (lc, rc) in variants.items():
-            t = time.time()
-            res = (
-                main_res if name == "weight=contribution" else run_variant(feats, lc, rc, ks=(10,))
-            )
-            log.info("%s in %.0f s", name, time.time() - t)
-            report["ablation"][name] = strip(res)
-            lat = res["pairs"][pairs[0]]["latency_k10"]
+
+ABLATION_PAIRS = (("day_left", "night_right"), ("day_left", "day_right"))
+
+
+def run_ablation(feats: Features, out: Path, base_l, base_r: RerankConfig) -> None:
+    """Weight maps, layer, N, dim, geometry at k=10 on two pairs → rerank_ablation.*"""
+    variants = {
+        "weight=contribution": (base_l, base_r),
+        "weight=confidence": (replace(base_l, weight="confidence"), base_r),
+        "weight=norm": (replace(base_l, weight="norm"), base_r),
+        "weight=uniform (NMS only)": (replace(base_l, weight="uniform"), base_r),
+        "all 240 locations (Patch-NetVLAD-like)": (
+            replace(base_l, weight="uniform", num_features=240, nms_radius=0),
+            base_r,
+        ),
+        "layer=fine (stride 16, 112-ch)": (replace(base_l, layer="fine"), base_r),
+        "geometry=fundamental": (base_l, replace(base_r, geometry="fundamental")),
+        "geometry=none (FoL: count mutual matches)": (base_l, replace(base_r, geometry="none")),
+        "N=64": (replace(base_l, num_features=64), base_r),
+        "dim=128": (replace(base_l, dim=128), base_r),
+    }
+    pairs = [f"{db}<-{q}" for db, q in ABLATION_PAIRS]
+    report: dict = {}
+    md = [
+        "# Re-ranking ablation (k=10, R@1)",
+        "",
+        "`python -m benchmarks.rerank --part ablation` (loaded machine)",
+        "",
+    ]
+    md += [
+        "| variant | " + " | ".join(pairs) + " | added ms p50/p90 (night) | bytes/image |",
+        "|---" * (3 + len(pairs)) + "|",
+    ]
+    for name, (lc, rc) in variants.items():
+        t = time.time()
+        res = run_variant(feats, lc, rc, ks=(10,), pairs=ABLATION_PAIRS)
+        log.info("%s in %.0f s", name, time.time() - t)
+        if not report:
             md.append(
-                f"| {name} | "
-                + " | ".join(str(res["pairs"][p]["k10"][1]) for p in pairs)
-                + f" | {lat['p50_ms']} / {lat['p90_ms']} | {res['bytes_per_image']} |"
+                "| global only | "
+                + " | ".join(str(res["pairs"][p]["global"][1]) for p in pairs)
+                + " | 0 | 0 |"
             )
+        report[name] = strip(res)
+        lat = res["pairs"][pairs[0]]["latency_k10"]
+        md.append(
+            f"| {name} | "
+            + " | ".join(str(res["pairs"][p]["k10"][1]) for p in pairs)
+            + f" | {lat['p50_ms']} / {lat['p90_ms']} | {res['bytes_per_image']} |"
+        )
+        _write(out, "rerank_ablation", report, md)
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "rerank.json").write_text(json.dumps(report, indent=1, default=str))
-    (args.out / "rerank.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+
+def main(argv: list[str] | None = None) -> None:
+    from sfrs_edge.train.local_features import LocalConfig
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    ap.add_argument("--part", choices=("all", "main", "ablation"), default="all")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    import cv2
+    from threadpoolctl import threadpool_limits
+
+    cv2.setNumThreads(1)  # per-query work is small: one thread, no spinning pools
+    threadpool_limits(1)
+    build_cache()
+    feats = Features()
+    base_l, base_r = LocalConfig(), RerankConfig()
+    if args.part in ("all", "main"):
+        run_main(feats, args.out, base_l, base_r)
+    if args.part in ("all", "ablation"):
+        run_ablation(feats, args.out, base_l, base_r)
 
 
 if __name__ == "__main__":
