@@ -412,8 +412,8 @@ def run_main(feats: Features, out: Path, base_l, base_r: RerankConfig) -> None:
     _write(out, "rerank_main", report, md)
     grid = [
         replace(base_r, weight=w, min_inliers=lo, full_inliers=hi)
-        for w in (0.05, 0.2, 1.0)
-        for lo, hi in ((4, 20), (8, 30))
+        for w in (0.1, 0.2, 0.5, 1.0)
+        for lo, hi in ((4, 20), (6, 20), (8, 30))
     ]
     report["fusion"] = fusion_grid(res, grid)
     pairs = [f"{db}<-{q}" for db, q in PAIRS]
@@ -448,6 +448,7 @@ def run_ablation(feats: Features, out: Path, base_l, base_r: RerankConfig) -> No
             base_r,
         ),
         "layer=fine (stride 16, 112-ch)": (replace(base_l, layer="fine"), base_r),
+        "geometry=similarity": (base_l, replace(base_r, geometry="similarity")),
         "geometry=fundamental": (base_l, replace(base_r, geometry="fundamental")),
         "geometry=none (FoL: count mutual matches)": (base_l, replace(base_r, geometry="none")),
         "N=64": (replace(base_l, num_features=64), base_r),

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..errors import ConfigError
 
-GEOMETRIES = ("homography", "fundamental", "none")
+GEOMETRIES = ("homography", "similarity", "fundamental", "none")
 
 
 @dataclass(frozen=True)
@@ -25,9 +25,9 @@ class RerankConfig:
     min_similarity: float = 0.3
     geometry: str = "homography"
     reproj_px: float = 24.0
-    min_inliers: int = 4
+    min_inliers: int = 6
     full_inliers: int = 20
-    weight: float = 1.0
+    weight: float = 0.2
 
     def __post_init__(self) -> None:
         if self.k < 1:
