@@ -3,6 +3,8 @@
     python benchmarks/latency.py            # defaults: a few minutes on a 2-core CPU
     python benchmarks/latency.py --full     # more reps, batch 32 everywhere, 100k search maps
     python benchmarks/latency.py --device cuda   # GPU: torch on CUDA, onnxruntime CUDA/TensorRT
+    python benchmarks/latency.py --cpu-table ... # model variants, threads, map build, localize
+                                                 # (benchmarks/cpu_variants.py)
 
 Backends run side by side in one process, interleaved call by call (A B C A B C ...), so their
 ratios hold on a noisy shared machine: PyTorch eager FP32 (the torch SFRSNet fed the same uint8
@@ -460,6 +462,11 @@ def plots(results: dict, out: Path) -> list[Path]:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--cpu-table" in argv:  # issue 13's variant table: benchmarks/cpu_variants.py
+        from benchmarks import cpu_variants
+
+        return cpu_variants.main([a for a in argv if a != "--cpu-table"])
     args = parse_args(argv)
     t_start = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -69,25 +69,29 @@ m = Map.open({path!r})
 open_s = time.perf_counter() - t0
 rss = rss_bytes()
 q = np.load({queries!r}); truth = np.load({truth!r})
-ids = np.concatenate([m.search(x, 10, {ef})[0] for x in q])
-top1 = float(np.mean(ids[:, 0] == truth[:, 0]) * 100)
-top10 = float(np.mean([len(np.intersect1d(a, t)) / 10 for a, t in zip(ids, truth)]) * 100)
-lat = []
-for i in range(300):
-    t = time.perf_counter(); m.search(q[i % len(q)], 10, {ef}); lat.append(time.perf_counter() - t)
-lat = np.array(lat[20:]) * 1e3
-print(json.dumps(dict(open_s=open_s, rss_bytes=rss, top1=top1, top10=top10,
-    p50_ms=float(np.percentile(lat, 50)), p99_ms=float(np.percentile(lat, 99)))))
+by_ef = []
+for ef in {efs!r}:
+    ids = np.concatenate([m.search(x, 10, ef)[0] for x in q])
+    top1 = float(np.mean(ids[:, 0] == truth[:, 0]) * 100)
+    top10 = float(np.mean([len(np.intersect1d(a, t)) / 10 for a, t in zip(ids, truth)]) * 100)
+    lat = []
+    for i in range(300):
+        t = time.perf_counter(); m.search(q[i % len(q)], 10, ef); lat.append(time.perf_counter() - t)
+    lat = np.array(lat[20:]) * 1e3
+    by_ef.append(dict(ef=ef, top1=top1, top10=top10, p50_ms=float(np.percentile(lat, 50)),
+        p99_ms=float(np.percentile(lat, 99))))
+print(json.dumps(dict(open_s=open_s, rss_bytes=rss, by_ef=by_ef, **by_ef[0])))
 """
 
 
-def probe(path: Path, qfile: Path, tfile: Path, ef: int) -> dict:
+def probe(path: Path, qfile: Path, tfile: Path, efs: list[int]) -> dict:
+    """Open ``path`` in a fresh process; agreement and latency at each ef (first = headline)."""
     code = _PROBE.format(
         repo=str(Path(__file__).resolve().parents[1]),
         path=str(path),
         queries=str(qfile),
         truth=str(tfile),
-        ef=ef,
+        efs=list(efs),
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -136,10 +140,13 @@ def run(args) -> list[dict]:
         row["build_rss_delta_bytes"] = rss_bytes() - rss0
         log(f"map_scale: built {size} x {args.dim} in {row['build_s']:.1f} s")
         del db
-        cold = probe(path, qfile, tfile, args.ef)
-        warm = probe(path, qfile, tfile, args.ef)
+        cold = probe(path, qfile, tfile, [args.ef])
+        time.sleep(2.5)  # files younger than checksums.RACY_S are rehashed, not trusted
+        probe(path, qfile, tfile, [args.ef])  # records the verification
+        warm = probe(path, qfile, tfile, [args.ef, *args.efs])
         row["open_cold_s"], row["open_warm_s"] = cold["open_s"], warm["open_s"]
-        row.update({k: warm[k] for k in ("rss_bytes", "top1", "top10", "p50_ms", "p99_ms")})
+        keys = ("rss_bytes", "top1", "top10", "p50_ms", "p99_ms", "by_ef")
+        row.update({k: warm[k] for k in keys})
         info = map_info(path, verify=False)
         row["disk_bytes_per_place"] = info["size_bytes"] / size
         row["add_1000_s"] = add_time(path, extra, size)
@@ -150,6 +157,25 @@ def run(args) -> list[dict]:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "map_scale.json").write_text(json.dumps(rows, indent=2))
     return rows
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown table of the rows (one per map)."""
+    head = (
+        "| dim | places | build s | open cold s | open warm s | ef | p50 ms | p99 ms | top-1 % "
+        "| top-10 % | RSS MiB | disk B/place | add 1,000 s | fp16 exact top-1 vs fp32 % |"
+    )
+    out = [head, "|" + "---|" * 14]
+    for r in rows:
+        for e in r.get("by_ef") or [r]:
+            out.append(
+                f"| {r['dim']} | {r['size']:,} | {r['build_s']:.1f} | {r['open_cold_s']:.2f} "
+                f"| {r['open_warm_s']:.2f} | {e.get('ef', '')} | {e['p50_ms']:.2f} "
+                f"| {e['p99_ms']:.2f} | {e['top1']:.1f} | {e['top10']:.1f} "
+                f"| {r['rss_bytes'] / 2**20:.0f} | {r['disk_bytes_per_place']:,.0f} "
+                f"| {r['add_1000_s']:.2f} | {r.get('fp16_top1_vs_fp32', float('nan')):.1f} |"
+            )
+    return "\n".join(out)
 
 
 def plot(rows: list[dict], path: Path) -> Path:
@@ -181,13 +207,53 @@ def main(argv=None) -> int:
     ap.add_argument("--M", type=int, default=16)
     ap.add_argument("--ef-construction", type=int, default=100)
     ap.add_argument("--ef", type=int, default=128)
+    ap.add_argument("--efs", type=int, nargs="*", default=[256, 512], help="more ef to probe")
     ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--probe", type=Path, default=None, help="only probe this existing map")
+    ap.add_argument("--report", type=Path, nargs="*", help="only print tables + plot of JSONs")
+    ap.add_argument(
+        "--add-bench",
+        type=Path,
+        nargs="*",
+        help="only time `map add` of 1,000 places into "
+        "each of these maps, interleaved, --reps times",
+    )
+    ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--base-limit", type=int, default=60)
     ap.add_argument("--work", type=Path, default=Path("/tmp/sfrs_map_scale"))
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/map_scale"))
     ap.add_argument("--keep", action="store_true", help="keep the map folders")
     args = ap.parse_args(argv)
+    if args.probe:
+        warm = probe(
+            args.probe, args.work / "queries.npy", args.work / "truth.npy", [args.ef, *args.efs]
+        )
+        print(json.dumps(warm, indent=2))
+        return 0
+    if args.add_bench:
+        times: dict[str, list[float]] = {str(p): [] for p in args.add_bench}
+        for rep in range(args.reps):
+            for p in args.add_bench:
+                from sfrs_edge.maps import Map
+
+                m = Map.open(p, load_index=False)
+                extra = np.random.default_rng(rep).standard_normal((1000, m.dim)).astype(np.float32)
+                extra /= np.linalg.norm(extra, axis=1, keepdims=True)
+                n = len(m)
+                del m
+                times[str(p)].append(add_time(p, extra, n + 10_000_000 * (rep + 1)))
+                log(f"add 1000 into {p} ({n:,} places): {times[str(p)][-1]:.3f} s")
+        print(
+            json.dumps({p: {"median_s": float(np.median(t)), "all_s": t} for p, t in times.items()})
+        )
+        return 0
+    if args.report:
+        rows = [r for p in args.report for r in json.loads(p.read_text())]
+        print(table(rows))
+        plot(rows, args.out / "map_scale.png")
+        return 0
     rows = run(args)
+    (args.out / "map_scale.md").write_text(table(rows) + "\n")
     plot(rows, args.out / f"map_scale_{args.dim}.png")
     return 0
 

@@ -380,4 +380,6 @@ def check_tensorrt_compatible(model: onnx.ModelProto, source: str | os.PathLike)
     found = violations(model)
     if found:
         more = f" (+{len(found) - 1} more)" if len(found) > 1 else ""
-        raise ModelError(f"{source}: TensorRT could not parse this graph: {found[0].line()}{more}")
+        raise ModelError(
+            f"{source}: TensorRT's ONNX parser would refuse this graph: {found[0].line()}{more}"
+        )

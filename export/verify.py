@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from sfrs_edge.train.model import ExportWrapper, SFRSNet
 
+from sfrs_edge.backends.onnx import create_session
 from sfrs_edge.errors import ModelError
 from sfrs_edge.images import load_for_model
 from sfrs_edge.model_info import INPUT_NAME
@@ -68,19 +69,6 @@ def _local_parity(want: tuple, got: list) -> tuple[float, float]:
     return float(np.mean(agree)), float(np.nan_to_num(c).mean())
 
 
-def _session(onnx_path: Path):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise ModelError(
-            f"{onnx_path}: onnxruntime cannot load the exported model ({exc})"
-        ) from exc
-
-
 @torch.no_grad()
 def parity(
     onnx_path: Path,
@@ -95,7 +83,7 @@ def parity(
         raise ModelError("export verification needs at least one real image")
     pre = reference.config.preprocessing()
     wrapper = ExportWrapper(reference, local).eval()
-    sess = _session(onnx_path)
+    sess = create_session(onnx_path)
     cos: list[np.ndarray] = []
     agree: list[float] = []
     lcos: list[float] = []

@@ -22,7 +22,6 @@ import os
 import shutil
 import stat
 import tempfile
-import urllib.request
 import zipfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
@@ -100,12 +99,12 @@ def fetch_gardens_point(
     url: str,
     dest: str | os.PathLike,
     progress: Callable[[int, int | None], None] | None = None,
-    opener: Callable = urllib.request.urlopen,
+    opener: Callable | None = None,
 ) -> Path:
     """Download the zip at ``url``, verify it and extract the traversals atomically to ``dest``.
 
     The transfer is :func:`sfrs_edge.download.download` (resumable, timeouts); ``opener`` is
-    ``urllib.request.urlopen`` (tests pass their own). Returns ``dest``.
+    ``urllib.request.urlopen`` by default (tests pass their own). Returns ``dest``.
     """
     dest = Path(dest)
     if _complete(dest):

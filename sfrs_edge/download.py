@@ -103,13 +103,14 @@ def download(
     timeout: float = 30.0,
     retries: int = 3,
     progress: Progress | None = None,
-    opener: Callable = urllib.request.urlopen,
+    opener: Callable | None = None,
 ) -> Path:
     """Download ``url`` to ``dest`` (resumable, verified, atomic); returns ``dest``.
 
-    ``progress(bytes_done, bytes_total_or_None)`` is called as bytes arrive. ``opener`` is
-    ``urllib.request.urlopen`` (tests may pass their own).
+    ``progress(bytes_done, bytes_total_or_None)`` is called as bytes arrive. ``opener``:
+    default ``urllib.request.urlopen`` (looked up at call time, so tests can guard it).
     """
+    opener = opener or urllib.request.urlopen
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = part_path(dest)

@@ -131,12 +131,18 @@ class Engine:
 
     @classmethod
     def open(
-        cls, model_path: str | os.PathLike, backend: str = "auto", threads: int | None = None
+        cls,
+        model_path: str | os.PathLike,
+        backend: str = "auto",
+        threads: int | None = None,
+        spin: bool | None = None,
     ) -> Engine:
         """Load an ``.onnx`` model (onnxruntime) or a TensorRT ``.engine`` (native TensorRT).
 
         ``backend``: ``auto`` (TensorRT > CUDA > CPU execution provider, whichever onnxruntime
-        has), ``cpu``, ``cuda`` or ``tensorrt``. ``threads``: CPU threads for inference.
+        has), ``cpu``, ``cuda`` or ``tensorrt``. ``threads``: CPU threads for inference
+        (None: the machine's physical cores, :func:`sfrs_edge.threads.physical_cores`).
+        ``spin``: let idle inference threads spin-wait (None: off unless ``SFRS_EDGE_SPIN=1``).
         """
         path = Path(model_path).expanduser()
         if backend not in BACKENDS:
@@ -171,7 +177,7 @@ class Engine:
             from .backends.onnx import OnnxBackend
 
             verified = verify_model_file(path)  # before onnxruntime parses the file
-            runner = OnnxBackend(path, backend, threads)
+            runner = OnnxBackend(path, backend, threads, spin)
             info = cls._parse_info(runner.metadata(), path)
             _check_output_dim(runner, info, path)
             shape = runner.input_shape()
@@ -196,14 +202,9 @@ class Engine:
                 f"{path}: the engine's sidecar has no model info and {onnx_path.name} (the ONNX "
                 "it was built from) is not beside it; keep both files together"
             )
-        import onnxruntime as ort
+        from .backends.onnx import create_session
 
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        try:
-            sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise ModelError(f"{onnx_path}: not a loadable ONNX model ({exc})") from exc
+        sess = create_session(onnx_path, threads=1)
         raw = sess.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         del sess
         return cls._parse_info(raw, onnx_path)

@@ -20,10 +20,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import cv2  # noqa: E402, I001
+import cv2  # OPENCV_IO_MAX_IMAGE_PIXELS is already set: sfrs_edge/__init__ runs first
 import numpy as np
 
-from ._opencv_limits import MAX_PIXELS, opencv_limit_active  # sets the limit before cv2 loads
+from ._opencv_limits import MAX_PIXELS, opencv_limit_active
 from .bounded_read import display_name, read_bounded
 from .errors import ImageError
 from .image_header import HeaderError, image_size
@@ -32,7 +32,6 @@ from .model_info import Preprocessing
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 MIN_SIDE = 16
 MAX_FILE_BYTES = 256 * 2**20  # a 100 MP PNG of a real scene is well below this
-__all__ = ["MAX_PIXELS", "MAX_FILE_BYTES", "MIN_SIDE", "decode_image", "read_image"]
 
 
 def check_utf8_name(path: str | os.PathLike) -> None:

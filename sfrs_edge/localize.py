@@ -47,10 +47,16 @@ import numpy as np
 from .engine import Engine
 from .errors import ConfigError, MapError
 from .images import read_image
-from .maps.index import top_k
+from .maps.index import check_k, top_k
 from .model_info import check_map_model
+from .stream.filtering import partial_scores
+from .threads import blas_limit
 
 CANDIDATES = 32
+# One frame's exact search is a matrix-vector product: memory-bound, no faster on more BLAS
+# threads, and OpenBLAS's threads spin after each call, taking cores from the next inference
+# (issue 13: 11.1 → 18.5 frames/s with BLAS held to one). Held to 1 whatever ``threads`` is.
+SEARCH_BLAS_THREADS = 1
 EARTH_RADIUS_M = 6_371_008.8
 
 
@@ -119,8 +125,7 @@ class Localizer:
         """``rerank``: re-rank the top-``rerank`` candidates by local evidence (an int K or a
         :class:`~sfrs_edge.rerank.RerankConfig`); off when None. With a model or map without
         local features it logs one warning and answers from the global descriptor."""
-        if k < 1:
-            raise ConfigError(f"k must be at least 1, got {k}")
+        check_k(k)
         if far_radius <= 0 or far_frames < 1 or margin_scale <= 0:
             raise ConfigError("far_radius, far_frames and margin_scale must be positive")
         from .maps import Map  # hnswlib only when localizing
@@ -143,7 +148,6 @@ class Localizer:
         self.near_radius = far_radius / 5 if near_radius is None else near_radius
         self.position_kind: str | None = self.map.position_kind
         self._positions = self.map.positions()  # (N, d), NaN where unknown
-        self._places = self.map.all_places()
         self._lock = threading.Lock()
         self.reranker = None
         if rerank is not None:
@@ -170,12 +174,23 @@ class Localizer:
     def localize_scores(self, frame_bgr: np.ndarray) -> tuple[LocalizationResult, np.ndarray]:
         """:meth:`localize`, plus the frame's similarity to every map place (N,) float32.
 
-        Exact maps give true similarities; HNSW maps give the candidates' similarities and
-        the lowest of them for every other place (what the temporal filters need).
+        Exact maps give true similarities; HNSW maps true similarities for the candidates, the
+        ``focus`` rows and a fixed sample of rows, and the sample's mean for every other place
+        (:func:`~sfrs_edge.stream.filtering.partial_scores`).
         """
-        out: list[np.ndarray] = []
-        result = self._localize(frame_bgr, {"decode": 0.0}, None, time.perf_counter(), out)
-        return result, out[0]
+        result, scores, _ = self.localize_for_filter(frame_bgr)
+        return result, scores
+
+    def localize_for_filter(
+        self, frame_bgr: np.ndarray, focus: np.ndarray | None = None
+    ) -> tuple[LocalizationResult, np.ndarray, tuple[float, float] | None]:
+        """:meth:`localize_scores` for a temporal filter: also scores the rows ``focus`` (the
+        filter's :meth:`~sfrs_edge.stream.filtering.TemporalFilter.focus`) exactly and returns
+        the z-score statistics for ``TemporalFilter.update`` (None when every row is exact)."""
+        out: list = []
+        t0 = time.perf_counter()
+        result = self._localize(frame_bgr, {"decode": 0.0}, None, t0, out, focus)
+        return result, out[0], out[1]
 
     def localize_descriptors(
         self, descriptors: np.ndarray, sources: list[str] | None = None
@@ -196,7 +211,7 @@ class Localizer:
         known = pos is not None and not np.isnan(pos).any()
         return Match(
             id=int(place_id),
-            name=self._places[int(place_id)].name,
+            name=self.map.places([int(place_id)])[0].name,
             similarity=round(float(similarity), 6),
             position=tuple(float(v) for v in pos) if known else None,
         )
@@ -233,7 +248,8 @@ class Localizer:
         times: dict[str, float],
         source: str | None,
         t0: float,
-        scores_out: list[np.ndarray] | None = None,
+        scores_out: list | None = None,
+        focus: np.ndarray | None = None,
     ) -> LocalizationResult:
         with self._lock:
             if self.reranker is not None:
@@ -244,18 +260,19 @@ class Localizer:
             t = time.perf_counter()
             rk = self.reranker.config.k if self.reranker is not None else 0
             n = min(len(self.map), max(self.k, CANDIDATES, rk))
-            if scores_out is not None and self.map.index_type == "exact":
-                # the filter needs every similarity: one matrix product serves both
-                scores = np.asarray(self.map.descriptors @ desc, np.float32)
-                ids, sims = top_k(scores[None], n)
-            else:
-                ids, sims = self.map.search(desc, n, self.ef)
-                if scores_out is not None:  # HNSW: candidates, the lowest for the rest
-                    scores = np.full(len(self.map), float(sims[0].min()), np.float32)
-                    scores[ids[0]] = sims[0]
+            stats = None
+            with blas_limit(SEARCH_BLAS_THREADS):
+                if scores_out is not None and self.map.index_type == "exact":
+                    # the filter needs every similarity: one matrix product serves both
+                    scores = np.asarray(self.map.similarities(desc)[0], np.float32)
+                    ids, sims = top_k(scores[None], n)
+                else:
+                    ids, sims = self.map.search(desc, n, self.ef)
+                    if scores_out is not None:  # HNSW: candidates + focus + sample, exactly
+                        scores, stats = partial_scores(self.map, desc, ids[0], sims[0], focus)
             times["search"] = time.perf_counter() - t
             if scores_out is not None:
-                scores_out.append(scores)
+                scores_out.extend([scores, stats])
         verified = None
         ids, sims = ids[0], sims[0]
         if self.reranker is not None:

@@ -41,6 +41,26 @@ def _isolated_home(tmp_path, monkeypatch):
     monkeypatch.setenv("SFRS_EDGE_HOME", str(tmp_path / "sfrs-edge-home"))
 
 
+@pytest.fixture(autouse=True)
+def _no_internet(monkeypatch):
+    """Tests never download from outside this machine: urllib may only reach 127.0.0.1
+    (the tests' own servers) and file:// URLs; anything else fails like an offline machine."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    real = urllib.request.urlopen
+
+    def local_only(url, *args, **kwargs):
+        full = url.full_url if isinstance(url, urllib.request.Request) else str(url)
+        parts = urllib.parse.urlsplit(full)
+        if parts.scheme != "file" and parts.hostname not in ("127.0.0.1", "localhost"):
+            raise urllib.error.URLError("network disabled in tests")
+        return real(url, *args, **kwargs)
+
+    monkeypatch.setattr(urllib.request, "urlopen", local_only)
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory, gardens_point) -> Path:
     """A small real off-the-shelf Lite0 model (96x160 input, 8 clusters, 16-d whitening)

@@ -114,3 +114,19 @@ def test_concurrent_searches_with_different_ef():
     for t in threads:
         t.join()
     assert not errors
+
+
+def test_k_below_one_is_the_same_error_everywhere():
+    from sfrs_edge.errors import ConfigError
+    from sfrs_edge.maps import Map
+
+    db = np.eye(4, dtype=np.float32)
+    for call in (
+        lambda: top_k(db, 0),
+        lambda: rank_database(db, db, 0),
+        lambda: Map.from_arrays(db).search(db, k=0),
+        lambda: ExactIndex(db).search(db, -1),
+    ):
+        with pytest.raises(ConfigError, match="k must be at least 1"):
+            call()
+    np.testing.assert_array_equal(rank_database(db, db, 9)[:, 0], np.arange(4))  # capped

@@ -165,6 +165,9 @@ class FakeMap:
     def all_places(self):
         return [Place(i, f"p{i}", f"/p{i}") for i in range(self.n)]
 
+    def places(self, ids):
+        return [Place(int(i), f"p{i}", f"/p{i}") for i in ids]
+
     def search(self, q, k, ef=None):
         ids, sims = self.result
         return np.array([ids[:k]], np.int64), np.array([sims[:k]], np.float32)

@@ -247,7 +247,8 @@ def test_open_verifies_once_then_trusts_unchanged_files(monkeypatch, tmp_path, i
 # --- old format --------------------------------------------------------------------------------
 
 
-def test_version_1_maps_open_and_upgrade_on_update(tmp_path, images, engine):
+@pytest.mark.parametrize("index", ["exact", "hnsw"])
+def test_version_1_maps_open_and_upgrade_on_update(tmp_path, images, engine, index):
     files = sorted(images.iterdir())
     out = tmp_path / "old"
     out.mkdir()
@@ -256,16 +257,25 @@ def test_version_1_maps_open_and_upgrade_on_update(tmp_path, images, engine):
     from sfrs_edge.maps.build import _places
 
     write_metadata(out / "metadata.sqlite", _places(files[:6], [None] * 6, 0))
+    names = ["descriptors.npy", "metadata.sqlite"]
+    section = {"type": "exact"}
+    if index == "hnsw":
+        from sfrs_edge.maps.index import HnswIndex, IndexConfig
+
+        config = IndexConfig("hnsw")
+        HnswIndex.build(desc, config).save(out / "index.bin")
+        names.append("index.bin")
+        section = config.to_manifest()
     entries = {
         n: {
             "sha256": hashlib.sha256((out / n).read_bytes()).hexdigest(),
             "bytes": (out / n).stat().st_size,
         }
-        for n in ("descriptors.npy", "metadata.sqlite")
+        for n in names
     }
     manifest = {
         "format": "sfrs-edge-map", "format_version": 1, "count": 6, "dim": 48, "dtype": "float32",
-        "metric": "ip", "model": {"fingerprint": engine.fingerprint}, "index": {"type": "exact"},
+        "metric": "ip", "model": {"fingerprint": engine.fingerprint}, "index": section,
         "positions": {"kind": None, "count": 0}, "history": [], "files": entries,
     }  # fmt: skip
     (out / "manifest.json").write_text(json.dumps(manifest))
@@ -275,6 +285,9 @@ def test_version_1_maps_open_and_upgrade_on_update(tmp_path, images, engine):
     m = add_to_map(engine, out, files[6:])
     assert m.manifest["format_version"] == 2 and len(m) == 12
     assert m.names == [f.name for f in files]
+    ids, _ = m.search(engine.embed_files(files), k=1)
+    np.testing.assert_array_equal(ids[:, 0], np.arange(12))
+    assert (out / "descriptors.npy").exists() == (index == "exact")  # HNSW: vectors held once
 
 
 # --- paths: SQLite URIs, symlinks ---------------------------------------------------------------
@@ -395,14 +408,21 @@ def test_opens_racing_rebuilds_see_one_version(tmp_path, images, engine):
     )
     try:
         assert proc.stdout.readline().strip() == "ready"
-        seen, t_end = set(), time.monotonic() + 20
+        seen, t_end, opened, refused = set(), time.monotonic() + 20, 0, 0
         while time.monotonic() < t_end:
-            m = Map.open(out)
+            try:
+                m = Map.open(out)
+            except MapError as exc:  # allowed: refused clearly, never a mix
+                assert "replaced 4 times while it was opened" in str(exc)
+                refused += 1
+                continue
+            opened += 1
             names = m.names
             assert names in ([f.name for f in files[:6]], [f.name for f in files[6:]])
             np.testing.assert_array_equal(m.descriptors, np.stack([truth[n] for n in names]))
             seen.add(names[0])
         assert len(seen) == 2  # both versions were read, never a mix
+        assert opened > 5 * refused
     finally:
         proc.kill()
         proc.wait()

@@ -358,20 +358,24 @@ _KILL_SCRIPT = textwrap.dedent(
     import sys
     sys.path.insert(0, {tests!r})
     from test_maps import FakeEngine
-    from sfrs_edge.maps import add_to_map, remove_from_map
+    from sfrs_edge.maps import add_to_map, remove_from_map, writer
     from pathlib import Path
     out, extra = Path(sys.argv[1]), Path(sys.argv[2])
     print("ready", flush=True)
-    while True:
+    fold = False
+    while True:  # append a segment, or fold it into the graph; then rewrite without it
+        writer.fold_threshold = (lambda n: 0) if fold else (lambda n: 10**9)
         add_to_map(FakeEngine(), out, extra)
         remove_from_map(out, [extra.name])
+        fold = not fold
     """
 )
 
 
 @pytest.mark.slow
 def test_killed_writer_never_leaves_a_broken_map(tmp_path, images, engine):
-    """SIGKILL a process that adds and removes an image in a loop, at random moments."""
+    """SIGKILL a process that adds (new segment, or folded into the HNSW graph) and removes
+    an image in a loop, at random moments."""
     extra = tmp_path / "Image999.jpg"
     shutil.move(images / "Image055.jpg", extra)
     out = tmp_path / "map"

@@ -74,7 +74,7 @@ def test_tensorrt_options_profiles_and_model_keyed_cache(tiny_onnx, tmp_path):
     # Anything that changes the engine changes the key: precision (fp16 export shares the
     # fingerprint), input size, another model, another onnxruntime.
     fp16 = dataclasses.replace(info, precision="fp16")
-    other = dataclasses.replace(info, fingerprint="0" * 16)
+    other = dataclasses.replace(info, weights="0" * 16)  # the fingerprint follows the weights
     bigger = dataclasses.replace(
         info, preprocessing=dataclasses.replace(info.preprocessing, height=h + 32)
     )

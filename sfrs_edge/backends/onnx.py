@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from .. import threads as threads_mod
 from ..errors import ConfigError, ModelError
 from ..model_info import INPUT_NAME, METADATA_KEY, OUTPUT_NAME
 from .providers import CPU, CUDA, ORDER, TENSORRT, ordered, provider_options
@@ -43,31 +44,70 @@ def choose_providers(backend: str) -> list[str]:
     return ordered([wanted], available)
 
 
+# Idle pool threads spin (burn a core) before sleeping when this is on. Off by default: a robot
+# shares its CPU with other processes, and on this machine spinning was not faster (see
+# docs/BENCHMARKS.md, "CPU speed"). SFRS_EDGE_SPIN=1 or ``spin=True`` turns it on.
+DEFAULT_SPIN = False
+
+
+def default_spin() -> bool:
+    env = os.environ.get("SFRS_EDGE_SPIN")
+    return DEFAULT_SPIN if env is None else env.strip().lower() in ("1", "true", "yes", "on")
+
+
+def session_options(threads: int | None = None, spin: bool | None = None) -> ort.SessionOptions:
+    """onnxruntime options: ``threads`` intra-op threads (None: physical cores), one inter-op
+    thread, spin-waiting per ``spin`` (None: :func:`default_spin`), errors-only logging."""
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.inter_op_num_threads = 1
+    opts.intra_op_num_threads = threads_mod.resolve(threads)
+    spin = default_spin() if spin is None else bool(spin)
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "1" if spin else "0")
+    opts.log_severity_level = 3  # errors only: no provider-fallback chatter on stderr
+    return opts
+
+
+def create_session(
+    path: str | os.PathLike,
+    providers: list | None = None,
+    threads: int | None = None,
+    spin: bool | None = None,
+) -> ort.InferenceSession:
+    """The one place the package creates an onnxruntime session (engine, export verification,
+    INT8 gate, benchmarks). ``providers`` default to the CPU provider. A file onnxruntime
+    cannot load raises :class:`ModelError` naming it."""
+    opts = session_options(threads, spin)
+    try:
+        return ort.InferenceSession(
+            str(path), sess_options=opts, providers=providers or ["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # onnxruntime raises its own types for bad files
+        msg = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        raise ModelError(f"{path}: not a loadable ONNX model ({msg})") from exc
+
+
 class OnnxBackend:
     """One onnxruntime session, created once and reused for every call."""
 
     max_batch = None
 
-    def __init__(self, path: Path, backend: str = "auto", threads: int | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        backend: str = "auto",
+        threads: int | None = None,
+        spin: bool | None = None,
+    ) -> None:
         self.path = path
+        self.threads = threads_mod.resolve(threads)
         providers = choose_providers(backend)
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.inter_op_num_threads = 1
-        if threads:
-            opts.intra_op_num_threads = int(threads)
-        opts.log_severity_level = 3  # errors only: no provider-fallback chatter on stderr
         cache = path.parent / ".trt_cache" if os.access(path.parent, os.W_OK) else None
-        try:
-            self.session = ort.InferenceSession(
-                str(path),
-                sess_options=opts,
-                providers=provider_options(providers, path, cache, ort.__version__),
-            )
-        except Exception as exc:  # onnxruntime raises its own types for bad files
-            msg = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-            raise ModelError(f"{path}: not a loadable ONNX model ({msg})") from exc
+        self.session = create_session(
+            path, provider_options(providers, path, cache, ort.__version__), self.threads, spin
+        )
         active = self.session.get_providers()
         if backend != "auto" and PROVIDERS[backend] not in active:
             raise ConfigError(

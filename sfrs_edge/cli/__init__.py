@@ -1,7 +1,9 @@
 """The ``sfrs-edge`` command line: thin click commands over library functions.
 
-Commands that need torch (init, export, train, import) import ``train``/``export`` lazily,
-so ``sfrs-edge localize`` starts fast and works where torch is not installed.
+Commands that need torch (init, export, import, train, demo) first check that their extra is
+installed (``extras.require_extra``: one line naming it, exit 1) and import
+``sfrs_edge.train``/``sfrs_edge.export`` inside the command, so ``sfrs-edge localize`` starts
+fast and works where torch is not installed.
 Every :class:`~sfrs_edge.errors.SfrsEdgeError` becomes ``error: <message>`` and exit code 1.
 Any other exception is a bug or an unforeseen input: it becomes one line
 ``error: internal error (<type>: <message>) ...`` and exit code 2; ``--debug`` or
@@ -26,9 +28,9 @@ def _debug_wanted(ctx: click.Context) -> bool:
     return bool(ctx.params.get("debug")) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
 
 
-def _one_line(text: str, limit: int = 300) -> str:
+def _one_line(text: object, limit: int | None = None) -> str:
     line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
+    return line if limit is None or len(line) <= limit else line[: limit - 3] + "..."
 
 
 class Group(click.Group):

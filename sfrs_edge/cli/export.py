@@ -11,7 +11,7 @@ import click
 from .. import paths
 from ..errors import ConfigError
 from .extras import require_extra
-from .options import InputSize
+from .options import InputSize, threads_option
 
 DEFAULT_VERIFY_COUNT = 8
 LOCAL_FIT_COUNT = 100  # images a missing local-feature PCA is fitted on at export
@@ -89,6 +89,40 @@ def _verify_folder(verify_images: Path | None, provenance: dict, checkpoint: Pat
     "local-feature PCA; --rerank fits one on the verification folder when it has none].",
 )
 @click.option("--workspace-gb", type=float, default=4.0, show_default=True, hidden=True)
+@click.option(
+    "--int8",
+    is_flag=True,
+    help="INT8 model (onnxruntime static quantization, QDQ, symmetric S8S8) of the backbone's "
+    "convs; refused unless it matches FP32 closely on the verification images.",
+)
+@click.option(
+    "--calibration",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="--int8: folder of real images (like the deployment's) to calibrate ranges on.",
+)
+@click.option(
+    "--calibration-count",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="--int8: how many of those images to calibrate on.",
+)
+@click.option(
+    "--calibration-method",
+    type=click.Choice(["percentile", "minmax", "entropy"]),
+    default="percentile",
+    show_default=True,
+    help="--int8: activation ranges from the 99.999th percentile, min/max (least memory), "
+    "or entropy.",
+)
+@click.option(
+    "--int8-depthwise/--no-int8-depthwise",
+    default=False,
+    show_default=True,
+    help="--int8: quantize depthwise convs too (less accurate, not faster on Lite0).",
+)
+@threads_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def export_command(
     checkpoint,
@@ -102,16 +136,31 @@ def export_command(
     engine_batch,
     rerank,
     workspace_gb,
+    int8,
+    calibration,
+    calibration_count,
+    calibration_method,
+    int8_depthwise,
+    threads,
     as_json=False,
 ):
     """Export CHECKPOINT [default: $SFRS_EDGE_HOME/checkpoint.pt] to a verified ONNX model."""
     require_extra("export", "export", "torch", "onnx")
     from sfrs_edge.export import build_engine, export_model
     from sfrs_edge.export.pipeline import local_head
+    from sfrs_edge.threads import limit_process
     from sfrs_edge.train.checkpoint import load_checkpoint, read_checkpoint
 
+    limit_process(threads)
     checkpoint = checkpoint or paths.default_checkpoint()
     output = output or paths.default_model()
+    if int8:
+        if fp16 or engine is not None:
+            raise click.UsageError("--int8 cannot be combined with --fp16 or --engine")
+        if calibration is None:
+            raise click.UsageError("--int8 needs --calibration DIR (real images to calibrate on)")
+    elif calibration is not None:
+        raise click.UsageError("--calibration applies to --int8")
     if engine is not None:  # fail before a long export, not after
         from sfrs_edge.export.tensorrt_engine import BatchProfile, require_tensorrt
 
@@ -121,6 +170,24 @@ def export_command(
     folder = _verify_folder(verify_images, provenance, checkpoint)
     images = pick_verify_images(folder, verify_count)
     provenance = {**provenance, "checkpoint": str(Path(checkpoint).resolve())}
+    if int8:
+        from sfrs_edge.export.quantize import Int8Config
+
+        _export_int8(
+            net,
+            output,
+            images,
+            calibration,
+            Int8Config(
+                keep_depthwise_float=not int8_depthwise,
+                calibration_count=calibration_count,
+                calibration_method=calibration_method,
+            ),
+            verify_count,
+            folder,
+            dict(pca_dim=pca_dim, input_size=input_size, provenance=provenance),
+        )
+        return
     if rerank is None:
         rerank = bool(read_checkpoint(checkpoint).get("local"))
     local = None
@@ -176,6 +243,35 @@ def export_command(
                 }
             )
         )
+
+
+def _export_int8(net, output, images, calibration, config, verify_count, folder, kwargs) -> None:
+    from sfrs_edge.export.quantize import MIN_GATE_IMAGES, export_int8
+
+    if len(images) < MIN_GATE_IMAGES:  # the gate's recall@1 needs more than a handful
+        images = pick_verify_images(folder, max(verify_count, MIN_GATE_IMAGES))
+    cal = pick_verify_images(calibration, config.calibration_count)
+    if getattr(net.config, "backbone", "") == "efficientnet_lite0":
+        click.echo(
+            "note: INT8 Lite0 passed the accuracy gate but used 19 % more CPU per frame than the "
+            "FP32 model on the x86 CPU measured (docs/BENCHMARKS.md); keep FP32 unless your "
+            "CPU says otherwise",
+            err=True,
+        )
+    click.echo(
+        f"export: int8 -> {output} (calibrating on {len(cal)} images of {calibration}, "
+        f"gate on {len(images)} images)"
+    )
+    report = export_int8(
+        net, output, calibration=cal, verify_images=images, config=config, **kwargs
+    )
+    click.echo(report.fp32_parity)
+    click.echo(report.gate.line())
+    info = report.info
+    click.echo(
+        f"wrote {report.path} ({report.size_bytes / 2**20:.1f} MiB, int8, {info.descriptor_dim}-d, "
+        f"fingerprint {info.fingerprint}, {report.seconds} s)"
+    )
 
 
 @click.command("import")

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from ..errors import ImageError, SfrsEdgeError
+from .options import threads_option
 
 
 def _frames(args: tuple[Path, ...]) -> list[Path]:
@@ -130,7 +131,7 @@ def _print_human(result, show_timings: bool) -> None:
     show_default=True,
     help="Inference backend.",
 )
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU inference threads.")
+@threads_option
 @click.option("--ef", type=click.IntRange(min=1), default=None, help="HNSW search breadth.")
 @click.option(
     "--show",
@@ -165,12 +166,14 @@ def localize_command(
     dropped), one result per processed frame with the frame's own and the temporally
     filtered answer and the capture-to-result latency."""
     from ..localize import open_localizer
+    from ..threads import limit_process
 
     sources = bool(frames) + (video is not None) + (camera is not None)
     if sources != 1:
         raise click.UsageError("give FRAME... or --video FILE or --camera N (exactly one)")
     if video is None and camera is None and (fps or all_frames):
         raise click.UsageError("--fps and --all-frames apply to --video/--camera")
+    threads = limit_process(threads)  # BLAS (exact search) and OpenCV, not only onnxruntime
     if video is not None or camera is not None:
         from ..stream.filtering import FilterConfig
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from .. import paths
+from .options import threads_option
 
 _model_option = click.option(
     "--model",
@@ -45,10 +46,12 @@ _missing_option = click.option(
 )
 
 
-def _engine(model_path: Path | None, backend: str):
+def _engine(model_path: Path | None, backend: str, threads: int | None = None):
     from ..engine import Engine
+    from ..threads import limit_process
 
-    return Engine.open(model_path or paths.default_model(), backend=backend)
+    threads = limit_process(threads)  # BLAS and OpenCV too, not only onnxruntime
+    return Engine.open(model_path or paths.default_model(), backend=backend, threads=threads)
 
 
 def _progress(label: str):
@@ -130,6 +133,17 @@ def map_group() -> None:
 @_skip_option
 @_missing_option
 @_batch_option
+@threads_option
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Embed on a Ray cluster (Ray Data actor pool): ADDRESS such as auto or "
+    "ray://host:10001, or none for a local instance. Needs the 'cluster' extra.",
+)
 @click.option(
     "-o",
     "--output",
@@ -156,6 +170,8 @@ def build_command(
     skip_bad_images,
     allow_missing_poses,
     batch_size,
+    threads,
+    ray_address,
     output,
     as_json=False,
 ):
@@ -166,11 +182,13 @@ def build_command(
     from ..maps import build_map
     from ..video import is_video
 
-    engine = _engine(model_path, backend)
+    engine = _engine(model_path, backend, threads)
     output = output or paths.default_map()
     output.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     if is_video(source):
+        if ray_address:
+            raise click.UsageError("--ray builds maps from image folders, not videos")
         from ..video.keyframes import KeyframeConfig
         from ..video.mapping import build_map_from_video
 
@@ -206,6 +224,8 @@ def build_command(
         return
     if gpx:
         raise click.UsageError("--gpx is for video sources; give image positions with --poses")
+    if ray_address and engine.path.suffix != ".onnx":
+        raise click.UsageError("--ray runs ONNX models (onnxruntime on each worker)")
     m = build_map(
         engine,
         source,
@@ -219,19 +239,23 @@ def build_command(
         allow_missing_poses=allow_missing_poses,
         batch_size=batch_size,
         progress=_progress("embedding"),
+        threads=threads,
+        ray=ray_address,
         dtype=dtype,
     )
     dt = time.perf_counter() - t0
     skipped = m.manifest["history"][-1].get("skipped", [])
     if skipped:
         click.echo(f"warning: skipped {len(skipped)} unreadable images", err=True)
+    rate = m.manifest["history"][-1].get("images_per_s")
     if as_json:
-        click.echo(json.dumps({**_summary(m, output, dt), "skipped": skipped}))
+        summary = {**_summary(m, output, dt), "images_per_s": rate, "skipped": skipped}
+        click.echo(json.dumps(summary))
         return
     click.echo(
         f"wrote {output}: {len(m)} images, {m.dim}-d, {m.index_type} index, "
         f"{m.manifest['positions'].get('count', 0)} with positions "
-        f"({dt:.1f} s, {len(m) / dt:.1f} images/s)"
+        f"({dt:.1f} s; embedding {rate} images/s)"
     )
 
 
@@ -255,6 +279,7 @@ def _summary(m, output: Path, seconds: float) -> dict:
 @_skip_option
 @_missing_option
 @_batch_option
+@threads_option
 @_json_option
 def add_command(
     map_path,
@@ -265,12 +290,13 @@ def add_command(
     skip_bad_images,
     allow_missing_poses,
     batch_size,
+    threads,
     as_json=False,
 ):
     """Add IMAGES (files or folders) to MAP; existing descriptors are kept."""
     from ..maps import add_to_map
 
-    engine = _engine(model_path, backend)
+    engine = _engine(model_path, backend, threads)
     before = _count(map_path)
     m = add_to_map(
         engine,
@@ -281,6 +307,7 @@ def add_command(
         allow_missing_poses=allow_missing_poses,
         batch_size=batch_size,
         progress=_progress("embedding"),
+        threads=threads,
     )
     if as_json:
         click.echo(json.dumps({"map": str(map_path), "added": len(m) - before, "images": len(m)}))

@@ -10,7 +10,7 @@ import click
 from .. import paths
 from ..errors import ConfigError
 from .extras import require_extra
-from .options import InputSize, PcaDim
+from .options import InputSize, PcaDim, threads_option
 
 LOCAL_FIT_IMAGES = 200  # images the local-feature PCA is fitted on
 
@@ -58,24 +58,38 @@ LOCAL_FIT_IMAGES = 200  # images the local-feature PCA is fitted on
     help="Checkpoint to write [default: $SFRS_EDGE_HOME/checkpoint.pt].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@threads_option
 def init_command(
-    backbone, images_dir, pca_dim, no_whiten, input_size, clusters, weights, rerank, output, as_json
+    backbone,
+    images_dir,
+    pca_dim,
+    no_whiten,
+    input_size,
+    clusters,
+    weights,
+    rerank,
+    output,
+    as_json,
+    threads,
 ):
     """Make an off-the-shelf model: pretrained backbone, k-means NetVLAD, PCA whitening."""
     require_extra("init", "train", "torch", "sklearn")
     from sfrs_edge.images import list_images
+    from sfrs_edge.threads import limit_process
     from sfrs_edge.train.backbones import backbone_spec
     from sfrs_edge.train.checkpoint import save_checkpoint
     from sfrs_edge.train.config import InitConfig
     from sfrs_edge.train.model import ModelConfig
     from sfrs_edge.train.offtheshelf import build_offtheshelf
 
+    limit_process(threads)  # torch (imported above), BLAS, OpenCV
+
     backbone_spec(backbone)
     images = list_images(images_dir)
     if backbone == "vgg16" and weights is None:
         from .weights import published
 
-        weights = published("vgg16")  # SHA-256 verified
+        weights = published("vgg16", hint="--weights FILE")  # SHA-256 verified
     h, w = input_size or (0, 0)
     model = ModelConfig(backbone, clusters, h, w, pca_dim=pca_dim, whiten=not no_whiten)
     cfg = InitConfig(model=model, weights=str(weights) if weights else None)

@@ -39,3 +39,14 @@ class InputSize(click.ParamType):
         if h < 32 or w < 32:
             self.fail(f"input size {h}x{w} is too small (at least 32x32)", param, ctx)
         return (h, w)
+
+
+def threads_option(func):
+    """``--threads N``: every CPU pool the command starts (onnxruntime, BLAS, decoding, torch)."""
+    return click.option(
+        "--threads",
+        type=click.IntRange(min=1),
+        default=None,
+        help="CPU threads for every pool (inference, BLAS search, image decoding) "
+        "[default: the machine's physical cores].",
+    )(func)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from ..download import DownloadError
 from ..errors import SfrsEdgeError
 from .progress import progress
 
@@ -16,23 +17,29 @@ from .progress import progress
 def checked_weights(name: str, file: Path | None) -> Iterator[Path]:
     """``file``, or the published weights ``name`` (downloaded with a progress bar).
 
-    The block checks the file (the importer's key/shape checks). A downloaded file that fails
-    them is deleted from the cache so the next run downloads it again.
+    The block checks the file (the importer's key/shape checks). A file downloaded by this call
+    that fails them is deleted from the cache so the next run downloads it again.
     """
     from .. import weights
 
     if file is not None:
         yield file
         return
+    fresh = not weights.cached_path(name).is_file()
     path = published(name)
     try:
         yield path
     except SfrsEdgeError as exc:
+        if not fresh:  # the user's own copy in the cache: keep it, say which file failed
+            raise
         weights.forget(path)
-        raise type(exc)(f"{exc} (deleted the downloaded {path}; run again to download it)") from exc
+        raise type(exc)(
+            f"deleted the downloaded {path.name}, which failed its checks (run again to "
+            f"download it anew): {exc}"
+        ) from exc
 
 
-def published(name: str) -> Path:
+def published(name: str, hint: str | None = None) -> Path:
     """The published weights ``name`` from the cache, downloaded (with progress) if missing."""
     from .. import weights
 
@@ -40,4 +47,7 @@ def published(name: str) -> Path:
     if not cached.is_file():
         click.echo(f"downloading {weights.PUBLISHED[name].url} -> {cached}", err=True)
     with progress(f"downloading {cached.name}", unit="bytes") as report:
-        return weights.published_weights(name, progress=report)
+        try:
+            return weights.published_weights(name, progress=report)
+        except DownloadError as exc:
+            raise DownloadError(f"pass {hint}, or: {exc}" if hint else str(exc)) from None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,6 +26,7 @@ import numpy as np
 from ..errors import ConfigError, ImageError, MapError
 from ..images import IMAGE_SUFFIXES, list_images
 from ..model_info import ModelInfo
+from .embedding import Embedded, embed_images
 from .index import IndexConfig
 from .manifest import FORMAT_VERSION, new_manifest, now
 from .map import Map
@@ -126,9 +128,43 @@ def _embed(
     skip_bad: bool,
     batch_size: int,
     progress: Progress | None,
+    threads: int | None = None,
+    ray: str | None = None,
 ) -> tuple[np.ndarray, list[Path], list[str], dict[str, np.ndarray]]:
     """Descriptors of ``files``; returns (descriptors, files kept, skipped file messages,
-    extra outputs row-aligned with the descriptors)."""
+    extra outputs row-aligned with the descriptors).
+
+    A real :class:`~sfrs_edge.engine.Engine` goes through the overlapped decode/inference
+    pipeline (:mod:`.embedding`), or with ``ray`` (an address, or ``local``) through a Ray
+    actor pool (:mod:`.ray_embed`); an engine offering only ``embed_files`` is called in chunks.
+    """
+    if ray is not None:
+        from .ray_embed import embed_with_ray
+
+        result = embed_with_ray(engine.path, files, ray, batch_size, skip_bad)
+    elif hasattr(engine, "embed") and hasattr(engine.info, "preprocessing"):
+        result = embed_images(engine, files, batch_size, threads, skip_bad, progress)
+        log.info("embedded %d images at %.1f images/s", len(result.kept), result.images_per_s)
+    else:
+        result = _embed_in_chunks(engine, files, skip_bad, batch_size, progress)
+    arrays = dict(result.outputs)
+    desc = np.ascontiguousarray(arrays.pop("descriptor"), dtype=np.float32)
+    if desc.shape != (len(result.kept), engine.dim):
+        raise MapError(
+            f"engine returned descriptors of shape {desc.shape}, expected {len(result.kept)}"
+        )
+    if not np.isfinite(desc).all():
+        raise MapError("the model produced NaN/inf descriptors; the model file is unusable")
+    return desc, result.kept, result.skipped, arrays
+
+
+def _embed_in_chunks(
+    engine: EmbeddingEngine,
+    files: list[Path],
+    skip_bad: bool,
+    batch_size: int,
+    progress: Progress | None,
+) -> Embedded:
     parts: list[dict] = []
     kept, skipped = [], []
     total = len(files)
@@ -152,12 +188,7 @@ def _embed(
     if not kept:
         raise ImageError(f"none of the {total} images could be read: {skipped[0]}")
     arrays = {n: np.concatenate([p[n] for p in parts]) for n in parts[0]}
-    desc = np.ascontiguousarray(arrays.pop("descriptor"), dtype=np.float32)
-    if desc.shape != (len(kept), engine.dim):
-        raise MapError(f"engine returned descriptors of shape {desc.shape}, expected {len(kept)}")
-    if not np.isfinite(desc).all():
-        raise MapError("the model produced NaN/inf descriptors; the model file is unusable")
-    return desc, kept, skipped, arrays
+    return Embedded(arrays, kept, skipped)
 
 
 def _places(files: list[Path], poses: list[Pose | None], first_id: int) -> list[Place]:
@@ -191,12 +222,16 @@ def build_map(
     batch_size: int = 8,
     progress: Progress | None = None,
     dtype: str = "float32",
+    threads: int | None = None,
+    ray: str | None = None,
 ) -> Map:
     """Embed every image of ``source`` and write a map at ``output`` (replacing a map there).
 
     ``index``: ``auto`` (exact below 50k images, else HNSW), ``exact`` or ``hnsw``.
     ``dtype``: storage of descriptor files (``float16`` halves them; HNSW graphs hold float32).
-    Returns the new map, opened.
+    ``threads``: image-decoding threads (None: physical cores). ``ray``: embed on a Ray
+    cluster at this address (``local``: a local instance). Returns the new map, opened;
+    ``manifest["history"][-1]["images_per_s"]`` is the embedding rate.
     """
     check_engine(engine)
     files = collect_images(source)
@@ -204,7 +239,11 @@ def build_map(
     pose_list, pos_info = _poses_for(files, poses, allow_missing_poses)
     output = Path(output).expanduser()
     with atomic_map_dir(output) as staging:
-        desc, kept, skipped, extras = _embed(engine, files, skip_bad_images, batch_size, progress)
+        t0 = time.perf_counter()
+        desc, kept, skipped, extras = _embed(
+            engine, files, skip_bad_images, batch_size, progress, threads, ray
+        )
+        rate = round(len(kept) / max(time.perf_counter() - t0, 1e-9), 2)
         keep = {f: p for f, p in zip(files, pose_list, strict=True)}
         places = _places(kept, [keep[f] for f in kept], 0)
         pos_info["count"] = sum(p.position is not None for p in places)
@@ -214,7 +253,11 @@ def build_map(
             index=config.to_manifest(),
             count=len(places),
             positions=pos_info,
-            history=[history_event("build", len(places), skipped, source=_describe(source))],
+            history=[
+                history_event(
+                    "build", len(places), skipped, source=_describe(source), images_per_s=rate
+                )
+            ],
         )
         write_map(staging, manifest, Rows(desc, places, extras), config, dtype)
     return Map.open(output, expect_fingerprint=engine.fingerprint)
@@ -235,6 +278,7 @@ def add_to_map(
     allow_missing_poses: bool = False,
     batch_size: int = 8,
     progress: Progress | None = None,
+    threads: int | None = None,
 ) -> Map:
     """Add images (files and/or folders) to a map without recomputing existing descriptors.
 
@@ -257,7 +301,9 @@ def add_to_map(
                 f"map positions are {kind}, the new images' are {pos_info['kind']}; "
                 "use the same kind of coordinates"
             )
-        desc, kept, skipped, extras = _embed(engine, files, skip_bad_images, batch_size, progress)
+        desc, kept, skipped, extras = _embed(
+            engine, files, skip_bad_images, batch_size, progress, threads
+        )
         keep = {f: p for f, p in zip(files, pose_list, strict=True)}
         new_places = _places(kept, [keep[f] for f in kept], len(old))
         _append(staging, old, Rows(desc, new_places, extras), pos_info, skipped)

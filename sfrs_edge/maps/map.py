@@ -11,6 +11,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from .snapshot import Snapshot, check_hnsw_header, read_npy
 from .store import resolve
 
 log = logging.getLogger(__name__)
+OPEN_ATTEMPTS = 4  # a generation swapped in while we read is read again, up to this often
 
 
 @dataclass
@@ -101,16 +103,18 @@ class Map:
         the HNSW graph unloaded (writers that only append); such a map cannot search.
         """
         requested = Path(path).expanduser()
-        for attempt in (0, 1):
+        for attempt in range(OPEN_ATTEMPTS):
             folder = resolve(requested)
             try:
                 return cls._load(folder, requested, expect_fingerprint, verify, load_index)
             except FileNotFoundError:
-                if attempt:
-                    break  # swapped twice while we read it, or really gone
-        if not resolve(requested).exists():
-            raise MapError(f"{requested}: no such map directory")
-        raise MapError(f"{requested}: the map changed twice while it was opened; try again")
+                if not resolve(requested).exists():
+                    raise MapError(f"{requested}: no such map directory") from None
+                time.sleep(0.05 * attempt)  # swapped while we read it: read the new one
+        raise MapError(
+            f"{requested}: the map was replaced {OPEN_ATTEMPTS} times while it was opened "
+            "(is something rebuilding it in a loop?); try again"
+        )
 
     @classmethod
     def _load(
@@ -161,7 +165,7 @@ class Map:
                         )
                     extras[xname] = arr
                 meta = entry["metadata"]
-                con = _open_metadata(snap.path(fds[meta], meta), meta, where, start, rows)
+                con = _open_metadata(folder, fds[meta], meta, where, start, rows)
                 segments.append(Segment(start, rows, desc, con, extras, entry))
                 start += rows
             index = None
@@ -171,13 +175,9 @@ class Map:
                 check_hnsw_header(fds[INDEX], dim, indexed, config.M, f"{where}: {INDEX}")
                 if load_index:
                     index = HnswIndex.load(snap.path(fds[INDEX], INDEX), dim, indexed, config)
-        m = cls(requested, manifest, segments, index, folder)
-        m._unloaded_index = config.type == "hnsw" and not load_index
-        return m
+        return cls(requested, manifest, segments, index, folder)
 
     # --- facts --------------------------------------------------------------------------
-
-    _unloaded_index = False
 
     def __len__(self) -> int:
         return self._count
@@ -413,15 +413,34 @@ class Map:
         return similarities(q, self.descriptors)
 
 
-def _open_metadata(path: str, name: str, where: str, start: int, rows: int) -> sqlite3.Connection:
-    """Open a segment's metadata read-only and check it holds exactly ids start..start+rows-1."""
+def _open_metadata(
+    folder: Path, fd: int, name: str, where: str, start: int, rows: int
+) -> sqlite3.Connection:
+    """Open a segment's metadata read-only and check it holds exactly ids start..start+rows-1.
+
+    SQLite opens by path (and canonicalises even ``/proc/self/fd`` links), so after it has
+    opened ``folder/name`` we check that path still names the file we opened through the
+    directory handle (``fd``): if not, a swap happened meanwhile and the open is retried
+    (FileNotFoundError). Files are shared between generations only when identical."""
     try:
-        con = sqlite_readonly(path)
-        n, lo, hi = con.execute("SELECT count(*), min(id), max(id) FROM places").fetchone()
+        con = sqlite_readonly(str(folder / name))
+        (n,) = con.execute("SELECT count(*) FROM places").fetchone()
+        (lo,) = con.execute("SELECT min(id) FROM places").fetchone()
+        (hi,) = con.execute("SELECT max(id) FROM places").fetchone()
     except sqlite3.Error as exc:
+        if not (folder / name).exists():
+            raise FileNotFoundError(folder / name) from None
         raise MapError(
             f"{where}: {name} is not readable map metadata ({exc}); rebuild the map"
         ) from None
+    mine, st = os.fstat(fd), None
+    try:
+        st = os.stat(folder / name)
+    except FileNotFoundError:
+        pass
+    if st is None or (st.st_dev, st.st_ino) != (mine.st_dev, mine.st_ino):
+        con.close()
+        raise FileNotFoundError(folder / name)  # swapped while opening: Map.open retries
     if (n, lo, hi) != (rows, start, start + rows - 1):
         con.close()
         raise MapError(
@@ -431,4 +450,4 @@ def _open_metadata(path: str, name: str, where: str, start: int, rows: int) -> s
     return con
 
 
-__all__ = ["Map", "Segment", "sqlite_readonly"]
+__all__ = ["Map", "Segment"]

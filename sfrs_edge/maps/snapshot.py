@@ -4,8 +4,9 @@ An update never changes a map directory: it builds a new one and swaps it in (:m
 Opening every file relative to a handle on the directory (``dir_fd``) therefore reads one
 generation, whatever is swapped in meanwhile; a file that disappears (the old generation was
 deleted while we read it) raises ``FileNotFoundError`` and :meth:`Map.open` retries once with
-the new generation. Libraries that want a path (SQLite, hnswlib) get ``/proc/self/fd/N`` of
-the file we opened (Linux), so they read the same inode.
+the new generation. hnswlib, which wants a path, gets ``/proc/self/fd/N`` of the file we
+opened (Linux: the kernel opens that very inode); SQLite canonicalises paths itself, so it opens
+the file by name and the opener then checks that name still holds the inode we opened.
 """
 
 from __future__ import annotations

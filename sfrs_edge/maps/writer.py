@@ -186,10 +186,14 @@ def append_rows(staging: Path, old: Any, rows: Rows, manifest: dict[str, Any]) -
     dtype = old.dtype
     start = len(old)
     number = int(old.manifest.get("next_segment", len(old.segments)))
-    segs = [dict(s.entry) for s in old.segments]
-    new = _segment(files, number, start, rows, dtype, keep_desc=True)
     indexed = old.indexed
     hnsw = old.index_type == "hnsw"
+    # rows the graph holds keep no descriptor file (format-1 HNSW maps stored both)
+    segs = [
+        dict(s.entry, descriptors=None) if hnsw and s.stop <= indexed else dict(s.entry)
+        for s in old.segments
+    ]
+    new = _segment(files, number, start, rows, dtype, keep_desc=True)
     if hnsw and (start + len(rows.places) - indexed) > fold_threshold(indexed):
         segs, indexed = _fold(files, old, rows, segs, new)
     else:
@@ -237,7 +241,7 @@ def _concat(files: _Files, old: Any, rows: Rows, segs: list[dict], number: int) 
     """One segment from the given trailing segments (exact maps with many segments)."""
     lo = len(old) + len(rows.places) - sum(s["rows"] for s in segs)
     ids = np.arange(lo, len(old))
-    places = old.places(ids) + [dataclasses.replace(p) for p in rows.places]
+    places = old.places(ids) + list(rows.places)
     desc = np.concatenate([old.vectors(ids), rows.descriptors])
     extras = {
         n: np.concatenate([old.extra_rows(n, ids), a]) for n, a in sorted(rows.extras.items())

@@ -23,6 +23,13 @@ driven again at the same speed); ``velocities`` and ``velocity`` are multiples o
   recover from errors); the update multiplies by ``exp(z / temperature)``.
 
 ``window = 1`` (or ``method = "none"``) returns the frame's own best place.
+
+**Large (HNSW) maps.** Scoring every place per frame is what an HNSW index exists to avoid.
+:func:`partial_scores` scores exactly the HNSW candidates, the rows around the filter's current
+belief (:meth:`TemporalFilter.focus`: every row a line or a transition of the next update can
+touch) and a fixed sample of rows that estimates the mean and spread of the frame's
+similarities over the map (the z-score statistics, passed to :meth:`TemporalFilter.update`);
+every other row gets the sample's mean (z = 0: no evidence either way).
 """
 
 from __future__ import annotations
@@ -69,11 +76,43 @@ class FilterConfig:
             raise ConfigError(f"filter jump probability must be in [0, 1), got {self.jump}")
 
 
-def standardise(scores: np.ndarray) -> np.ndarray:
-    """Z-score of one frame's similarities over the map (constant scores give zeros)."""
+SAMPLE_ROWS = 256  # rows scored every frame on large maps to estimate the z-score statistics
+
+
+def standardise(scores: np.ndarray, stats: tuple[float, float] | None = None) -> np.ndarray:
+    """Z-score of one frame's similarities over the map (constant scores give zeros).
+
+    ``stats``: (mean, std) of the similarities over the map when ``scores`` holds true values
+    only for some rows (:func:`partial_scores`)."""
     s = np.asarray(scores, np.float64)
-    sd = s.std()
-    return (s - s.mean()) / sd if sd > 1e-12 else np.zeros_like(s)
+    mean, sd = (s.mean(), s.std()) if stats is None else stats
+    return (s - mean) / sd if sd > 1e-12 else np.zeros_like(s)
+
+
+def partial_scores(
+    map_,
+    query: np.ndarray,
+    ids: np.ndarray,
+    sims: np.ndarray,
+    focus: np.ndarray | None,
+    sample: int = SAMPLE_ROWS,
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """Similarities of one query (dim,) to every map row for the filter, scoring exactly only
+    the candidates ``ids`` (with ``sims``), the ``focus`` rows and ``sample`` evenly spaced
+    rows; returns (scores (N,), (mean, std) estimated from the sample). See module doc."""
+    n = len(map_)
+    spread = np.unique(np.linspace(0, n - 1, min(n, sample)).astype(np.int64))
+    extra = spread if focus is None else np.union1d(spread, np.asarray(focus, np.int64))
+    rows = np.setdiff1d(extra, ids)
+    exact = np.asarray(map_.score(query, rows), np.float64).ravel()
+    known = np.concatenate([np.asarray(ids, np.int64).ravel(), rows])
+    values = np.concatenate([np.asarray(sims, np.float64).ravel(), exact])
+    at = dict(zip(known.tolist(), values.tolist(), strict=True))
+    s_sample = np.array([at[int(i)] for i in spread])
+    mean, std = float(s_sample.mean()), float(s_sample.std())
+    scores = np.full(n, mean, np.float32)
+    scores[known] = values
+    return scores, (mean, std)
 
 
 def sequence_scores(
@@ -141,23 +180,46 @@ class TemporalFilter:
         self._history: deque[np.ndarray] = deque(maxlen=self.config.window)
         self._steps: deque[float] = deque(maxlen=self.config.window)
         self._count = 0
+        self._best: int | None = None
+        self._rows = 0
 
     def reset(self) -> None:
         self._history.clear()
         self._steps.clear()
+        self._best = None
+
+    def focus(self, margin: int = 2) -> np.ndarray | None:
+        """Map rows the next update can use near the current belief (None before any frame):
+        lines of ``seq`` reach back ``window`` steps at the fastest velocity; ``hmm`` moves
+        belief by ``velocity`` ± 3 sigma per step."""
+        if self._best is None:
+            return None
+        cfg = self.config
+        fastest = max(cfg.velocities) if cfg.method == "seq" else cfg.velocity + 3 * cfg.sigma
+        reach = int(np.ceil(fastest * cfg.speed * (cfg.window + 1))) + margin
+        return np.arange(max(0, self._best - reach), min(self._rows, self._best + reach + 1))
 
     def __len__(self) -> int:
         return len(self._history)
 
-    def update(self, scores: np.ndarray, step: float | None = None) -> np.ndarray:
+    def update(
+        self,
+        scores: np.ndarray,
+        step: float | None = None,
+        stats: tuple[float, float] | None = None,
+    ) -> np.ndarray:
         """Add one frame's similarities to every map row (N,); return filtered scores (N,).
 
         ``step``: the frame's position in the source (e.g. its frame number; must not go
         back); default: one more than the last. Higher output is better; the filtered answer
         is ``argmax``. ``none`` returns the standardised frame scores; ``seq`` line scores;
-        ``hmm`` the posterior probability of each row.
+        ``hmm`` the posterior probability of each row. ``stats``: see :func:`partial_scores`.
         """
-        z = standardise(scores)
+        out = self._update(standardise(scores, stats), step)
+        self._best, self._rows = int(np.argmax(out)), len(out)
+        return out
+
+    def _update(self, z: np.ndarray, step: float | None) -> np.ndarray:
         if self._history and len(self._history[-1]) != len(z):
             raise ConfigError(
                 f"filter got scores over {len(z)} places after {len(self._history[-1])}; "

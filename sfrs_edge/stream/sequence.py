@@ -68,11 +68,13 @@ def localize_stream(
     filt = TemporalFilter(config) if config.method != "none" else None
     for n, item in enumerate(frames):
         index, ts, image, captured = _unpack(item, n)
-        result, scores = localizer.localize_scores(image)
+        result, scores, stats = localizer.localize_for_filter(
+            image, filt.focus() if filt is not None else None
+        )
         filtered = score = None
         t0 = time.perf_counter()
         if filt is not None:
-            smoothed = filt.update(scores, index)
+            smoothed = filt.update(scores, index, stats)
             best = int(np.argmax(smoothed))
             filtered, score = localizer.match(best, float(scores[best])), float(smoothed[best])
         t_filter = time.perf_counter() - t0
