@@ -129,7 +129,8 @@ def export_model(
         raise ConfigError(f"{output}: is a directory; give a file name such as model.onnx")
     output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(output) as tmp:  # verified before it replaces anything at output
-        model = write_onnx(exported, tmp, info, opset=opset, local=local)
+        extra = {"local": local} if local is not None else {}
+        model = write_onnx(exported, tmp, info, opset=opset, **extra)
         del exported
         # Refuse before reporting success what TensorRT's parser would refuse on the device.
         check_tensorrt_compatible(model, output)

@@ -175,6 +175,17 @@ class LocalHead(nn.Module):
         desc = l2_normalize((picked - self.mean) @ self.components.t(), dim=-1)
         return desc.half(), torch.matmul(onehot, torch.from_numpy(table.astype(np.float32)))
 
+    def outputs(
+        self, net: nn.Module, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What the exported graph emits for normalised images ``x``: descriptor (float32),
+        local features (float16), pixel xy (float16)."""
+        fine, final = backbone_maps(net.backbone, x)
+        desc = net.netvlad(final)
+        desc = net.pca(desc) if net.pca is not None else desc
+        feats, xy = self(net, fine.float(), final.float())
+        return desc.float(), feats, xy.half()
+
     def forward(
         self, net: nn.Module, fine: torch.Tensor, final: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:

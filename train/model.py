@@ -137,13 +137,7 @@ class ExportWrapper(nn.Module):
         x = x.to(param.dtype)
         if self.local is None:
             return self.net(x).float()
-        from .local_features import backbone_maps
-
-        fine, final = backbone_maps(self.net.backbone, x)
-        desc = self.net.netvlad(final)
-        desc = self.net.pca(desc) if self.net.pca is not None else desc
-        feats, xy = self.local(self.net, fine.float(), final.float())
-        return desc.float(), feats, xy.half()
+        return self.local.outputs(self.net, x)  # a LocalHead (.local_features)
 
 
 def fingerprint(state_dict: dict[str, torch.Tensor]) -> str:
