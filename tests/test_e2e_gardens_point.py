@@ -67,7 +67,7 @@ def test_gardens_point_build_and_localize(tmp_path, gardens_point):
     assert r1 >= 92.0, f"R@1 {r1:.1f} below 92"
 
     # exact vs HNSW over the same stored descriptors
-    stored = np.load(map_dir / "descriptors.npy", allow_pickle=False).astype(np.float32)
+    stored = np.asarray(the_map.descriptors, np.float32)
     hnsw = HnswIndex.build(stored, IndexConfig("hnsw").resolved(len(stored)))
     h_ids, _ = hnsw.search(desc, 10)
     agree = 100 * np.mean(h_ids[:, 0] == ids[:, 0])

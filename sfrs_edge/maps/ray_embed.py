@@ -120,7 +120,8 @@ def embed_with_ray(
     workers = workers or max(1, cpus)
     t0 = time.perf_counter()
     items = [{"index": i, "path": str(f.resolve())} for i, f in enumerate(files)]
-    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items) // batch_size))
+    blocks = max(1, -(-len(items) // batch_size))  # one block per batch: every actor gets work
+    ds = ray.data.from_items(items, override_num_blocks=blocks)
     ds = ds.map_batches(
         EmbedActor,
         fn_constructor_kwargs={"model": str(Path(model).resolve()), "backend": backend},
