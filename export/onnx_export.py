@@ -23,7 +23,14 @@ from sfrs_edge.train.model import ExportWrapper, SFRSNet
 
 from sfrs_edge.errors import ModelError
 from sfrs_edge.model_digest import DIGEST_KEY, file_digest
-from sfrs_edge.model_info import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelInfo
+from sfrs_edge.model_info import (
+    INPUT_NAME,
+    LOCAL_FEATURES,
+    LOCAL_XY,
+    METADATA_KEY,
+    OUTPUT_NAME,
+    ModelInfo,
+)
 
 from .trt_compat import static_output_dims
 
@@ -32,10 +39,15 @@ FORBIDDEN_OPS = ("Einsum",)  # docs/DESIGN.md §3.1: no einsum in exported graph
 
 
 @torch.no_grad()
-def write_onnx(net: SFRSNet, path: Path, info: ModelInfo, opset: int = 17) -> onnx.ModelProto:
-    """Export ``net`` (any dtype; fp32 input adapter) to ``path`` with ``info`` embedded."""
+def write_onnx(
+    net: SFRSNet, path: Path, info: ModelInfo, opset: int = 17, local: torch.nn.Module | None = None
+) -> onnx.ModelProto:
+    """Export ``net`` (any dtype; fp32 input adapter) to ``path`` with ``info`` embedded.
+
+    ``local``: a re-ranking head; adds the ``local_features`` and ``local_xy`` outputs."""
     cfg = net.config
-    wrapper = ExportWrapper(net).eval()
+    wrapper = ExportWrapper(net, local).eval()
+    outputs = [OUTPUT_NAME] + ([LOCAL_FEATURES, LOCAL_XY] if local is not None else [])
     dummy = torch.zeros(2, cfg.input_height, cfg.input_width, 3, dtype=torch.uint8)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings on static shape arithmetic
@@ -44,13 +56,22 @@ def write_onnx(net: SFRSNet, path: Path, info: ModelInfo, opset: int = 17) -> on
             (dummy,),
             str(path),
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            output_names=outputs,
+            dynamic_axes={name: {0: "batch"} for name in [INPUT_NAME, *outputs]},
             opset_version=opset,
             do_constant_folding=True,
             dynamo=False,
         )
     model = onnx.load(str(path))
+    if local is not None:  # per-image shapes are static: say so in the graph's outputs
+        static = {o: spec["shape"] for o, spec in info.local["outputs"].items()}
+        for out in model.graph.output:
+            if out.name in static:
+                for dim, size in zip(
+                    out.type.tensor_type.shape.dim[1:], static[out.name], strict=True
+                ):
+                    dim.Clear()
+                    dim.dim_value = int(size)
     check_graph(model, path)
     static_output_dims(model)  # (batch, dim), not (batch, "Castdescriptor_dim_1")
     del model.metadata_props[:]

@@ -92,11 +92,15 @@ def export_model(
     verify_images: Sequence[str | os.PathLike],
     provenance: dict | None = None,
     opset: int = 17,
+    local=None,
 ) -> ExportReport:
     """Export ``net`` to ONNX at ``output``; verified on ``verify_images`` before it appears.
 
     The fingerprint is computed on the fp32 weights after any PCA truncation, so fp16 and fp32
     exports of the same weights share it. On failure nothing is left at (or beside) ``output``.
+    ``local``: a :class:`~sfrs_edge.train.local_features.LocalHead`; the model then also emits
+    re-ranking local features (its own fingerprint in ``info.local``; the global one is kept,
+    so maps built without local features still open).
     """
     t0 = time.time()
     output = Path(output)
@@ -105,7 +109,19 @@ def export_model(
         raise ConfigError("export needs real images to verify against: pass --verify-images DIR")
     precision = "fp16" if fp16 else "fp32"
     ref = prepare(net, pca_dim, input_size)
-    info = model_info(ref, precision=precision, provenance=_json_safe(provenance))
+    local_info = None
+    if local is not None:
+        import torch
+        from sfrs_edge.train.local_features import head_info
+        from sfrs_edge.train.model import ExportWrapper
+
+        local = copy.deepcopy(local).float().eval()
+        local.input_size = ref.config.preprocessing().size
+        h, w = local.input_size
+        with torch.no_grad():  # P is fixed by the input size: read it off one forward pass
+            probe = ExportWrapper(ref, local)(torch.zeros(1, h, w, 3, dtype=torch.uint8))
+        local_info = head_info(local, int(probe[1].shape[1]))
+    info = model_info(ref, precision=precision, provenance=_json_safe(provenance), local=local_info)
     exported = copy.deepcopy(ref)  # tracing must not touch the reference
     if fp16:
         exported.half()
@@ -113,12 +129,13 @@ def export_model(
         raise ConfigError(f"{output}: is a directory; give a file name such as model.onnx")
     output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(output) as tmp:  # verified before it replaces anything at output
-        model = write_onnx(exported, tmp, info, opset=opset)
+        extra = {"local": local} if local is not None else {}
+        model = write_onnx(exported, tmp, info, opset=opset, **extra)
         del exported
         # Refuse before reporting success what TensorRT's parser would refuse on the device.
         check_tensorrt_compatible(model, output)
         del model
-        result = verify.parity(tmp, ref, images)
+        result = verify.parity(tmp, ref, images, local=local)
         log.info("%s", result.line())
         verify.check(result, precision, output)
     return ExportReport(
@@ -140,6 +157,32 @@ def export_checkpoint(
     from sfrs_edge.train.checkpoint import load_checkpoint
 
     net, prov = load_checkpoint(checkpoint)
+    if kwargs.get("rerank"):
+        kwargs["local"] = local_head(checkpoint, net, kwargs.get("verify_images") or [])
+    kwargs.pop("rerank", None)
     if kwargs.get("provenance") is None:
         kwargs["provenance"] = {**prov, "checkpoint": str(Path(checkpoint).resolve())}
     return export_model(net, output, **kwargs)
+
+
+def local_head(checkpoint: str | os.PathLike, net: SFRSNet, images: Sequence):
+    """The checkpoint's re-ranking head, or one fitted now on ``images`` when it has none
+    (imported models): local PCA on the verification images, logged."""
+    from sfrs_edge.train.checkpoint import read_checkpoint
+    from sfrs_edge.train.local_features import LocalConfig, fit_local_head, head_from_state
+
+    state = read_checkpoint(checkpoint).get("local")
+    size = net.config.preprocessing().size
+    if state:
+        return head_from_state(state, size)
+    if len(images) < 2:
+        raise ConfigError(
+            f"{checkpoint}: has no local-feature PCA and too few images to fit one; re-run "
+            "`sfrs-edge init` or pass --verify-images DIR with real images"
+        )
+    log.info(
+        "%s: no local-feature PCA in the checkpoint; fitting it on %d images",
+        checkpoint,
+        len(images),
+    )
+    return fit_local_head(net, images, LocalConfig())

@@ -18,6 +18,10 @@ from sfrs_edge.model_info import INPUT_NAME
 
 # Minimum cosine between torch fp32 and exported descriptors (docs/DESIGN.md §3.5).
 THRESHOLDS = {"fp32": 0.9999, "fp16": 0.999}
+# Re-ranking outputs: share of selected locations that agree with torch (near-ties may swap),
+# and the mean cosine of the float16 local descriptors at agreeing locations.
+LOCAL_AGREEMENT = {"fp32": 0.95, "fp16": 0.9}
+LOCAL_COSINE = 0.99
 
 
 @dataclass(frozen=True)
@@ -27,12 +31,42 @@ class Parity:
     min_cos: float
     mean_cos: float
     num_images: int
+    local_agreement: float | None = None  # re-ranking outputs only
+    local_cos: float | None = None
 
     def line(self) -> str:
+        local = (
+            ""
+            if self.local_agreement is None
+            else f"; local features: {100 * self.local_agreement:.1f} % same locations, "
+            f"mean cosine {self.local_cos:.4f}"
+        )
         return (
             f"parity vs torch fp32: min cosine {self.min_cos:.6f}, mean {self.mean_cos:.6f} "
-            f"on {self.num_images} images"
+            f"on {self.num_images} images{local}"
         )
+
+
+def _local_parity(want: tuple, got: list) -> tuple[float, float]:
+    """(share of locations selected by both, mean cosine of their descriptors)."""
+    agree, cos = [], []
+    for wf, wxy, gf, gxy in zip(want[0], want[1], got[1], got[2], strict=True):
+        wkeys = {tuple(v): i for i, v in enumerate(np.round(wxy.astype(np.float64), 1))}
+        pairs = [
+            (wkeys[tuple(v)], j)
+            for j, v in enumerate(np.round(gxy.astype(np.float64), 1))
+            if tuple(v) in wkeys
+        ]
+        agree.append(len(pairs) / len(wxy))
+        if pairs:
+            a = wf[[p[0] for p in pairs]].astype(np.float64)
+            b = gf[[p[1] for p in pairs]].astype(np.float64)
+            cos.append(
+                (a * b).sum(1)
+                / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+            )
+    c = np.concatenate(cos) if cos else np.zeros(1)
+    return float(np.mean(agree)), float(np.nan_to_num(c).mean())
 
 
 @torch.no_grad()
@@ -41,21 +75,33 @@ def parity(
     reference: SFRSNet,
     images: Sequence[str | os.PathLike],
     batch_size: int = 4,
+    local: torch.nn.Module | None = None,
 ) -> Parity:
-    """Cosines between ``reference`` (fp32 torch) and the ONNX model on ``images``."""
+    """Cosines between ``reference`` (fp32 torch) and the ONNX model on ``images`` (with a
+    ``local`` head: also the agreement of the re-ranking outputs)."""
     if not images:
         raise ModelError("export verification needs at least one real image")
     pre = reference.config.preprocessing()
-    wrapper = ExportWrapper(reference).eval()
+    wrapper = ExportWrapper(reference, local).eval()
     sess = create_session(onnx_path)
     cos: list[np.ndarray] = []
+    agree: list[float] = []
+    lcos: list[float] = []
     for i in range(0, len(images), batch_size):
         batch = np.stack([load_for_model(p, pre) for p in images[i : i + batch_size]])
-        want = wrapper(torch.from_numpy(batch)).numpy().astype(np.float64)
+        out = wrapper(torch.from_numpy(batch))
+        want = (out[0] if local is not None else out).numpy().astype(np.float64)
         try:
-            got = sess.run(None, {INPUT_NAME: batch})[0].astype(np.float64)
+            outputs = sess.run(None, {INPUT_NAME: batch})
         except Exception as exc:
             raise ModelError(f"{onnx_path}: onnxruntime failed to run the model ({exc})") from exc
+        got = outputs[0].astype(np.float64)
+        if local is not None:
+            if len(outputs) != 3:
+                raise ModelError(f"{onnx_path}: expected 3 outputs, the model has {len(outputs)}")
+            a, lc = _local_parity((out[1].float().numpy(), out[2].float().numpy()), outputs)
+            agree.append(a)
+            lcos.append(lc)
         if got.shape != want.shape:
             raise ModelError(f"{onnx_path}: output shape {got.shape}, expected {want.shape}")
         num = (got * want).sum(1)
@@ -63,7 +109,11 @@ def parity(
         c = np.where(np.isfinite(num) & (den > 0), num / np.maximum(den, 1e-30), -1.0)
         cos.append(c)
     c = np.concatenate(cos)
-    return Parity(float(c.min()), float(c.mean()), len(c))
+    if local is None:
+        return Parity(float(c.min()), float(c.mean()), len(c))
+    return Parity(
+        float(c.min()), float(c.mean()), len(c), float(np.mean(agree)), float(np.mean(lcos))
+    )
 
 
 def check(result: Parity, precision: str, source: str | os.PathLike) -> None:
@@ -73,4 +123,12 @@ def check(result: Parity, precision: str, source: str | os.PathLike) -> None:
         raise ModelError(
             f"{source}: export verification failed: {result.line()}; {precision} needs min "
             f"cosine >= {threshold}. Nothing was written."
+        )
+    if result.local_agreement is not None and not (
+        result.local_agreement >= LOCAL_AGREEMENT[precision] and result.local_cos >= LOCAL_COSINE
+    ):
+        raise ModelError(
+            f"{source}: export verification of the re-ranking outputs failed: {result.line()}; "
+            f"needs >= {100 * LOCAL_AGREEMENT[precision]:.0f} % same locations and mean cosine "
+            f">= {LOCAL_COSINE}. Nothing was written."
         )

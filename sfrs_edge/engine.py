@@ -268,6 +268,49 @@ class Engine:
             raise ModelError(f"{what}: the model returned {out.shape} for a batch of {len(batch)}")
         return check_descriptors(out, self.dim, what)
 
+    @property
+    def extra_outputs(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """Outputs besides ``descriptor`` (e.g. re-ranking ``local_features``/``local_xy``):
+        per-image shape and dtype; empty for a plain model (contract 1)."""
+        get = getattr(self.backend, "extra_outputs", None)
+        return get() if get is not None else {}
+
+    def embed_all(self, batch_uint8_nhwc: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output of a uint8 (N, H, W, 3) batch by name; always has ``"descriptor"``."""
+        extras = self.extra_outputs
+        if not extras:
+            return {OUTPUT_NAME: self.embed(batch_uint8_nhwc)}
+        batch = np.ascontiguousarray(batch_uint8_nhwc)
+        h, w = self.input_size
+        if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[1:] != (h, w, 3):
+            raise ImageError(
+                f"batch is {batch.dtype} {batch.shape}; the model takes uint8 (N, {h}, {w}, 3)"
+            )
+        if len(batch) == 0:
+            out = {name: np.zeros((0, *shape), dtype) for name, (shape, dtype) in extras.items()}
+            return {OUTPUT_NAME: np.zeros((0, self.dim), np.float32), **out}
+        out = self.backend.run_all(batch)
+        out[OUTPUT_NAME] = check_finite(np.asarray(out[OUTPUT_NAME], np.float32), str(self.path))
+        return out
+
+    def embed_frame_all(
+        self, frame_bgr: np.ndarray, timings: dict[str, float] | None = None
+    ) -> dict[str, np.ndarray]:
+        """:meth:`embed_all` of one frame of any size: every output, first axis dropped."""
+        if not self.extra_outputs:
+            return {OUTPUT_NAME: self.embed_frame(frame_bgr, timings)}
+        t0 = time.perf_counter()
+        frame = to_bgr8(frame_bgr, "frame")
+        with self._lock:
+            resize_for_model(frame, self.info.preprocessing, out=self._frame_in[0])
+            t1 = time.perf_counter()
+            out = self.embed_all(self._frame_in)
+            t2 = time.perf_counter()
+            self.last_timings = {"preprocess": t1 - t0, "inference": t2 - t1}
+            if timings is not None:
+                timings.update(self.last_timings)
+        return {name: value[0] for name, value in out.items()}
+
     def embed_frame(
         self, frame_bgr: np.ndarray, timings: dict[str, float] | None = None
     ) -> np.ndarray:

@@ -38,7 +38,7 @@ import math
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,7 @@ class Match:
     name: str
     similarity: float
     position: tuple[float, ...] | None = None
+    inliers: int | None = None  # verified local matches (re-ranked candidates only)
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class LocalizationResult:
     margin: float
     timings: dict[str, float] = field(default_factory=dict)
     source: str | None = None
+    reranked: bool = False  # True: order and confidence come from verified local evidence
 
     @property
     def best(self) -> Match:
@@ -118,7 +120,11 @@ class Localizer:
         far_frames: int = 10,
         margin_scale: float = 0.25,
         near_radius: float | None = None,
+        rerank: int | Any | None = None,
     ) -> None:
+        """``rerank``: re-rank the top-``rerank`` candidates by local evidence (an int K or a
+        :class:`~sfrs_edge.rerank.RerankConfig`); off when None. With a model or map without
+        local features it logs one warning and answers from the global descriptor."""
         check_k(k)
         if far_radius <= 0 or far_frames < 1 or margin_scale <= 0:
             raise ConfigError("far_radius, far_frames and margin_scale must be positive")
@@ -143,6 +149,18 @@ class Localizer:
         self.position_kind: str | None = self.map.position_kind
         self._positions = self.map.positions()  # (N, d), NaN where unknown
         self._lock = threading.Lock()
+        self.reranker = None
+        if rerank is not None:
+            from .rerank import RerankConfig
+            from .rerank.stage import RerankStage
+
+            config = rerank if isinstance(rerank, RerankConfig) else RerankConfig(k=int(rerank))
+            self.reranker = RerankStage.create(self.engine, self.map, config)
+
+    @property
+    def rerank(self):
+        """The active :class:`~sfrs_edge.rerank.RerankConfig`, or None (re-ranking off)."""
+        return self.reranker.config if self.reranker is not None else None
 
     def __repr__(self) -> str:
         return f"Localizer({self.engine!r}, {self.map!r}, k={self.k})"
@@ -234,9 +252,14 @@ class Localizer:
         focus: np.ndarray | None = None,
     ) -> LocalizationResult:
         with self._lock:
-            desc = self.engine.embed_frame(frame, times)
+            if self.reranker is not None:
+                outputs = self.engine.embed_frame_all(frame, times)
+                desc = outputs["descriptor"]
+            else:
+                desc = self.engine.embed_frame(frame, times)
             t = time.perf_counter()
-            n = min(len(self.map), max(self.k, CANDIDATES))
+            rk = self.reranker.config.k if self.reranker is not None else 0
+            n = min(len(self.map), max(self.k, CANDIDATES, rk))
             stats = None
             with blas_limit(SEARCH_BLAS_THREADS):
                 if scores_out is not None and self.map.index_type == "exact":
@@ -250,7 +273,17 @@ class Localizer:
             times["search"] = time.perf_counter() - t
             if scores_out is not None:
                 scores_out.extend([scores, stats])
-        result = self._estimate(ids[0], sims[0])
+        verified = None
+        ids, sims = ids[0], sims[0]
+        if self.reranker is not None:
+            t = time.perf_counter()
+            ids, sims, verified = self.reranker.apply(outputs, ids, sims)
+            times["rerank"] = time.perf_counter() - t
+            if scores_out is not None:  # temporal filters see the fused (verified) scores
+                fused = scores_out[0].copy()
+                fused[ids[: len(verified.scores)]] = verified.scores
+                scores_out[0] = fused
+        result = self._estimate(ids, sims, verified)
         times["total"] = time.perf_counter() - t0
         ms = {key: round(v * 1000.0, 3) for key, v in times.items()}
         return LocalizationResult(**result, timings=ms, source=source)
@@ -269,23 +302,36 @@ class Localizer:
         known = ~np.isnan(pos).any(axis=1)
         return np.where(known, dist <= radius, by_row)
 
-    def _estimate(self, ids: np.ndarray, sims: np.ndarray) -> dict[str, Any]:
+    def _estimate(self, ids: np.ndarray, sims: np.ndarray, verified=None) -> dict[str, Any]:
+        """``verified``: the re-ranking result of the first candidates (their new order)."""
         ids = ids.astype(np.int64)
         sims = sims.astype(np.float64)
         best = int(ids[0])
         near = self._near(ids, best, self.far_radius, self.far_frames)
         far = np.flatnonzero(~near)
         s_best = float(sims[0])
-        s_rival = float(sims[far[0]]) if len(far) else float(sims[-1])
+        rest = sims[far] if len(far) else sims[-1:]
+        s_rival = float(rest.max()) if verified is not None else float(rest[0])
         margin = max(0.0, s_best - s_rival)
         confidence = float(np.clip(margin / (self.margin_scale * max(1.0 - s_rival, 1e-6)), 0, 1))
+        if verified is not None:
+            from .rerank.scoring import verified_confidence
+
+            confidence = verified_confidence(verified.evidence, near[: len(verified.evidence)])
         matches = [self.match(i, s) for i, s in zip(ids[: self.k], sims[: self.k], strict=True)]
+        if verified is not None:
+            inl = verified.inliers
+            matches = [
+                replace(m, inliers=int(inl[j])) if j < len(inl) else m
+                for j, m in enumerate(matches)
+            ]
         return {
             "matches": tuple(matches),
             "position": self._position(ids[: self.k], sims[: self.k], s_rival),
             "position_kind": self.position_kind,
             "confidence": round(confidence, 4),
             "margin": round(margin, 6),
+            "reranked": verified is not None,
         }
 
     def _position(

@@ -29,6 +29,8 @@ MODEL_FORMAT_VERSION = 2  # 2: ``weights`` field, fingerprint covers every descr
 SUPPORTED_FORMAT_VERSIONS = (1, 2)
 INPUT_NAME = "image"
 OUTPUT_NAME = "descriptor"
+LOCAL_FEATURES = "local_features"  # re-ranking outputs (docs/RERANKING.md)
+LOCAL_XY = "local_xy"
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,10 @@ class ModelInfo:
     format_version: int = MODEL_FORMAT_VERSION
     provenance: dict[str, Any] = field(default_factory=dict)
     weights: str = ""
+    # Re-ranking outputs (docs/RERANKING.md): selection settings, output names/shapes/dtypes
+    # and a fingerprint of the local head; None for a plain descriptor-only model. Not part of
+    # the identity: the global descriptor does not change, maps of the plain export still open.
+    local: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.weights:
@@ -142,6 +148,8 @@ class ModelInfo:
                     _expect(raw, key, str)
             if not isinstance(raw.get("provenance", {}), dict):
                 raise TypeError("provenance must be an object")
+            if raw.get("local") is not None and not isinstance(raw["local"], dict):
+                raise TypeError("local must be an object or null")
             stored = raw.get("fingerprint", "")
             info = cls(preprocessing=Preprocessing(**pre), **raw)
         except ModelError:

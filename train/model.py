@@ -119,17 +119,25 @@ class SFRSNet(nn.Module):
 
 
 class ExportWrapper(nn.Module):
-    """What is exported: uint8 image in, L2-normalised descriptor out."""
+    """What is exported: uint8 image in, L2-normalised descriptor out.
 
-    def __init__(self, net: SFRSNet) -> None:
+    With a ``local`` head (re-ranking, :mod:`.local_features`) the graph has two more outputs:
+    ``local_features`` (N, P, D) float16 and ``local_xy`` (N, P, 2) float16 pixel coordinates.
+    """
+
+    def __init__(self, net: SFRSNet, local: nn.Module | None = None) -> None:
         super().__init__()
         self.adapter = InputAdapter(net.config.preprocessing())
         self.net = net
+        self.local = local
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor):
         x = self.adapter(image)
         param = next(self.net.parameters())
-        return self.net(x.to(param.dtype)).float()
+        x = x.to(param.dtype)
+        if self.local is None:
+            return self.net(x).float()
+        return self.local.outputs(self.net, x)  # a LocalHead (.local_features)
 
 
 def fingerprint(state_dict: dict[str, torch.Tensor]) -> str:
@@ -142,8 +150,14 @@ def fingerprint(state_dict: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()[:16]
 
 
-def model_info(net: SFRSNet, precision: str = "fp32", provenance: dict | None = None) -> ModelInfo:
-    """The :class:`ModelInfo` embedded in an exported model."""
+def model_info(
+    net: SFRSNet,
+    precision: str = "fp32",
+    provenance: dict | None = None,
+    local: dict | None = None,
+) -> ModelInfo:
+    """The :class:`ModelInfo` embedded in an exported model (``local``: the re-ranking
+    outputs' description, see :func:`.local_features.LocalHead.info`)."""
     cfg = net.config
     return ModelInfo(
         backbone=cfg.backbone,
@@ -157,4 +171,5 @@ def model_info(net: SFRSNet, precision: str = "fp32", provenance: dict | None = 
         precision=precision,
         package_version=__version__,
         provenance=dict(provenance or {}),
+        local=local,
     )

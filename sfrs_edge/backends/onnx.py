@@ -15,6 +15,12 @@ from ..model_info import INPUT_NAME, METADATA_KEY, OUTPUT_NAME
 from .providers import CPU, CUDA, ORDER, TENSORRT, ordered, provider_options
 
 PROVIDERS = {"tensorrt": TENSORRT, "cuda": CUDA, "cpu": CPU}
+ORT_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+}
 
 
 def choose_providers(backend: str) -> list[str]:
@@ -134,6 +140,25 @@ class OnnxBackend:
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+
+    def extra_outputs(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """Outputs besides the descriptor: per-image shape and dtype (contract 1)."""
+        out = {}
+        for o in self.session.get_outputs():
+            if o.name != OUTPUT_NAME:
+                dtype = ORT_DTYPES.get(o.type)
+                if dtype is None or not all(isinstance(d, int) for d in o.shape[1:]):
+                    raise ModelError(
+                        f"{self.path}: output {o.name!r} is {o.type} {o.shape}; extra outputs "
+                        "must have a static per-image shape and a float/int type"
+                    )
+                out[o.name] = (tuple(o.shape[1:]), np.dtype(dtype))
+        return out
+
+    def run_all(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output of the graph by name."""
+        names = [o.name for o in self.session.get_outputs()]
+        return dict(zip(names, self.session.run(names, {INPUT_NAME: batch}), strict=True))
 
     def bind(self, inp: np.ndarray, out: np.ndarray) -> Callable[[], None]:
         """Zero-copy I/O binding over preallocated CPU buffers (OrtValues share their memory)."""

@@ -91,8 +91,14 @@ def run_evaluation(loc, files, truth, out_dir: Path | None, show_progress: bool 
     show_default=True,
     help="Inference backend.",
 )
+@click.option(
+    "--rerank",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Re-rank the top K candidates by verified local features (see localize --rerank).",
+)
 def evaluate_command(
-    queries, map_path, model_path, poses, radius, window, k, out_dir, as_json, backend
+    queries, map_path, model_path, poses, radius, window, k, out_dir, as_json, backend, rerank
 ):
     """Recall@1/5/10/20 of QUERIES (image files or folders) against a map, with per-query
     JSON lines and a self-contained HTML report (recall curve, confidence, worst failures)."""
@@ -102,7 +108,7 @@ def evaluate_command(
     truth = GroundTruth(window=window, poses=str(poses) if poses else None, radius=radius)
     files = _query_files(queries)
     # options a future --rerank/--threads adds go into these keyword arguments
-    loc_options = {"k": k, "backend": backend}
+    loc_options = {"k": k, "backend": backend, "rerank": rerank}
     loc = open_localizer(model_path, map_path, **loc_options)
     ev, written = run_evaluation(loc, files, truth, out_dir or Path("evaluation"))
     if as_json:

@@ -14,6 +14,7 @@ from .extras import require_extra
 from .options import InputSize, threads_option
 
 DEFAULT_VERIFY_COUNT = 8
+LOCAL_FIT_COUNT = 100  # images a missing local-feature PCA is fitted on at export
 
 
 def pick_verify_images(folder: Path, count: int) -> list[Path]:
@@ -81,6 +82,12 @@ def _verify_folder(verify_images: Path | None, provenance: dict, checkpoint: Pat
     show_default=True,
     help="The engine's tuned (opt) and largest (max) batch; the smallest is 1.",
 )
+@click.option(
+    "--rerank/--no-rerank",
+    default=None,
+    help="Also emit local features for re-ranking [default: when the checkpoint has a "
+    "local-feature PCA; --rerank fits one on the verification folder when it has none].",
+)
 @click.option("--workspace-gb", type=float, default=4.0, show_default=True, hidden=True)
 @click.option(
     "--int8",
@@ -127,6 +134,7 @@ def export_command(
     verify_count,
     engine,
     engine_batch,
+    rerank,
     workspace_gb,
     int8,
     calibration,
@@ -139,8 +147,9 @@ def export_command(
     """Export CHECKPOINT [default: $SFRS_EDGE_HOME/checkpoint.pt] to a verified ONNX model."""
     require_extra("export", "export", "torch", "onnx")
     from sfrs_edge.export import build_engine, export_model
+    from sfrs_edge.export.pipeline import local_head
     from sfrs_edge.threads import limit_process
-    from sfrs_edge.train.checkpoint import load_checkpoint
+    from sfrs_edge.train.checkpoint import load_checkpoint, read_checkpoint
 
     limit_process(threads)
     checkpoint = checkpoint or paths.default_checkpoint()
@@ -179,7 +188,16 @@ def export_command(
             dict(pca_dim=pca_dim, input_size=input_size, provenance=provenance),
         )
         return
-    click.echo(f"export: {checkpoint} -> {output} ({'fp16' if fp16 else 'fp32'})", err=as_json)
+    if rerank is None:
+        rerank = bool(read_checkpoint(checkpoint).get("local"))
+    local = None
+    if rerank:
+        local = local_head(checkpoint, net, pick_verify_images(folder, LOCAL_FIT_COUNT))
+    click.echo(
+        f"export: {checkpoint} -> {output} ({'fp16' if fp16 else 'fp32'}"
+        f"{', with re-ranking local features' if local is not None else ''})",
+        err=as_json,
+    )
     report = export_model(
         net,
         output,
@@ -188,6 +206,7 @@ def export_command(
         input_size=input_size,
         verify_images=images,
         provenance=provenance,
+        local=local,
     )
     click.echo(report.line(), err=as_json)
     info = report.info

@@ -44,11 +44,14 @@ def _print_human(result, show_timings: bool) -> None:
     )
     for rank, m in enumerate(result.matches, 1):
         pos = _fmt_pos(m.position, result.position_kind) if m.position is not None else ""
-        click.echo(f"  {rank}. {m.name:<32} {m.similarity:7.4f}  {pos}".rstrip())
+        inl = f"  {m.inliers} inliers" if m.inliers is not None else ""
+        click.echo(f"  {rank}. {m.name:<32} {m.similarity:7.4f}{inl}  {pos}".rstrip())
     if show_timings:
         t = result.timings
         stages = ", ".join(
-            f"{k} {t[k]:.1f}" for k in ("decode", "preprocess", "inference", "search")
+            f"{k} {t[k]:.1f}"
+            for k in ("decode", "preprocess", "inference", "search", "rerank")
+            if k in t
         )
         click.echo(f"  timings (ms): {stages}, total {t['total']:.1f}")
 
@@ -111,6 +114,14 @@ def _print_human(result, show_timings: bool) -> None:
     help="Map directory [default: $SFRS_EDGE_HOME/map].",
 )
 @click.option("-k", "k", default=5, show_default=True, type=click.IntRange(min=1), help="Matches.")
+@click.option(
+    "--rerank",
+    "rerank",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Re-rank the top K candidates by verified local features (model exported with "
+    "--rerank, map built with it); without local features: one warning, global answer.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per frame (JSON lines).")
 @click.option("--timings", is_flag=True, help="Print per-stage times (ms).")
 @click.option(
@@ -140,6 +151,7 @@ def localize_command(
     model_path,
     map_path,
     k,
+    rerank,
     as_json,
     timings,
     backend,
@@ -168,13 +180,17 @@ def localize_command(
         config = FilterConfig(
             method=filter_method, window=window, speed=speed
         )  # checked before loading
-        loc = open_localizer(model_path, map_path, k=k, backend=backend, threads=threads, ef=ef)
+        loc = open_localizer(
+            model_path, map_path, k=k, backend=backend, threads=threads, ef=ef, rerank=rerank
+        )
         from .stream import run_stream
 
         source = str(video) if video is not None else camera
         run_stream(loc, source, fps, all_frames, config, as_json, timings)
         return
-    loc = open_localizer(model_path, map_path, k=k, backend=backend, threads=threads, ef=ef)
+    loc = open_localizer(
+        model_path, map_path, k=k, backend=backend, threads=threads, ef=ef, rerank=rerank
+    )
     if show is not None:
         return _show(loc, _frames(frames), show, as_json)
     failed = 0

@@ -12,6 +12,8 @@ from ..errors import ConfigError
 from .extras import require_extra
 from .options import InputSize, PcaDim, threads_option
 
+LOCAL_FIT_IMAGES = 200  # images the local-feature PCA is fitted on
+
 
 @click.command("init")
 @click.option(
@@ -44,6 +46,11 @@ from .options import InputSize, PcaDim, threads_option
     "torchvision's vgg16-397923af.pth, downloaded and verified into $SFRS_EDGE_HOME/weights].",
 )
 @click.option(
+    "--rerank",
+    is_flag=True,
+    help="Also fit the local-feature PCA for re-ranking (exports then emit local features).",
+)
+@click.option(
     "-o",
     "--output",
     type=click.Path(path_type=Path),
@@ -60,6 +67,7 @@ def init_command(
     input_size,
     clusters,
     weights,
+    rerank,
     output,
     as_json,
     threads,
@@ -92,8 +100,16 @@ def init_command(
 
     with progress("init: images read", unit="images") as report:
         net, provenance = build_offtheshelf(images, cfg, progress=report)
+    extra = None
+    if rerank:
+        from sfrs_edge.train.local_features import LocalConfig, fit_local_head, head_state
+
+        step = max(1, len(images) // LOCAL_FIT_IMAGES)
+        head = fit_local_head(net, images[::step][:LOCAL_FIT_IMAGES], LocalConfig())
+        extra = {"local": head_state(head)}
+        click.echo(f"local features for re-ranking: {head.config.to_dict()}", err=as_json)
     output = output or paths.default_checkpoint()
-    save_checkpoint(net, output, provenance)
+    save_checkpoint(net, output, provenance, extra=extra)
     if as_json:
         c = net.config
         click.echo(

@@ -1,0 +1,189 @@
+"""Local features for re-ranking: weight maps, the local head, export with two more outputs,
+and the Localizer re-ranking against a map that stores them (torch needed to build models)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+
+from sfrs_edge.train.checkpoint import load_checkpoint  # noqa: E402
+from sfrs_edge.train.local_features import (  # noqa: E402
+    LocalConfig,
+    LocalHead,
+    backbone_maps,
+    fit_local_head,
+    weight_map,
+)
+
+from sfrs_edge.engine import Engine  # noqa: E402
+from sfrs_edge.images import list_images  # noqa: E402
+from sfrs_edge.model_info import LOCAL_FEATURES, LOCAL_XY  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def net(tiny_checkpoint):
+    return load_checkpoint(tiny_checkpoint)[0]
+
+
+@pytest.fixture(scope="module")
+def maps(net, gardens_point):
+    from sfrs_edge.train.features import image_batches
+    from sfrs_edge.train.model import InputAdapter
+
+    pre = net.config.preprocessing()
+    batch = next(image_batches(list_images(gardens_point / "day_left")[:4], pre, 4))
+    with torch.no_grad():
+        return backbone_maps(net.backbone, InputAdapter(pre)(batch))
+
+
+def test_contribution_is_the_share_of_the_global_descriptor(net, maps):
+    fine, final = maps
+    with torch.no_grad():
+        w = weight_map(net, final, "contribution")
+        raw = net.netvlad(final)  # before PCA
+        g = net.pca(raw)
+        want = (net.pca.linear(raw) - net.pca.linear.bias) @ g.T  # ⟨W g_vlad, g_w⟩
+    assert w.shape == final.shape[:1] + final.shape[2:]
+    assert torch.allclose(w.sum((1, 2)), want.diagonal(), atol=1e-4)
+    plain = type(net)(net.config.__class__(**{**net.config.to_dict(), "pca_dim": None}))
+    plain.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("pca")})
+    with torch.no_grad():
+        assert torch.allclose(
+            weight_map(plain, final, "contribution").sum((1, 2)), torch.ones(4), atol=1e-4
+        )
+        conf = weight_map(net, final, "confidence")
+    assert ((conf > 0) & (conf <= 1)).all()
+
+
+def test_head_selects_distinct_peaks_with_pixel_coordinates(net, maps):
+    fine, final = maps
+    head = LocalHead(
+        LocalConfig(num_features=8, dim=16, layer="fine"),
+        fine.shape[1],
+        net.config.preprocessing().size,
+    )
+    head.set_pca(np.zeros(fine.shape[1], np.float32), np.eye(fine.shape[1], dtype=np.float32)[:16])
+    with torch.no_grad():
+        feats, xy = head(net, fine, final)
+    assert feats.shape == (4, 8, 16) and feats.dtype == torch.float16
+    assert torch.allclose(feats.float().norm(dim=-1), torch.ones(4, 8), atol=1e-2)
+    h, w = net.config.preprocessing().size
+    assert (xy[..., 0] > 0).all() and (xy[..., 0] < w).all() and (xy[..., 1] < h).all()
+    for row in xy:
+        assert len({tuple(v.tolist()) for v in row}) == 8  # distinct cells
+
+
+def test_nms_skips_neighbours_of_a_peak_until_peaks_run_out():
+    head = LocalHead(LocalConfig(num_features=3, dim=2, nms_radius=1), 4, (64, 64))
+    w = torch.zeros(1, 4, 4)
+    w[0, 1, 1], w[0, 1, 2], w[0, 3, 3] = 1.0, 0.9, 0.5  # (1,2) is a neighbour of the peak (1,1)
+    idx = head.select(w, (4, 4))[0].tolist()
+    assert idx[:2] == [1 * 4 + 1, 3 * 4 + 3]
+    assert LocalHead(LocalConfig(num_features=2, dim=2, nms_radius=0), 4, (64, 64)).select(
+        w, (4, 4)
+    )[0].tolist() == [5, 6]
+
+
+@pytest.fixture(scope="module")
+def local_onnx(tmp_path_factory, tiny_checkpoint, gardens_point, net):
+    from sfrs_edge.export import export_model
+
+    images = list_images(gardens_point / "day_right")[::10]
+    head = fit_local_head(net, images, LocalConfig(num_features=32, dim=16, layer="fine"))
+    out = tmp_path_factory.mktemp("local") / "local.onnx"
+    report = export_model(net, out, verify_images=images[:3], local=head)
+    return out, report
+
+
+def test_export_emits_static_local_outputs_and_engine_reports_them(local_onnx, gardens_point):
+    path, report = local_onnx
+    local = report.info.local
+    assert local["outputs"][LOCAL_FEATURES]["shape"] == [32, 16]
+    engine = Engine.open(path)
+    extras = engine.extra_outputs
+    assert extras == {
+        LOCAL_FEATURES: ((32, 16), np.dtype("float16")),
+        LOCAL_XY: ((32, 2), np.dtype("float16")),
+    }
+    import onnx
+
+    for out in onnx.load(str(path)).graph.output[1:]:
+        assert [d.dim_value for d in out.type.tensor_type.shape.dim[1:]] in ([32, 16], [32, 2])
+    from sfrs_edge.images import load_for_model
+
+    files = list_images(gardens_point / "night_right")[:3]
+    batch = np.stack([load_for_model(p, engine.info.preprocessing) for p in files])
+    all_out = engine.embed_all(batch)
+    assert all_out[LOCAL_FEATURES].shape == (3, 32, 16)
+    np.testing.assert_allclose(all_out["descriptor"], engine.embed(batch), atol=1e-6)
+    empty = engine.embed_all(batch[:0])
+    assert empty[LOCAL_XY].shape == (0, 32, 2)
+
+
+@pytest.fixture(scope="module")
+def local_map(tmp_path_factory, local_onnx, tiny_onnx, gardens_point):
+    """Maps of 20 day_left images: one built by the re-ranking model (local features stored as
+    map extras), one by the plain export of the same weights (none stored)."""
+    from sfrs_edge.maps import Map, build_map
+
+    folder = tmp_path_factory.mktemp("mapsrc")
+    for p in list_images(gardens_point / "day_left")[:40:2]:
+        (folder / p.name).symlink_to(p)
+    engine = Engine.open(local_onnx[0])
+    root = tmp_path_factory.mktemp("maps")
+    build_map(engine, folder, root / "local")
+    build_map(Engine.open(tiny_onnx), folder, root / "plain")
+    return engine, Map.open(root / "plain"), Map.open(root / "local")
+
+
+def test_localizer_reranks_with_map_local_features(local_map, gardens_point):
+    from sfrs_edge.localize import Localizer
+
+    engine, _, the_map = local_map
+    loc = Localizer(engine, the_map, k=5, rerank=5)
+    assert loc.reranker is not None
+    result = loc.localize_file(list_images(gardens_point / "day_right")[10])
+    assert result.reranked
+    assert all(m.inliers is not None for m in result.matches)
+    assert 0.0 <= result.confidence <= 1.0
+    assert "rerank" in result.timings
+    from sfrs_edge.images import read_image
+
+    res, scores = loc.localize_scores(read_image(list_images(gardens_point / "day_right")[10]))
+    assert scores.shape == (len(the_map),)
+    assert res.best.id == result.best.id
+
+
+def test_map_without_local_features_answers_globally_and_says_so(local_map, gardens_point, caplog):
+    from sfrs_edge.localize import Localizer
+
+    engine, plain, _ = local_map
+    frame = list_images(gardens_point / "day_right")[10]
+    with caplog.at_level(logging.WARNING):
+        loc = Localizer(engine, plain, k=5, rerank=5)
+    assert loc.reranker is None
+    assert "stores no local features" in caplog.text
+    result = loc.localize_file(frame)
+    assert not result.reranked
+    assert result.best.id == Localizer(engine, plain, k=5).localize_file(frame).best.id
+
+
+def test_cli_localize_rerank(local_onnx, local_map, gardens_point):
+    from click.testing import CliRunner
+
+    from sfrs_edge.cli import main
+
+    _, plain, local = local_map
+    frame = str(list_images(gardens_point / "day_right")[10])
+    args = ["localize", frame, "--model", str(local_onnx[0]), "--rerank", "5", "--timings"]
+    run = CliRunner().invoke(main, [*args, "--map", str(local.path)])
+    assert run.exit_code == 0, run.output
+    assert "inliers" in run.output and "rerank" in run.output
+    run = CliRunner().invoke(main, [*args, "--map", str(plain.path), "--json"])
+    assert run.exit_code == 0, run.output
+    assert '"reranked": false' in run.output
