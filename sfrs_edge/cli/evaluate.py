@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from .options import map_option, model_option
 from .progress import progress
 
 
@@ -39,20 +40,8 @@ def run_evaluation(loc, files, truth, out_dir: Path | None, show_progress: bool 
 
 @click.command("evaluate")
 @click.argument("queries", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option(
-    "--map",
-    "map_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Map directory [default: $SFRS_EDGE_HOME/map].",
-)
-@click.option(
-    "--model",
-    "model_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Exported model [default: $SFRS_EDGE_HOME/model.onnx].",
-)
+@map_option
+@model_option
 @click.option(
     "--poses",
     type=click.Path(path_type=Path),

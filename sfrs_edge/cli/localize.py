@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from ..errors import ImageError, SfrsEdgeError
-from .options import threads_option
+from .options import map_option, model_option, threads_option
 
 
 def _frames(args: tuple[Path, ...]) -> list[Path]:
@@ -99,20 +99,8 @@ def _print_human(result, show_timings: bool) -> None:
     help="Expected map rows per source frame, for the filter's motion model "
     "(about 1 / (keyframe step s x camera fps) for a map built from video).",
 )
-@click.option(
-    "--model",
-    "model_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Exported model (.onnx or .engine) [default: $SFRS_EDGE_HOME/model.onnx].",
-)
-@click.option(
-    "--map",
-    "map_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Map directory [default: $SFRS_EDGE_HOME/map].",
-)
+@model_option
+@map_option
 @click.option("-k", "k", default=5, show_default=True, type=click.IntRange(min=1), help="Matches.")
 @click.option(
     "--rerank",

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from .. import paths
+from .options import model_option
 
 
 @click.command("show")
@@ -26,13 +27,7 @@ from .. import paths
     default=None,
     help="Also localize this frame and mark its top-k matches and the estimate.",
 )
-@click.option(
-    "--model",
-    "model_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Model for --query [default: $SFRS_EDGE_HOME/model.onnx].",
-)
+@model_option
 @click.option("-k", "k", default=5, show_default=True, type=click.IntRange(min=1), help="Matches.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was drawn as JSON.")
 def show_command(map_path, output, query, model_path, k, as_json):

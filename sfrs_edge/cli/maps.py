@@ -8,15 +8,8 @@ from pathlib import Path
 import click
 
 from .. import paths
-from .options import threads_option
+from .options import model_option, threads_option
 
-_model_option = click.option(
-    "--model",
-    "model_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Exported model (.onnx or .engine) [default: $SFRS_EDGE_HOME/model.onnx].",
-)
 _backend_option = click.option(
     "--backend",
     type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]),
@@ -110,7 +103,7 @@ def map_group() -> None:
     type=click.FloatRange(min=0),
     help="Video sources: no position inside track gaps longer than this (seconds).",
 )
-@_model_option
+@model_option
 @_backend_option
 @click.option(
     "--index",
@@ -274,7 +267,7 @@ def _summary(m, output: Path, seconds: float) -> dict:
 @click.argument("map_path", metavar="MAP", type=click.Path(path_type=Path))
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @_poses_option
-@_model_option
+@model_option
 @_backend_option
 @_skip_option
 @_missing_option

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 
@@ -50,3 +52,19 @@ def threads_option(func):
         help="CPU threads for every pool (inference, BLAS search, image decoding) "
         "[default: the machine's physical cores].",
     )(func)
+
+
+model_option = click.option(
+    "--model",
+    "model_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Exported model (.onnx or .engine) [default: $SFRS_EDGE_HOME/model.onnx].",
+)
+map_option = click.option(
+    "--map",
+    "map_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Map directory [default: $SFRS_EDGE_HOME/map].",
+)
