@@ -20,7 +20,7 @@ from sfrs_edge.evaluation import GroundTruth, evaluate
 from sfrs_edge.images import list_images, read_image
 from sfrs_edge.localize import Localizer
 from sfrs_edge.maps import build_map
-from sfrs_edge.plots import fit
+from sfrs_edge.report.plots import fit
 
 N_LATLON = 80
 

@@ -13,8 +13,8 @@ import numpy as np
 from sfrs_edge.evaluation import Evaluation, QueryOutcome
 from sfrs_edge.localize import LocalizationResult, Match
 from sfrs_edge.maps.metadata import Place
-from sfrs_edge.pictures import map_picture
-from sfrs_edge.report import write_report
+from sfrs_edge.report.html import write_report
+from sfrs_edge.report.pictures import map_picture
 
 
 @dataclass

@@ -168,8 +168,8 @@ def _pictures(loc, query: Path, result, frame: int, home: Path) -> dict[str, str
     from dataclasses import replace
 
     from ..images import read_image
-    from ..pictures import map_picture, match_sheet
-    from ..plots import write_png
+    from ..report.pictures import map_picture, match_sheet
+    from ..report.plots import write_png
 
     top = replace(result, matches=result.matches[:3])
     right = [abs(_frame_index(m.name) - frame) <= TOLERANCE for m in top.matches]

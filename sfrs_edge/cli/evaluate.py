@@ -26,7 +26,7 @@ def run_evaluation(loc, files, truth, out_dir: Path | None, show_progress: bool 
     Returns (evaluation, {"jsonl": path, "html": path}). Shared with ``sfrs-edge demo``.
     """
     from ..evaluation import evaluate
-    from ..report import write_report
+    from ..report.html import write_report
 
     with progress("localizing queries", unit="images", enabled=show_progress) as report:
         ev = evaluate(loc, files, truth, progress=report)

@@ -206,8 +206,8 @@ def localize_command(
 def _show(loc, frames: list[Path], out: Path, as_json: bool) -> None:
     """Localize one frame and draw it beside its matches into ``out`` (PNG)."""
     from ..images import read_image
-    from ..pictures import match_sheet
-    from ..plots import write_png
+    from ..report.pictures import match_sheet
+    from ..report.plots import write_png
 
     if len(frames) != 1:
         raise click.UsageError(f"--show draws one frame; got {len(frames)}")

@@ -34,8 +34,8 @@ def show_command(map_path, output, query, model_path, k, as_json):
     """Draw MAP [default: $SFRS_EDGE_HOME/map]: places by position (lat/lon or x/y), else by
     row along the route, coloured by sequence; with --query, its top-k and estimate."""
     from ..maps import Map
-    from ..pictures import map_picture
-    from ..plots import write_png
+    from ..report.pictures import map_picture
+    from ..report.plots import write_png
 
     map_path = map_path or paths.default_map()
     result = scores = None

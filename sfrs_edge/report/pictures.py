@@ -12,9 +12,9 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from ..images import read_image
+from ..localize import LocalizationResult, Match
 from . import plots
-from .images import read_image
-from .localize import LocalizationResult, Match
 
 log = logging.getLogger(__name__)
 TILE_H, TILE_W = 150, 220

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 WHITE, BLACK, GREY = (255, 255, 255), (0, 0, 0), (170, 170, 170)
@@ -166,7 +166,7 @@ def data_uri(img: np.ndarray, fmt: str = "png") -> str:
 
 def write_png(img: np.ndarray, path) -> None:
     """Write ``img`` as a PNG atomically."""
-    from .atomic import atomic_write_bytes
+    from ..atomic import atomic_write_bytes
 
     atomic_write_bytes(path, png_bytes(img))
 

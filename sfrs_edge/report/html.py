@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..evaluation import Evaluation
+from ..images import read_image
 from . import plots
-from .evaluation import Evaluation
-from .images import read_image
 from .pictures import match_sheet
 
 
@@ -59,7 +59,7 @@ def write_report(
     """Write the report to ``path`` (atomically) and return it."""
     from dataclasses import replace
 
-    from .atomic import atomic_write_bytes
+    from ..atomic import atomic_write_bytes
 
     rows = "".join(f"<tr><td>R@{n}</td><td>{v:.1f} %</td></tr>" for n, v in ev.recall.items())
     strips = []
