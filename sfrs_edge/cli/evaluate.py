@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .options import map_option, model_option
+from .options import backend_option, map_option, model_option
 from .progress import progress
 
 
@@ -73,13 +73,7 @@ def run_evaluation(loc, files, truth, out_dir: Path | None, show_progress: bool 
     help="Folder for queries.jsonl and report.html [default: ./evaluation].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@click.option(
-    "--backend",
-    type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]),
-    default="auto",
-    show_default=True,
-    help="Inference backend.",
-)
+@backend_option
 @click.option(
     "--rerank",
     type=click.IntRange(min=1),

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from ..errors import ImageError, SfrsEdgeError
-from .options import map_option, model_option, threads_option
+from .options import backend_option, map_option, model_option, threads_option
 
 
 def _frames(args: tuple[Path, ...]) -> list[Path]:
@@ -112,13 +112,7 @@ def _print_human(result, show_timings: bool) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per frame (JSON lines).")
 @click.option("--timings", is_flag=True, help="Print per-stage times (ms).")
-@click.option(
-    "--backend",
-    type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]),
-    default="auto",
-    show_default=True,
-    help="Inference backend.",
-)
+@backend_option
 @threads_option
 @click.option("--ef", type=click.IntRange(min=1), default=None, help="HNSW search breadth.")
 @click.option(

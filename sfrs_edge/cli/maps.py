@@ -8,15 +8,8 @@ from pathlib import Path
 import click
 
 from .. import paths
-from .options import model_option, threads_option
+from .options import backend_option, model_option, threads_option
 
-_backend_option = click.option(
-    "--backend",
-    type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]),
-    default="auto",
-    show_default=True,
-    help="Inference backend.",
-)
 _batch_option = click.option("--batch-size", default=8, show_default=True, help="Images per batch.")
 _poses_option = click.option(
     "--poses",
@@ -104,7 +97,7 @@ def map_group() -> None:
     help="Video sources: no position inside track gaps longer than this (seconds).",
 )
 @model_option
-@_backend_option
+@backend_option
 @click.option(
     "--index",
     "index_type",
@@ -268,7 +261,7 @@ def _summary(m, output: Path, seconds: float) -> dict:
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @_poses_option
 @model_option
-@_backend_option
+@backend_option
 @_skip_option
 @_missing_option
 @_batch_option

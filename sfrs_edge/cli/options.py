@@ -68,3 +68,10 @@ map_option = click.option(
     default=None,
     help="Map directory [default: $SFRS_EDGE_HOME/map].",
 )
+backend_option = click.option(
+    "--backend",
+    type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]),
+    default="auto",
+    show_default=True,
+    help="Inference backend.",
+)
