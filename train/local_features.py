@@ -37,7 +37,7 @@ from .norms import l2_normalize
 WEIGHT_MAPS = ("contribution", "confidence", "norm", "uniform")
 LAYERS = ("fine", "final")
 LITE0_FINE_BLOCK = 10  # last block of stage 5: 112 channels at stride 16
-SUPPRESSED = 1e4  # subtracted from non-maximum cells: they rank after every peak
+SUPPRESSED = 2.0  # subtracted from non-maximum cells of the [0, 1]-scaled map: they rank after every peak
 
 
 @dataclass
@@ -153,6 +153,12 @@ class LocalHead(nn.Module):
             weights = torch.matmul(torch.matmul(rh, weights), rw.t())
         r = self.config.nms_radius
         if r:  # cells below their neighbourhood's maximum rank after every peak
+            # Scale each map to [0, 1] first: contribution weights are ~1/HW, and subtracting a
+            # constant far above that scale leaves float32 too little resolution to order the
+            # suppressed cells (torch and onnxruntime then break the ties differently).
+            hi = weights.amax(dim=(1, 2), keepdim=True)
+            lo = (weights * -1.0).amax(dim=(1, 2), keepdim=True) * -1.0  # Mul + ReduceMax only
+            weights = (weights - lo) / (hi - lo + 1e-12)
             peak = F.max_pool2d(weights.unsqueeze(1), 2 * r + 1, stride=1, padding=r).squeeze(1)
             below = torch.clamp((peak - weights) * 1e6, 0.0, 1.0)  # 1 below a peak, 0 at it
             weights = weights - below * SUPPRESSED
