@@ -37,7 +37,7 @@ from .norms import l2_normalize
 WEIGHT_MAPS = ("contribution", "confidence", "norm", "uniform")
 LAYERS = ("fine", "final")
 LITE0_FINE_BLOCK = 10  # last block of stage 5: 112 channels at stride 16
-SUPPRESSED = 2.0  # subtracted from non-maximum cells of the [0, 1]-scaled map: they rank after every peak
+SUPPRESSED = 2.0  # subtracted from non-peak cells of the [0, 1]-scaled map: rank after peaks
 
 
 @dataclass
