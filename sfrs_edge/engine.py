@@ -79,12 +79,15 @@ def check_finite(desc: np.ndarray, what: str = "descriptor") -> np.ndarray:
     return desc
 
 
-def check_descriptors(desc: np.ndarray, dim: int, what: str) -> np.ndarray:
-    """Raise :class:`ModelError` unless ``desc`` is finite, unit-length rows of ``dim`` values.
+def check_descriptors(desc: np.ndarray, dim: int, what: str, rows: int | None = None) -> np.ndarray:
+    """Raise :class:`ModelError` unless ``desc`` is finite, unit-length rows of ``dim`` values
+    (``rows`` of them when given: one per image of the batch).
 
     A model whose output breaks the contract would give similarities outside [-1, 1] and
     confident wrong answers, so this runs on every output (it costs one pass over the rows).
     """
+    if rows is not None and desc.shape[:1] != (rows,):
+        raise ModelError(f"{what}: the model returned {desc.shape} for a batch of {rows}")
     if desc.ndim != 2 or desc.shape[1] != dim:
         raise ModelError(
             f"{what}: the model produced descriptors of shape {desc.shape[1:]}, its metadata "
@@ -263,10 +266,7 @@ class Engine:
             _run(what, self.backend.run, batch[i : i + step]) for i in range(0, len(batch), step)
         ]
         out = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        out = np.asarray(out, np.float32)
-        if out.shape[:1] != (len(batch),):
-            raise ModelError(f"{what}: the model returned {out.shape} for a batch of {len(batch)}")
-        return check_descriptors(out, self.dim, what)
+        return check_descriptors(np.asarray(out, np.float32), self.dim, what, len(batch))
 
     @property
     def extra_outputs(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
@@ -289,8 +289,10 @@ class Engine:
         if len(batch) == 0:
             out = {name: np.zeros((0, *shape), dtype) for name, (shape, dtype) in extras.items()}
             return {OUTPUT_NAME: np.zeros((0, self.dim), np.float32), **out}
-        out = self.backend.run_all(batch)
-        out[OUTPUT_NAME] = check_finite(np.asarray(out[OUTPUT_NAME], np.float32), str(self.path))
+        what = str(self.path)
+        out = _run(what, self.backend.run_all, batch)
+        desc = np.asarray(out[OUTPUT_NAME], np.float32)
+        out[OUTPUT_NAME] = check_descriptors(desc, self.dim, what, len(batch))
         return out
 
     def embed_frame_all(

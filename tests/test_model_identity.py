@@ -225,6 +225,12 @@ def test_output_not_unit_length_is_refused(tmp_path):
         eng.embed_frame(np.full((40, 60, 3), 200, np.uint8))
     with pytest.raises(ModelError, match="not unit length"):
         eng.embed(np.full((2, 32, 48, 3), 200, np.uint8))
+    # the multi-output path (models with re-ranking outputs) holds the same contract
+    run = eng.backend.run
+    eng.backend.extra_outputs = lambda: {"local_xy": ((4, 2), np.dtype(np.float16))}
+    eng.backend.run_all = lambda b: {"descriptor": run(b), "local_xy": np.zeros((len(b), 4, 2))}
+    with pytest.raises(ModelError, match="raw.onnx.*not unit length"):
+        eng.embed_all(np.full((2, 32, 48, 3), 200, np.uint8))
     ok = Engine.open(_plain_model(tmp_path / "ok.onnx", normalise=True, out_dim=6, meta_dim=6))
     d = ok.embed_frame(np.full((40, 60, 3), 200, np.uint8))
     assert abs(np.linalg.norm(d) - 1) < 1e-5
