@@ -268,7 +268,9 @@ def _estimator(n: int):
     est.position_kind = "xy"
     est.far_radius, est.far_frames, est.margin_scale = 25.0, 10, 0.25
     est.near_radius, est.k = 5.0, 5
-    est.map = SimpleNamespace(places=lambda ids: [SimpleNamespace(name=str(i)) for i in ids])
+    est.map = SimpleNamespace(
+        places=lambda ids: [SimpleNamespace(id=int(i), name=str(i)) for i in ids]
+    )
     return est
 
 

@@ -207,14 +207,23 @@ class Localizer:
 
     def match(self, place_id: int, similarity: float) -> Match:
         """A :class:`Match` for map row ``place_id`` (its name and position)."""
-        pos = self._positions[place_id] if self._positions.shape[1] else None
-        known = pos is not None and not np.isnan(pos).any()
-        return Match(
-            id=int(place_id),
-            name=self.map.places([int(place_id)])[0].name,
-            similarity=round(float(similarity), 6),
-            position=tuple(float(v) for v in pos) if known else None,
-        )
+        return self.matches([place_id], [similarity])[0]
+
+    def matches(self, ids, similarities) -> list[Match]:
+        """:class:`Match` es for map rows ``ids`` (names read from the map in one query)."""
+        out = []
+        for place, s in zip(self.map.places(ids), similarities, strict=True):
+            pos = self._positions[place.id] if self._positions.shape[1] else None
+            known = pos is not None and not np.isnan(pos).any()
+            out.append(
+                Match(
+                    id=int(place.id),
+                    name=place.name,
+                    similarity=round(float(s), 6),
+                    position=tuple(float(v) for v in pos) if known else None,
+                )
+            )
+        return out
 
     def stream(self, frames, filter="seq", window: int = 5, **filter_options: Any):  # noqa: A002
         """Localize an iterable of frames lazily: one :class:`~sfrs_edge.stream.sequence.StreamResult`
@@ -318,7 +327,7 @@ class Localizer:
             from .rerank.scoring import verified_confidence
 
             confidence = verified_confidence(verified.evidence, near[: len(verified.evidence)])
-        matches = [self.match(i, s) for i, s in zip(ids[: self.k], sims[: self.k], strict=True)]
+        matches = self.matches(ids[: self.k], sims[: self.k])
         if verified is not None:
             inl = verified.inliers
             matches = [
