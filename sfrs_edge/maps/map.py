@@ -23,7 +23,7 @@ from ..errors import ConfigError, MapError
 from .index import ExactIndex, HnswIndex, IndexConfig, check_k, similarities, top_k
 from .manifest import INDEX
 from .metadata import Place, place_from_row, select_columns, sqlite_readonly
-from .snapshot import Snapshot, check_hnsw_header, read_npy
+from .snapshot import MissingFile, Snapshot, check_hnsw_header, read_npy
 from .store import resolve
 
 log = logging.getLogger(__name__)
@@ -103,14 +103,18 @@ class Map:
         the HNSW graph unloaded (writers that only append); such a map cannot search.
         """
         requested = Path(path).expanduser()
+        missing = None
         for attempt in range(OPEN_ATTEMPTS):
             folder = resolve(requested)
             try:
                 return cls._load(folder, requested, expect_fingerprint, verify, load_index)
-            except FileNotFoundError:
+            except FileNotFoundError as exc:
                 if not resolve(requested).exists():
                     raise MapError(f"{requested}: no such map directory") from None
+                missing = str(exc) if isinstance(exc, MissingFile) else None
                 time.sleep(0.05 * attempt)  # swapped while we read it: read the new one
+        if missing is not None:  # still missing after every retry: the map is incomplete
+            raise MapError(missing)
         raise MapError(
             f"{requested}: the map was replaced {OPEN_ATTEMPTS} times while it was opened "
             "(is something rebuilding it in a loop?); try again"
@@ -413,6 +417,16 @@ class Map:
         return similarities(q, self.descriptors)
 
 
+def _names_same_file(path: Path, fd: int) -> bool:
+    """Whether ``path`` still names the file open as ``fd`` (False once a swap replaced it)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    mine = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+
+
 def _open_metadata(
     folder: Path, fd: int, name: str, where: str, start: int, rows: int
 ) -> sqlite3.Connection:
@@ -428,17 +442,12 @@ def _open_metadata(
         (lo,) = con.execute("SELECT min(id) FROM places").fetchone()
         (hi,) = con.execute("SELECT max(id) FROM places").fetchone()
     except sqlite3.Error as exc:
-        if not (folder / name).exists():
+        if not _names_same_file(folder / name, fd):  # swapped meanwhile: Map.open retries
             raise FileNotFoundError(folder / name) from None
         raise MapError(
             f"{where}: {name} is not readable map metadata ({exc}); rebuild the map"
         ) from None
-    mine, st = os.fstat(fd), None
-    try:
-        st = os.stat(folder / name)
-    except FileNotFoundError:
-        pass
-    if st is None or (st.st_dev, st.st_ino) != (mine.st_dev, mine.st_ino):
+    if not _names_same_file(folder / name, fd):
         con.close()
         raise FileNotFoundError(folder / name)  # swapped while opening: Map.open retries
     if (n, lo, hi) != (rows, start, start + rows - 1):

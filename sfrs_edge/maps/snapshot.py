@@ -27,6 +27,10 @@ _PROC_FD = Path("/proc/self/fd")
 _HAS_DIR_FD = os.open in os.supports_dir_fd
 
 
+class MissingFile(FileNotFoundError):
+    """A file the manifest lists is absent (retryable: the generation may be being deleted)."""
+
+
 class Snapshot:
     """Open files of the map directory ``folder`` (a context manager; close when done)."""
 
@@ -76,8 +80,14 @@ class Snapshot:
         return fd
 
     def _alive(self) -> bool:
+        """Whether the generation we hold is still the one at the map's path. An update swaps
+        the path to a new directory and then deletes the old one file by file, so the old
+        manifest can outlive a file it lists: compare directory identities, not just files."""
         try:
             if self.dir_fd is not None:
+                held, current = os.fstat(self.dir_fd), os.stat(self.folder)
+                if (held.st_dev, held.st_ino) != (current.st_dev, current.st_ino):
+                    return False
                 os.stat(MANIFEST, dir_fd=self.dir_fd)
             else:  # pragma: no cover
                 os.stat(self.folder / MANIFEST)
@@ -111,7 +121,9 @@ class Snapshot:
                 if not self._alive():
                     raise  # the whole generation went away: the caller retries
                 what = "index file" if name.startswith("index") else "file"
-                raise MapError(
+                # an update may be deleting this (old) generation file by file: the caller
+                # retries and reports this message only if the file stays missing
+                raise MissingFile(
                     f"{self.where}: {what} {name} is missing; the map is incomplete, rebuild it"
                 ) from None
             st = os.fstat(fd)
