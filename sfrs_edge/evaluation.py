@@ -173,9 +173,11 @@ def _first_right(result: LocalizationResult, positives: np.ndarray) -> int | Non
 def localize_all(
     loc: Localizer, files: Sequence[Path], progress: Callable[[int, int], None] | None = None
 ) -> list[LocalizationResult]:
-    """Answers for every query file. Descriptors are computed in batches; a localizer that
-    re-ranks (needs each frame's local features) is asked frame by frame."""
-    if getattr(loc, "rerank", None):  # i12's re-ranking: the per-frame path does it
+    """Answers for every query file. Descriptors come from the embedding pipeline
+    (:meth:`Engine.embed_files`, batched); a localizer that re-ranks is asked frame by frame."""
+    # re-ranking needs each frame's local features beside its descriptor, which only the
+    # per-frame path hands to the re-ranker
+    if getattr(loc, "rerank", None):
         out = []
         for i, f in enumerate(files, 1):
             out.append(loc.localize_file(f))

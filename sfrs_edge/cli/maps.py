@@ -193,6 +193,9 @@ def build_command(
             hnsw_m=hnsw_m,
             ef_construction=ef_construction,
             ef=ef,
+            dtype=dtype,
+            batch_size=batch_size,
+            threads=threads,
         )
         dt = time.perf_counter() - t0
         v = m.manifest["history"][-1]["video"]
