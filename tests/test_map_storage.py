@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import test_maps
 from click.testing import CliRunner
 from test_maps import FakeEngine, _siblings
 
@@ -35,20 +35,7 @@ from sfrs_edge.maps import (
     writer,
 )
 
-
-@pytest.fixture
-def engine() -> FakeEngine:
-    return FakeEngine()
-
-
-@pytest.fixture
-def images(tmp_path, gardens_point) -> Path:
-    """12 real Gardens Point images (day_left 0, 5, ..., 55)."""
-    folder = tmp_path / "src"
-    folder.mkdir()
-    for i in range(0, 60, 5):
-        shutil.copy(gardens_point / "day_left" / f"Image{i:03d}.jpg", folder)
-    return folder
+engine, images = test_maps.engine, test_maps.images  # the same fixtures
 
 
 class ExtrasEngine(FakeEngine):
