@@ -12,7 +12,7 @@ __all__ = ["Engine", "LocalizationResult", "Localizer", "Map", "__version__"]
 _LAZY = {
     "Engine": "sfrs_edge.engine",
     "Localizer": "sfrs_edge.localize",
-    "LocalizationResult": "sfrs_edge.localize",
+    "LocalizationResult": "sfrs_edge.results",
     "Map": "sfrs_edge.maps",
 }
 

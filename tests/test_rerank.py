@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from sfrs_edge.errors import ConfigError
+from sfrs_edge.estimate import verified_confidence
 from sfrs_edge.rerank import RerankConfig, rerank
-from sfrs_edge.rerank.matching import mutual_matches
-from sfrs_edge.rerank.scoring import evidence, fused_scores, verified_confidence
-from sfrs_edge.rerank.verify import count_inliers
+from sfrs_edge.rerank.match import count_inliers, mutual_matches
+from sfrs_edge.rerank.stage import evidence, fused_scores
 
 
 def unit(x: np.ndarray) -> np.ndarray:
