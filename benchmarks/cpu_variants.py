@@ -1,4 +1,4 @@
-"""CPU speed table (issue 13): model variants side by side in one run, interleaved.
+"""CPU speed table: model variants side by side in one run, interleaved.
 
     python benchmarks/latency.py --cpu-table \
         --lite0-checkpoint artifacts/lite0_gp.pt --lite0 today=artifacts/today_lite0.onnx \

@@ -173,7 +173,7 @@ def localize_all(
 ) -> list[LocalizationResult]:
     """Answers for every query file. Descriptors are computed in batches; a localizer that
     re-ranks (needs each frame's local features) is asked frame by frame."""
-    if getattr(loc, "rerank", None):  # i12's re-ranking: the per-frame path does it
+    if getattr(loc, "rerank", None):  # re-ranking needs each frame's local features: per-frame path
         out = []
         for i, f in enumerate(files, 1):
             out.append(loc.localize_file(f))
