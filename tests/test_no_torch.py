@@ -116,7 +116,7 @@ def torch_commands(tmp: Path) -> list[tuple[list[str], str, str]]:
         (
             ["train", "--dataset", "csv", "--data", str(tmp / "d.csv"), "-o", str(tmp / "run")],
             "train",
-            "torch, scikit-learn, tqdm",
+            "torch, scikit-learn",
         ),
         (["demo", "--no-download"], "train", "torch, onnx, scikit-learn"),
     ]

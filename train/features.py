@@ -10,6 +10,7 @@ import torch
 
 from sfrs_edge.images import load_for_model
 from sfrs_edge.model_info import Preprocessing
+from sfrs_edge.progress import progress as progress_bar
 
 from .model import InputAdapter, SFRSNet
 
@@ -34,24 +35,19 @@ def map_images(
 ) -> np.ndarray:
     """Apply ``fn(net, normalised_images)`` (default: the full descriptor) to every image file.
 
-    ``progress``: True for a tqdm bar, or a ``report(done, total)`` callback."""
+    ``progress``: True for the package's progress display (:mod:`sfrs_edge.progress`), or a
+    ``report(done, total)`` callback."""
     fn = fn or (lambda n, x: n(x))
     pre = net.config.preprocessing()
     adapter = InputAdapter(pre)
     was_training = net.training
     net.eval()
     batches = image_batches(paths, pre, batch_size)
-    report = progress if callable(progress) else None  # report(done, total) per batch
-    if progress is True:
-        from tqdm import tqdm
-
-        batches = tqdm(
-            batches, total=(len(paths) + batch_size - 1) // batch_size, desc="images", unit="batch"
-        )
     out = []
-    for b in batches:
-        out.append(fn(net, adapter(b)).float().cpu().numpy())
-        if report is not None:
+    with progress_bar("images", unit="images", enabled=progress is True) as bar:
+        report = progress if callable(progress) else bar  # report(done, total) per batch
+        for b in batches:
+            out.append(fn(net, adapter(b)).float().cpu().numpy())
             report(min(len(out) * batch_size, len(paths)), len(paths))
     net.train(was_training)
     return np.concatenate(out) if out else np.zeros((0, net.config.descriptor_dim), np.float32)
