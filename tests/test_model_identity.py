@@ -84,8 +84,17 @@ def test_provenance_and_version_do_not_change_identity():
     assert a.fingerprint == b.fingerprint and identity(a) == identity(b)
 
 
-def test_legacy_map_and_model_compare_by_properties():
-    """Format-1 infos (weights-only fingerprint) still compare property by property."""
+@pytest.mark.parametrize("version", [1, 3])
+def test_other_model_format_versions_are_refused(version):
+    raw = json.loads(_info().to_json())
+    raw["format_version"] = version
+    with pytest.raises(ModelError, match=f"m.onnx: model format version {version} is not supp"):
+        ModelInfo.from_json(json.dumps(raw), "m.onnx")
+
+
+def test_infos_without_weights_hash_compare_by_properties():
+    """Infos that give their fingerprint directly (no weights hash) compare property by
+    property too."""
     legacy = dataclasses.replace(_info(), weights="", fingerprint="aaaaaaaaaaaaaaaa")
     assert legacy.fingerprint == "aaaaaaaaaaaaaaaa"
     section = {"fingerprint": legacy.fingerprint, "info": json.loads(legacy.to_json())}
