@@ -141,7 +141,7 @@ def run(args) -> list[dict]:
         log(f"map_scale: built {size} x {args.dim} in {row['build_s']:.1f} s")
         del db
         cold = probe(path, qfile, tfile, [args.ef])
-        time.sleep(2.5)  # files younger than checksums.RACY_S are rehashed, not trusted
+        time.sleep(2.5)  # files younger than verify_cache.RACY_S are rehashed, not trusted
         probe(path, qfile, tfile, [args.ef])  # records the verification
         warm = probe(path, qfile, tfile, [args.ef, *args.efs])
         row["open_cold_s"], row["open_warm_s"] = cold["open_s"], warm["open_s"]

@@ -27,7 +27,7 @@ import numpy as np
 from .embedding import embed_images
 from .errors import ConfigError, ImageError, ModelError, SfrsEdgeError
 from .images import resize_for_model, to_bgr8
-from .model_digest import verify_model_file
+from .model_digest import check_model_file
 from .model_info import METADATA_KEY, OUTPUT_NAME, ModelInfo
 
 BACKENDS = ("auto", "cpu", "cuda", "tensorrt")
@@ -181,8 +181,10 @@ class Engine:
                 )
             from .backends.onnx import OnnxBackend
 
-            verified = verify_model_file(path)  # before onnxruntime parses the file
-            runner = OnnxBackend(path, backend, threads, spin)
+            # one walk over the file (digest and metadata) before onnxruntime parses it
+            checked = check_model_file(path)
+            verified = checked.verified
+            runner = OnnxBackend(path, backend, threads, spin, checked.metadata)
             info = cls._parse_info(runner.metadata(), path)
             _check_output_dim(runner, info, path)
             shape = runner.input_shape()
@@ -207,12 +209,9 @@ class Engine:
                 f"{path}: the engine's sidecar has no model info and {onnx_path.name} (the ONNX "
                 "it was built from) is not beside it; keep both files together"
             )
-        from .backends.onnx import create_session
+        from .onnx_proto import read_metadata_props
 
-        sess = create_session(onnx_path, threads=1)
-        raw = sess.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-        del sess
-        return cls._parse_info(raw, onnx_path)
+        return cls._parse_info(read_metadata_props(onnx_path).get(METADATA_KEY), onnx_path)
 
     @staticmethod
     def _parse_info(raw, path: Path) -> ModelInfo:

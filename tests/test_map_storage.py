@@ -209,9 +209,10 @@ def test_verify_and_merge_cli(tmp_path, images, engine):
 
 
 def test_open_verifies_once_then_trusts_unchanged_files(monkeypatch, tmp_path, images, engine):
+    from sfrs_edge import verify_cache
     from sfrs_edge.maps import checksums
 
-    monkeypatch.setattr(checksums, "RACY_S", 0.0)
+    monkeypatch.setattr(verify_cache, "RACY_S", 0.0)
     out = tmp_path / "map"
     build_map(engine, images, out)
     calls = []

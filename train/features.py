@@ -12,6 +12,7 @@ from sfrs_edge.embedding import embed_images
 from sfrs_edge.errors import ModelError
 from sfrs_edge.images import load_for_model
 from sfrs_edge.model_info import Preprocessing
+from sfrs_edge.progress import progress as progress_bar
 
 from .model import InputAdapter, SFRSNet
 
@@ -39,7 +40,8 @@ def map_images(
     The files go through the runtime's embedding pipeline (:mod:`sfrs_edge.embedding`: decode
     pool, batches, in order) with the network as the model call. ``fn`` returns one row per
     image, or the same number of rows for every image (e.g. sampled local descriptors), which
-    come out image after image. ``progress``: True for a tqdm bar, or ``report(done, total)``.
+    come out image after image. ``progress``: True for the package's progress display (:mod:`sfrs_edge.progress`), or
+    ``report(done, total)``.
     """
     fn = fn or (lambda n, x: n(x))
     pre = net.config.preprocessing()
@@ -53,20 +55,14 @@ def map_images(
             raise ModelError(f"{len(out)} rows for a batch of {len(batch)} images")
         return out.reshape(len(batch), -1, *out.shape[1:])  # rows grouped by image
 
-    report, bar = (progress if callable(progress) else None), None
-    if progress is True:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(paths), desc="images", unit="img")
-        report = lambda done, total: bar.update(done - bar.n)  # noqa: E731
     was_training = net.training
     net.eval()
     try:
-        out = embed_images(infer, paths, batch_size, progress=report, preprocessing=pre)
+        with progress_bar("images", unit="images", enabled=progress is True) as bar:
+            report = progress if callable(progress) else bar
+            out = embed_images(infer, paths, batch_size, progress=report, preprocessing=pre)
     finally:
         net.train(was_training)
-        if bar is not None:
-            bar.close()
     rows = out.descriptors
     return rows.reshape(-1, *rows.shape[2:])
 

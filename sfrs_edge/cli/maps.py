@@ -42,7 +42,7 @@ def _engine(model_path: Path | None, backend: str, threads: int | None = None):
 
 def _progress(label: str):
     """Progress of a long run: a bar on a terminal, a line per ~10 % otherwise (stderr)."""
-    from .progress import reporter
+    from ..progress import reporter
 
     return reporter(label, "images")
 
