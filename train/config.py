@@ -127,6 +127,8 @@ class TrainConfig(SavedConfig):
     batch_size: int = 8  # embedding batch size
     pca_images: int = 10000
     seed: int = 43
+    # a model whose health R@5 (val, or training places) < ratio × off-the-shelf is not kept
+    collapse_ratio: float = 0.5
 
     def __post_init__(self) -> None:
         if self.color_jitter is not None:
@@ -150,6 +152,7 @@ class TrainConfig(SavedConfig):
             (self.lr > 0, "lr must be positive"),
             (all(t > 0 for t in self.temperatures), "temperatures must be positive"),
             (self.soft_weight >= 0, "soft-weight must be >= 0"),
+            (0 <= self.collapse_ratio <= 1, "collapse-ratio must be in [0, 1]"),
         ]
         for ok, msg in checks:
             if not ok:

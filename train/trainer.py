@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sfrs_edge.errors import ConfigError
+from sfrs_edge.errors import ConfigError, TrainingError
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -33,6 +33,7 @@ from .evaluation import embed, evaluate
 from .final_model import fit_final_pca, pca_image_sample
 from .frozen import trainable_suffix
 from .groundtruth import eval_positives, training_ground_truth
+from .health import step_is_finite, unhealthy_reason
 from .inputs import FrozenInputs
 from .losses import tuple_loss
 from .mining import NegativeCache, Tuple, mine_chunk
@@ -87,6 +88,9 @@ class Trainer:
         self.val = val
         self.val_pos = eval_positives(val, cfg.eval_radius) if val is not None else None
         self.tests = {k: (v, eval_positives(v, cfg.eval_radius)) for k, v in (tests or {}).items()}
+        # without a val split, collapse is judged on the training places (never on a test set)
+        self.train_pos = eval_positives(self.train_set, cfg.eval_radius) if val is None else None
+        self.health_ref: float | None = None  # the off-the-shelf health figure
         self.init_path = Path(init) if init else None
         self.student = self._initial_model()
         self.init_state = copy.deepcopy(self.student.state_dict())
@@ -155,8 +159,14 @@ class Trainer:
         ids = [t.positive, *t.negatives.tolist(), *t.difficult.tolist()]
         return [self.train_set.query_paths[t.query], *(db[i] for i in ids)]
 
-    def train_step(self, tuples: list[Tuple], g: int) -> dict[str, float]:
-        """One SGD step on this rank's share of ``tuples``; returns mean loss parts."""
+    def train_step(
+        self, tuples: list[Tuple], g: int, epoch: int | None = None, step: int | None = None
+    ) -> dict[str, float]:
+        """One SGD step on this rank's share of ``tuples``; returns mean loss parts.
+
+        A step whose loss or any gradient is not finite is not applied: the gradients are
+        dropped, a warning names the step and its images, and ``{"skipped": 1}`` is returned.
+        """
         cfg = self.cfg
         mine = rank_share(tuples, self.dist)
         paths = [p for t in mine for p in self._tuple_paths(t)]
@@ -188,6 +198,19 @@ class Trainer:
         loss = torch.stack(losses).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        params = [p for p in self.student.parameters() if p.requires_grad]
+        if not step_is_finite(loss, params, self.dist):
+            self.optimizer.zero_grad(set_to_none=True)
+            names = sorted({Path(p).name for p in paths})
+            log.warning(
+                "generation %d epoch %s step %s: non-finite loss or gradient, step skipped "
+                "(images: %s)",
+                g,
+                epoch,
+                step,
+                ", ".join(names),
+            )
+            return {"skipped": 1.0}
         self.optimizer.step()
         out = {"loss": float(loss.detach())}
         for key in ("hard", "soft"):
@@ -202,6 +225,7 @@ class Trainer:
         order = np.random.default_rng(cfg.seed + epoch).permutation(ts.num_queries)
         chunks = [order[i : i + cfg.cache_size] for i in range(0, len(order), cfg.cache_size)]
         sums: dict[str, list[float]] = {}
+        skipped = steps = 0
         bar = None
         if self.progress:
             from tqdm import tqdm
@@ -235,7 +259,10 @@ class Trainer:
                 step = tuples[s : s + cfg.tuples_per_step]
                 if not rank_share(step, self.dist):
                     continue
-                parts = self.train_step(step, g)
+                parts = self.train_step(step, g, epoch, steps)
+                steps += 1
+                if parts.pop("skipped", 0.0):
+                    skipped += 1
                 for k, v in parts.items():
                     sums.setdefault(k, []).append(v)
                 if bar is not None:
@@ -244,7 +271,11 @@ class Trainer:
         if bar is not None:
             bar.close()
         self.scheduler.step()
-        return {k: float(np.mean(v)) for k, v in sums.items()}
+        out = {k: float(np.mean(v)) for k, v in sums.items()}
+        out["skipped_steps"] = skipped
+        if skipped:
+            self._log("generation %d epoch %d: %d of %d steps skipped", g, epoch, skipped, steps)
+        return out
 
     # ------------------------------------------------------------------------------ evaluation
     def evaluate_all(self, net: SFRSNet, full: bool = False) -> dict[str, float]:
@@ -252,11 +283,17 @@ class Trainer:
         sets = dict(self.tests)
         if self.val is not None:
             sets = {"val": (self.val, self.val_pos), **sets}
+        if self.train_pos is not None and not full:
+            sets = {"train": (self.train_set, self.train_pos), **sets}
         for name, (places, pos) in sets.items():
             r = evaluate(net, self.inputs, places, pos, self.cfg.batch_size, self.progress, full)
             for n, v in r.items():
                 out[f"{name}_r{n}"] = round(v, 2)
         return out
+
+    def health_figure(self, rec: dict[str, float]) -> float | None:
+        """The R@5 that judges collapse: val, or the training places without a val split."""
+        return rec.get("val_r5", rec.get("train_r5"))
 
     # ------------------------------------------------------------------------------ state
     def _train_state(self, g: int, epoch: int) -> dict[str, Any]:
@@ -270,6 +307,7 @@ class Trainer:
             **capture_rng(self.rng),
             "neg_cache": self.cache.state_dict(),
             "best": self.best,
+            "health_ref": self.health_ref,
             "history": self.history,
         }
 
@@ -285,6 +323,7 @@ class Trainer:
         restore_rng(st, self.rng)
         self.cache.load_state_dict(st["neg_cache"])
         self.best = dict(st["best"])
+        self.health_ref = st.get("health_ref")
         self.run_log.rows = list(st["history"])
 
     def _save_epoch(self, g: int, epoch: int, row: dict[str, Any]) -> None:
@@ -325,6 +364,7 @@ class Trainer:
         if g0 == 0 and done is None:
             self.run_log.rows = []
             row = {"generation": "off-the-shelf", "epoch": "", **self.evaluate_all(self.student)}
+            self.health_ref = self.health_figure(row)
             self.run_log.append(row)
             self._log("off-the-shelf: %s", row)
         for g in range(g0, cfg.generations):
@@ -355,8 +395,18 @@ class Trainer:
         return self._finish()
 
     def _update_best(self, g: int, epoch: int, rec: dict[str, float]) -> None:
+        why = unhealthy_reason(
+            self.student.state_dict(),
+            rec,
+            self.health_figure(rec),
+            self.health_ref,
+            self.cfg.collapse_ratio,
+        )
+        if why is not None:
+            self._log("generation %d epoch %d not kept as the best: %s", g, epoch, why)
+            return
         r5 = rec.get("val_r5")
-        better = r5 is None or r5 > self.best["r5"]  # no val set: the latest is kept
+        better = r5 is None or r5 > self.best["r5"]  # no val set: the latest (healthy) is kept
         if not better:
             return
         self.best = {"r5": -1.0 if r5 is None else r5, "generation": g, "epoch": epoch, **rec}
@@ -368,6 +418,11 @@ class Trainer:
         """Fit PCA whitening on the best model and write the export-ready ``checkpoint.pt``."""
         if not self.dist.is_main:
             return {"best": self.best}
+        if "generation" not in self.best:
+            raise TrainingError(
+                f"{self.run_dir}: no epoch gave a usable model (every one diverged or collapsed, "
+                f"see {self.run_dir / LOG_CSV}); try a lower --lr"
+            )
         net, _ = load_checkpoint(self.run_dir / BEST)
         ts = self.train_set
         images = pca_image_sample([*ts.query_paths, *ts.db_paths], self.cfg)

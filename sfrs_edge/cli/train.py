@@ -116,6 +116,13 @@ def _load_splits(kind, data, o):
 @click.option("--pca-images", default=10000, show_default=True)
 @click.option("--batch-size", default=8, show_default=True)
 @click.option("--seed", default=43, show_default=True)
+@click.option(
+    "--collapse-ratio",
+    default=0.5,
+    show_default=True,
+    help="An epoch whose R@5 (val, or the training places) falls below this × the "
+    "off-the-shelf model's is not kept as the best.",
+)
 @click.option("--resume", is_flag=True, help="Continue the run in OUTPUT where it stopped.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def train_command(kind, data, run_dir, **o):
