@@ -324,3 +324,31 @@ def test_collapsed_model_is_not_the_best(gp_train, init_ckpt, tmp_path):
     assert tr.best["generation"] == 0 and not (tmp_path / "model_best.pt").exists()
     tr._update_best(1, 0, {"train_r5": 70.0})
     assert tr.best["generation"] == 1 and (tmp_path / "model_best.pt").exists()
+
+
+def test_fol_options_train_and_export_a_trained_local_head(gp_train, init_ckpt, tmp_path):
+    """SAL/CEL and pseudo-correspondence supervision run inside the generations; the trained
+    projection is written as the checkpoint's local head, which the export reads."""
+    from sfrs_edge.train.correspondences import LocalSupervisionConfig
+    from sfrs_edge.train.local_features import head_from_state
+    from sfrs_edge.train.region_losses import RegionLossConfig
+
+    kw = dict(
+        generations=2,
+        epochs=1,
+        tuples_per_step=4,
+        regions=RegionLossConfig(sal_weight=0.005, cel_weight=1.0),
+        local=LocalSupervisionConfig(weight=1.0, min_similarity=0.5),
+    )
+    tr = make(gp_train, init_ckpt, tmp_path, **kw)
+    start = tr.projection.weight.detach().clone()
+    tr.run()
+    rows = [r for r in tr.history if isinstance(r["generation"], int)]
+    assert all(r["sal"] > 0 and r["cel"] >= 0 for r in rows)
+    assert any(r.get("matches", 0) > 0 for r in rows)
+    ckpt = read_checkpoint(tmp_path / "checkpoint.pt")
+    cfg = TrainConfig.from_dict(ckpt["provenance"]["train"])
+    assert cfg.regions.sal_weight == 0.005 and cfg.local.weight == 1.0
+    head = head_from_state(ckpt["local"], (96, 160))
+    assert not torch.allclose(head.components, start)  # trained, not the PCA start
+    assert torch.allclose(head.components, tr.projection.weight.detach())

@@ -14,7 +14,9 @@ from typing import Any
 
 from sfrs_edge.errors import ConfigError
 
+from .correspondences import LocalSupervisionConfig
 from .model import ModelConfig
+from .region_losses import RegionLossConfig
 
 # Flat keys of configs saved before the nesting → (nested section, field).
 _LEGACY_KEYS = {
@@ -47,6 +49,14 @@ def _nested(d: dict[str, Any], what: str, known: set[str]) -> dict[str, Any]:
         }
     except TypeError as exc:
         raise ConfigError(f"{what}: {exc}") from exc
+
+
+def _sub(cls, d: dict[str, Any], what: str):
+    """A nested config section saved as a dict."""
+    try:
+        return cls(**d)
+    except TypeError as exc:
+        raise ConfigError(f"training config {what}: {exc}") from exc
 
 
 class SavedConfig:
@@ -115,6 +125,9 @@ class TrainConfig(SavedConfig):
     # losses (§5.4)
     temperatures: list[float] = field(default_factory=lambda: [0.07, 0.07, 0.06, 0.05])
     soft_weight: float = 0.5
+    # FoL's training half (docs/TRAINING.md): SAL/CEL and the local projection's supervision
+    regions: RegionLossConfig = field(default_factory=RegionLossConfig)
+    local: LocalSupervisionConfig = field(default_factory=LocalSupervisionConfig)
     # mining (§5.3)
     neg_num: int = 10
     neg_pool: int = 1000
@@ -134,6 +147,10 @@ class TrainConfig(SavedConfig):
         if self.color_jitter is not None:
             self.color_jitter = tuple(float(v) for v in self.color_jitter)
         self.temperatures = [float(t) for t in self.temperatures]
+        if isinstance(self.regions, dict):  # as saved in a checkpoint
+            self.regions = _sub(RegionLossConfig, self.regions, "regions")
+        if isinstance(self.local, dict):
+            self.local = _sub(LocalSupervisionConfig, self.local, "local")
         self.validate()
 
     def validate(self) -> None:

@@ -68,6 +68,18 @@ def check_step_size(tuples_per_step: int, info: DistInfo) -> None:
         )
 
 
+def average_gradients(params, info: DistInfo) -> None:
+    """Mean of the gradients of ``params`` over the ranks (for parameters outside the DDP
+    module); a parameter without a gradient on a rank counts as a zero gradient."""
+    if not info.enabled:
+        return
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad)
+        p.grad /= info.world_size
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

@@ -25,12 +25,21 @@ from torch import nn
 
 from sfrs_edge.errors import ConfigError, TrainingError
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from .config import TrainConfig
+from .correspondences import LocalProjection, initial_projection, projection_head_state
 from .datasets import PlaceSet
-from .distributed import DistInfo, barrier, check_step_size, rank_share, wrap
+from .distributed import (
+    DistInfo,
+    average_gradients,
+    barrier,
+    check_step_size,
+    rank_share,
+    wrap,
+)
 from .evaluation import embed, evaluate
 from .final_model import fit_final_pca, pca_image_sample
+from .fol import fol_terms
 from .frozen import trainable_suffix
 from .groundtruth import eval_positives, training_ground_truth
 from .health import step_is_finite, unhealthy_reason
@@ -39,6 +48,7 @@ from .losses import tuple_loss
 from .mining import NegativeCache, Tuple, mine_chunk
 from .model import SFRSNet
 from .offtheshelf import build_offtheshelf
+from .region_losses import aggregation_map, extraction_map
 from .resume import BEST, FINAL, INIT, LAST, next_epoch, read_last
 from .rng_state import capture_rng, restore_rng
 from .run_log import LOG_CSV, RunLog, summary_table
@@ -47,15 +57,24 @@ log = logging.getLogger(__name__)
 
 
 class RegionHead(nn.Module):
-    """Trainable part of a network: frozen-prefix features → 9 region descriptors."""
+    """Trainable part of a network: frozen-prefix features → 9 region descriptors.
 
-    def __init__(self, net: SFRSNet, split: int) -> None:
+    With ``maps`` (FoL's losses on) it also returns the final feature map and its extraction
+    and aggregation maps, computed inside ``forward`` so that DDP sees every use of the weights.
+    """
+
+    def __init__(self, net: SFRSNet, split: int, maps: bool = False) -> None:
         super().__init__()
         self.net = net
         self.split = split
+        self.maps = maps
 
-    def forward(self, f: torch.Tensor) -> torch.Tensor:
-        return self.net.netvlad.regions(trainable_suffix(self.net.backbone, f, self.split))
+    def forward(self, f: torch.Tensor) -> Any:
+        final = trainable_suffix(self.net.backbone, f, self.split)
+        regions = self.net.netvlad.regions(final)
+        if not self.maps:
+            return regions
+        return regions, final, extraction_map(final), aggregation_map(self.net, final)
 
 
 def _strip_pca(net: SFRSNet) -> SFRSNet:
@@ -96,7 +115,14 @@ class Trainer:
         self.init_state = copy.deepcopy(self.student.state_dict())
         self.teacher: SFRSNet | None = None
         self.inputs = FrozenInputs(self.student, cfg.color_jitter, cfg.cache_frozen)
-        self.head = wrap(RegionHead(self.student, self.inputs.split), self.dist)
+        self.fol_maps = cfg.regions.enabled or cfg.local.enabled
+        self.head = wrap(RegionHead(self.student, self.inputs.split, self.fol_maps), self.dist)
+        # the local head's projection, trained by pseudo-correspondences (PCA start)
+        self.projection: LocalProjection | None = None
+        if cfg.local.enabled:
+            images = [*self.train_set.query_paths, *self.train_set.db_paths]
+            self.projection = initial_projection(self.student, images, cfg.batch_size)
+            self.projection_init = copy.deepcopy(self.projection.state_dict())
         self.cache = NegativeCache()
         self.rng = np.random.default_rng(cfg.seed)
         self.best: dict[str, Any] = {"r5": -1.0}
@@ -134,9 +160,15 @@ class Trainer:
         net.backbone.set_trainable(cfg.first_trainable)
         return net.train()
 
+    def _trainable(self) -> list[nn.Parameter]:
+        params = [p for p in self.student.parameters() if p.requires_grad]
+        if self.projection is not None:
+            params += list(self.projection.parameters())
+        return params
+
     def _new_optimizer(self) -> None:
         cfg = self.cfg
-        params = [p for p in self.student.parameters() if p.requires_grad]
+        params = self._trainable()
         self.optimizer = torch.optim.SGD(
             params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
@@ -151,6 +183,8 @@ class Trainer:
         else:
             self.teacher = None
         self.student.load_state_dict(self.init_state)
+        if self.projection is not None:
+            self.projection.load_state_dict(self.projection_init)
         self._new_optimizer()
 
     # ------------------------------------------------------------------------------ training
@@ -171,7 +205,11 @@ class Trainer:
         mine = rank_share(tuples, self.dist)
         paths = [p for t in mine for p in self._tuple_paths(t)]
         feats = self.inputs(self.student, paths, augment=True)
-        regions = self.head(feats)
+        maps = None
+        if self.fol_maps:
+            regions, *maps = self.head(feats)
+        else:
+            regions = self.head(feats)
         losses, parts = [], []
         start = 0
         for t in mine:
@@ -192,13 +230,23 @@ class Trainer:
                 cfg.temperature(g),
                 cfg.soft_weight,
             )
+            if maps is not None:
+                final, m_ext, m_agg = (m[start : start + n] for m in maps)
+                extra, fol = fol_terms(
+                    self.student.netvlad, final, m_ext, m_agg, cfg.regions, cfg.local,
+                    self.projection,
+                )  # fmt: skip
+                loss = loss + extra
+                part.update(fol)
             losses.append(loss)
             parts.append(part)
             start += n
         loss = torch.stack(losses).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        params = [p for p in self.student.parameters() if p.requires_grad]
+        if self.projection is not None:  # outside the DDP module: average its gradient here
+            average_gradients(self.projection.parameters(), self.dist)
+        params = self._trainable()
         if not step_is_finite(loss, params, self.dist):
             self.optimizer.zero_grad(set_to_none=True)
             names = sorted({Path(p).name for p in paths})
@@ -213,7 +261,7 @@ class Trainer:
             return {"skipped": 1.0}
         self.optimizer.step()
         out = {"loss": float(loss.detach())}
-        for key in ("hard", "soft"):
+        for key in ("hard", "soft", "sal", "cel", "local", "matches"):
             vals = [p[key] for p in parts if key in p]
             if vals:
                 out[key] = float(np.mean(vals))
@@ -308,6 +356,7 @@ class Trainer:
             "neg_cache": self.cache.state_dict(),
             "best": self.best,
             "health_ref": self.health_ref,
+            "projection": None if self.projection is None else self.projection.state_dict(),
             "history": self.history,
         }
 
@@ -324,13 +373,15 @@ class Trainer:
         self.cache.load_state_dict(st["neg_cache"])
         self.best = dict(st["best"])
         self.health_ref = st.get("health_ref")
+        if self.projection is not None:
+            self.projection.load_state_dict(st["projection"])
         self.run_log.rows = list(st["history"])
 
     def _save_epoch(self, g: int, epoch: int, row: dict[str, Any]) -> None:
         if not self.dist.is_main:
             return
         prov = {"kind": "sfrs-epoch", "generation": g, "epoch": epoch, "recall": row}
-        extra = {"train_state": self._train_state(g, epoch)}
+        extra = {"train_state": self._train_state(g, epoch), **self._local_extra()}
         ckdir = self.run_dir / "checkpoints"
         save_checkpoint(self.student, ckdir / f"gen{g}_epoch{epoch}.pt", prov, extra)
         save_checkpoint(self.student, self.run_dir / LAST, prov, extra)
@@ -394,6 +445,12 @@ class Trainer:
         barrier(self.dist)
         return self._finish()
 
+    def _local_extra(self) -> dict[str, Any]:
+        """The trained local head (key ``local``, as ``init --rerank`` writes it), if any."""
+        if self.projection is None:
+            return {}
+        return {"local": projection_head_state(self.projection, self.student)}
+
     def _update_best(self, g: int, epoch: int, rec: dict[str, float]) -> None:
         why = unhealthy_reason(
             self.student.state_dict(),
@@ -412,7 +469,7 @@ class Trainer:
         self.best = {"r5": -1.0 if r5 is None else r5, "generation": g, "epoch": epoch, **rec}
         if self.dist.is_main:
             prov = {"kind": "sfrs-best", "generation": g, "epoch": epoch, "recall": rec}
-            save_checkpoint(self.student, self.run_dir / BEST, prov)
+            save_checkpoint(self.student, self.run_dir / BEST, prov, self._local_extra())
 
     def _finish(self) -> dict[str, Any]:
         """Fit PCA whitening on the best model and write the export-ready ``checkpoint.pt``."""
@@ -438,7 +495,8 @@ class Trainer:
             "images": str(Path(ts.db_paths[0]).parent.resolve()),
             "pca_images": len(images) if pca_dim else 0,
         }
-        save_checkpoint(net, self.run_dir / FINAL, prov)
+        local = read_checkpoint(self.run_dir / BEST).get("local")
+        save_checkpoint(net, self.run_dir / FINAL, prov, {"local": local} if local else None)
         if pca_dim:
             row = {"generation": f"final+PCA{pca_dim}", "epoch": self.best.get("epoch", "")}
             self.run_log.append({**row, **self.evaluate_all(net, full=True)})

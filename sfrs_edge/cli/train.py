@@ -97,6 +97,25 @@ def _load_splits(kind, data, o):
 @click.option("--tuples-per-step", default=4, show_default=True)
 @click.option("--temperatures", default="0.07,0.07,0.06,0.05", show_default=True)
 @click.option("--soft-weight", default=0.5, show_default=True)
+@click.option(
+    "--sal-weight",
+    default=0.0,
+    show_default=True,
+    help="FoL's extraction–aggregation alignment (SAL) weight; FoL uses 0.005. 0 = off.",
+)
+@click.option(
+    "--cel-weight",
+    default=0.0,
+    show_default=True,
+    help="FoL's foreground–background contrast (CEL) weight; FoL uses 1. 0 = off.",
+)
+@click.option(
+    "--local-weight",
+    default=0.0,
+    show_default=True,
+    help="Train the exported local-feature projection from pseudo-correspondences with this "
+    "weight (0 = off: the projection stays the PCA of `export --rerank`).",
+)
 @click.option("--neg-num", default=10, show_default=True)
 @click.option("--neg-pool", default=1000, show_default=True)
 @click.option("--pos-num", default=10, show_default=True)
@@ -129,8 +148,10 @@ def train_command(kind, data, run_dir, **o):
     """Train an SFRS model in generations (self-supervised image-to-region similarities)."""
     require_extra("train", "train", "torch", "sklearn", "tqdm")
     from sfrs_edge.train.config import TrainConfig
+    from sfrs_edge.train.correspondences import LocalSupervisionConfig
     from sfrs_edge.train.distributed import init_from_env
     from sfrs_edge.train.model import ModelConfig
+    from sfrs_edge.train.region_losses import RegionLossConfig
     from sfrs_edge.train.trainer import Trainer
 
     logging.getLogger("sfrs_edge.train").setLevel(logging.INFO)  # progress lines on stderr
@@ -147,6 +168,8 @@ def train_command(kind, data, run_dir, **o):
         "color_jitter": jitter,
         "temperatures": _floats(o["temperatures"], "--temperatures"),
         "weights": str(o["weights"]) if o["weights"] else None,
+        "regions": RegionLossConfig(sal_weight=o["sal_weight"], cel_weight=o["cel_weight"]),
+        "local": LocalSupervisionConfig(weight=o["local_weight"]),
     }
     # every other option is named as its TrainConfig field
     same = {f.name: o[f.name] for f in fields(TrainConfig) if f.name in o and f.name not in parsed}
