@@ -74,3 +74,17 @@ def test_dark_frame_tuple_gives_finite_gradients(generation):
     assert torch.isfinite(feats.grad).all()
     for p in vlad.parameters():
         assert torch.isfinite(p.grad).all()
+
+
+def test_dark_frame_aggregation_map_gradient_is_finite():
+    """SAL trains through the contribution map: its cluster norms must be gradient-safe too."""
+    from types import SimpleNamespace
+
+    from sfrs_edge.train.region_losses import aggregation_map
+
+    vlad, feats = dark_frame_netvlad()
+    feats.requires_grad_(True)
+    m = aggregation_map(SimpleNamespace(netvlad=vlad, pca=None), feats)
+    (m * torch.arange(m.numel(), dtype=m.dtype).reshape(m.shape)).sum().backward()
+    assert torch.isfinite(feats.grad).all()
+    assert all(torch.isfinite(p.grad).all() for p in vlad.parameters())
