@@ -98,7 +98,7 @@ class LocalProjection(nn.Module):
 
 def _far_from(idx: torch.Tensor, width: int, length: int) -> torch.Tensor:
     """(M, L) bool: locations outside the 3 × 3 neighbourhood of each flat index (grid width)."""
-    cells = torch.arange(length)
+    cells = torch.arange(length, device=idx.device)
     dy = (cells.unsqueeze(0) // width - (idx // width).unsqueeze(1)).abs()
     dx = (cells.unsqueeze(0) % width - (idx % width).unsqueeze(1)).abs()
     return (dy > 1) | (dx > 1)

@@ -37,7 +37,8 @@ def map_images(
     ``progress``: True for a tqdm bar, or a ``report(done, total)`` callback."""
     fn = fn or (lambda n, x: n(x))
     pre = net.config.preprocessing()
-    adapter = InputAdapter(pre)
+    device = next(net.parameters()).device  # the images go where the network is
+    adapter = InputAdapter(pre).to(device)
     was_training = net.training
     net.eval()
     batches = image_batches(paths, pre, batch_size)
@@ -50,7 +51,7 @@ def map_images(
         )
     out = []
     for b in batches:
-        out.append(fn(net, adapter(b)).float().cpu().numpy())
+        out.append(fn(net, adapter(b.to(device))).float().cpu().numpy())
         if report is not None:
             report(min(len(out) * batch_size, len(paths)), len(paths))
     net.train(was_training)

@@ -11,11 +11,13 @@ Progress goes to the ``logging`` logger of this module (rank 0 only).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,15 @@ from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .correspondences import LocalProjection, initial_projection, projection_head_state
 from .datasets import PlaceSet
+from .devices import (
+    DeviceConfig,
+    autocast,
+    autocast_dtype,
+    grad_scaler,
+    resolve_device,
+    to_cpu,
+    use_channels_last,
+)
 from .distributed import (
     DistInfo,
     average_gradients,
@@ -63,14 +74,22 @@ class RegionHead(nn.Module):
     and aggregation maps, computed inside ``forward`` so that DDP sees every use of the weights.
     """
 
-    def __init__(self, net: SFRSNet, split: int, maps: bool = False) -> None:
+    def __init__(
+        self,
+        net: SFRSNet,
+        split: int,
+        maps: bool = False,
+        amp: Callable[[], contextlib.AbstractContextManager] | None = None,
+    ) -> None:
         super().__init__()
         self.net = net
         self.split = split
         self.maps = maps
+        self.amp = amp or contextlib.nullcontext
 
     def forward(self, f: torch.Tensor) -> Any:
-        final = trainable_suffix(self.net.backbone, f, self.split)
+        with self.amp():  # mixed precision for the backbone only; NetVLAD and losses in fp32
+            final = trainable_suffix(self.net.backbone, f, self.split).float()
         regions = self.net.netvlad.regions(final)
         if not self.maps:
             return regions
@@ -96,9 +115,15 @@ class Trainer:
         init: str | os.PathLike | None = None,
         dist: DistInfo | None = None,
         progress: bool = True,
+        devices: DeviceConfig | None = None,
     ) -> None:
         self.cfg = cfg
         self.dist = dist or DistInfo()
+        self.devices = devices or DeviceConfig()
+        self.device = resolve_device(self.devices.device, self.dist.local_rank)
+        self.amp_dtype = autocast_dtype(self.device, self.devices.precision)
+        self.scaler = grad_scaler(self.device, self.amp_dtype)
+        self.channels_last = use_channels_last(self.device, self.devices.channels_last)
         check_step_size(cfg.tuples_per_step, self.dist)
         self.run_dir = Path(run_dir)
         self.progress = progress and self.dist.is_main
@@ -114,14 +139,25 @@ class Trainer:
         self.student = self._initial_model()
         self.init_state = copy.deepcopy(self.student.state_dict())
         self.teacher: SFRSNet | None = None
-        self.inputs = FrozenInputs(self.student, cfg.color_jitter, cfg.cache_frozen)
+        self.inputs = FrozenInputs(
+            self.student,
+            cfg.color_jitter,
+            cfg.cache_frozen,
+            self.device,
+            self.devices.workers,
+            self.channels_last,
+            self._amp,
+        )
         self.fol_maps = cfg.regions.enabled or cfg.local.enabled
-        self.head = wrap(RegionHead(self.student, self.inputs.split, self.fol_maps), self.dist)
+        head = RegionHead(self.student, self.inputs.split, self.fol_maps, self._amp)
+        self.head = wrap(head, self.dist, self.device)
         # the local head's projection, trained by pseudo-correspondences (PCA start)
         self.projection: LocalProjection | None = None
         if cfg.local.enabled:
             images = [*self.train_set.query_paths, *self.train_set.db_paths]
-            self.projection = initial_projection(self.student, images, cfg.batch_size)
+            self.projection = initial_projection(self.student.cpu(), images, cfg.batch_size)
+            self.student.to(self.device)
+            self.projection.to(self.device)
             self.projection_init = copy.deepcopy(self.projection.state_dict())
         self.cache = NegativeCache()
         self.rng = np.random.default_rng(cfg.seed)
@@ -135,6 +171,14 @@ class Trainer:
     def history(self) -> list[dict[str, Any]]:
         """The log's rows so far."""
         return self.run_log.rows
+
+    def _amp(self) -> contextlib.AbstractContextManager:
+        """A fresh mixed-precision context for the backbone (no-op in fp32)."""
+        return autocast(self.device, self.amp_dtype)
+
+    def _to_device(self, net: SFRSNet) -> SFRSNet:
+        net = net.to(self.device)
+        return net.to(memory_format=torch.channels_last) if self.channels_last else net
 
     def _log(self, msg: str, *args: Any) -> None:
         if self.dist.is_main:
@@ -158,7 +202,7 @@ class Trainer:
         net, _ = load_checkpoint(path)
         net = _strip_pca(net)
         net.backbone.set_trainable(cfg.first_trainable)
-        return net.train()
+        return self._to_device(net).train()
 
     def _trainable(self) -> list[nn.Parameter]:
         params = [p for p in self.student.parameters() if p.requires_grad]
@@ -220,7 +264,7 @@ class Trainer:
                 f = feats[start : start + n]
                 idx = [0, *range(2 + len(t.negatives), n)]
                 with torch.no_grad():
-                    teacher = RegionHead(self.teacher, self.inputs.split)(f[idx])
+                    teacher = RegionHead(self.teacher, self.inputs.split, amp=self._amp)(f[idx])
             loss, part = tuple_loss(
                 student,
                 teacher,
@@ -243,12 +287,18 @@ class Trainer:
             start += n
         loss = torch.stack(losses).mean()
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.scaler is not None:  # fp16: scaled backward, then true gradients for the check
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
         if self.projection is not None:  # outside the DDP module: average its gradient here
             average_gradients(self.projection.parameters(), self.dist)
         params = self._trainable()
-        if not step_is_finite(loss, params, self.dist):
+        if not step_is_finite(loss, params, self.dist, self.device):
             self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.update()  # lowers the scale after an fp16 overflow
             names = sorted({Path(p).name for p in paths})
             log.warning(
                 "generation %d epoch %s step %s: non-finite loss or gradient, step skipped "
@@ -259,7 +309,11 @@ class Trainer:
                 ", ".join(names),
             )
             return {"skipped": 1.0}
-        self.optimizer.step()
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         out = {"loss": float(loss.detach())}
         for key in ("hard", "soft", "sal", "cel", "local", "matches"):
             vals = [p[key] for p in parts if key in p]
@@ -349,14 +403,15 @@ class Trainer:
             "generation": g,
             "epoch": epoch,
             "config": self.cfg.to_dict(),
-            "teacher": None if self.teacher is None else self.teacher.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "teacher": None if self.teacher is None else to_cpu(self.teacher.state_dict()),
+            "optimizer": to_cpu(self.optimizer.state_dict()),
             "scheduler": self.scheduler.state_dict(),
+            "scaler": None if self.scaler is None else self.scaler.state_dict(),
             **capture_rng(self.rng),
             "neg_cache": self.cache.state_dict(),
             "best": self.best,
             "health_ref": self.health_ref,
-            "projection": None if self.projection is None else self.projection.state_dict(),
+            "projection": None if self.projection is None else to_cpu(self.projection.state_dict()),
             "history": self.history,
         }
 
@@ -369,6 +424,8 @@ class Trainer:
         self._new_optimizer()
         self.optimizer.load_state_dict(st["optimizer"])
         self.scheduler.load_state_dict(st["scheduler"])
+        if self.scaler is not None and st.get("scaler"):
+            self.scaler.load_state_dict(st["scaler"])
         restore_rng(st, self.rng)
         self.cache.load_state_dict(st["neg_cache"])
         self.best = dict(st["best"])
@@ -481,6 +538,7 @@ class Trainer:
                 f"see {self.run_dir / LOG_CSV}); try a lower --lr"
             )
         net, _ = load_checkpoint(self.run_dir / BEST)
+        net = self._to_device(net)
         ts = self.train_set
         images = pca_image_sample([*ts.query_paths, *ts.db_paths], self.cfg)
         pca_dim = fit_final_pca(net, self.inputs, images, self.cfg, self.progress)
@@ -494,6 +552,12 @@ class Trainer:
             "train_set": self.train_set.summary(),
             "images": str(Path(ts.db_paths[0]).parent.resolve()),
             "pca_images": len(images) if pca_dim else 0,
+            "ran_on": {
+                **self.devices.to_dict(),
+                "resolved": str(self.device),
+                "autocast": str(self.amp_dtype).replace("torch.", ""),
+                "processes": self.dist.world_size,
+            },
         }
         local = read_checkpoint(self.run_dir / BEST).get("local")
         save_checkpoint(net, self.run_dir / FINAL, prov, {"local": local} if local else None)

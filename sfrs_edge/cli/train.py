@@ -142,6 +142,26 @@ def _load_splits(kind, data, o):
     help="An epoch whose R@5 (val, or the training places) falls below this × the "
     "off-the-shelf model's is not kept as the best.",
 )
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="auto | cpu | cuda | cuda:N (under torchrun each process takes its LOCAL_RANK GPU).",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+    default="auto",
+    show_default=True,
+    help="Backbone compute dtype: auto = bf16 on a GPU that has it (else fp16 with loss "
+    "scaling), fp32 on a CPU. NetVLAD and the losses always run in fp32.",
+)
+@click.option(
+    "--channels-last/--no-channels-last",
+    default=None,
+    help="NHWC convolutions (default: on a GPU only).",
+)
+@click.option("--workers", default=0, show_default=True, help="Image-decoding threads.")
 @click.option("--resume", is_flag=True, help="Continue the run in OUTPUT where it stopped.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def train_command(kind, data, run_dir, **o):
@@ -149,6 +169,7 @@ def train_command(kind, data, run_dir, **o):
     require_extra("train", "train", "torch", "sklearn", "tqdm")
     from sfrs_edge.train.config import TrainConfig
     from sfrs_edge.train.correspondences import LocalSupervisionConfig
+    from sfrs_edge.train.devices import DeviceConfig
     from sfrs_edge.train.distributed import init_from_env
     from sfrs_edge.train.model import ModelConfig
     from sfrs_edge.train.region_losses import RegionLossConfig
@@ -174,8 +195,9 @@ def train_command(kind, data, run_dir, **o):
     # every other option is named as its TrainConfig field
     same = {f.name: o[f.name] for f in fields(TrainConfig) if f.name in o and f.name not in parsed}
     cfg = TrainConfig(**parsed, **same)
+    devices = DeviceConfig(o["device"], o["precision"], o["channels_last"], o["workers"])
     train, val, tests = _load_splits(kind, data, o)
-    dist = init_from_env()
+    dist = init_from_env(devices.device)
     if dist.is_main:
         click.echo(train.summary())
     trainer = Trainer(
@@ -187,6 +209,7 @@ def train_command(kind, data, run_dir, **o):
         init=o["init"],
         dist=dist,
         progress=not o["no_progress"],
+        devices=devices,
     )
     summary = trainer.run(resume=o["resume"])
     if dist.is_main:
