@@ -328,6 +328,7 @@ class Trainer:
         chunks = [order[i : i + cfg.cache_size] for i in range(0, len(order), cfg.cache_size)]
         sums: dict[str, list[float]] = {}
         skipped = steps = 0
+        step_time = 0.0
         bar = None
         if self.progress:
             from tqdm import tqdm
@@ -361,7 +362,9 @@ class Trainer:
                 step = tuples[s : s + cfg.tuples_per_step]
                 if not rank_share(step, self.dist):
                     continue
+                t0 = time.perf_counter()
                 parts = self.train_step(step, g, epoch, steps)
+                step_time += time.perf_counter() - t0
                 steps += 1
                 if parts.pop("skipped", 0.0):
                     skipped += 1
@@ -375,6 +378,7 @@ class Trainer:
         self.scheduler.step()
         out = {k: float(np.mean(v)) for k, v in sums.items()}
         out["skipped_steps"] = skipped
+        out["s_per_step"] = round(step_time / max(steps, 1), 3)  # SGD steps only, no mining
         if skipped:
             self._log("generation %d epoch %d: %d of %d steps skipped", g, epoch, skipped, steps)
         return out
