@@ -127,6 +127,8 @@ class Engine:
         self._frame_in = np.zeros((1, pre.height, pre.width, 3), np.uint8)
         self._frame_out = np.zeros((1, info.descriptor_dim), np.float32)
         self._run_frame: Callable[[], None] = backend.bind(self._frame_in, self._frame_out)
+        self._frame_all: dict[str, np.ndarray] | None = None  # every output, bound at first use
+        self._run_frame_all: Callable[[], None] | None = None
         self._lock = threading.Lock()
         self.last_timings: dict[str, float] = {}
 
@@ -306,12 +308,33 @@ class Engine:
         with self._lock:
             resize_for_model(frame, self.info.preprocessing, out=self._frame_in[0])
             t1 = time.perf_counter()
-            out = self.embed_all(self._frame_in)
+            run = self._bound_all()
+            if run is None:  # a backend without multi-output binding
+                out = {name: value[0] for name, value in self.embed_all(self._frame_in).items()}
+            else:
+                _run(str(self.path), run)
+                out = {name: buf[0].copy() for name, buf in self._frame_all.items()}
+                what = f"{self.path}: frame descriptor"
+                check_descriptors(out[OUTPUT_NAME][None], self.dim, what)
             t2 = time.perf_counter()
             self.last_timings = {"preprocess": t1 - t0, "inference": t2 - t1}
             if timings is not None:
                 timings.update(self.last_timings)
-        return {name: value[0] for name, value in out.items()}
+        return out
+
+    def _bound_all(self) -> Callable[[], None] | None:
+        """The frame runner over preallocated buffers for every output (built once; None when
+        the backend cannot bind several outputs). Called under the lock."""
+        bind = getattr(self.backend, "bind_all", None)
+        if bind is None:
+            return None
+        if self._run_frame_all is None:
+            bufs = {OUTPUT_NAME: np.zeros((1, self.dim), np.float32)}
+            for name, (shape, dtype) in self.extra_outputs.items():
+                bufs[name] = np.zeros((1, *shape), dtype)
+            self._run_frame_all = bind(self._frame_in, bufs)
+            self._frame_all = bufs
+        return self._run_frame_all
 
     def embed_frame(
         self, frame_bgr: np.ndarray, timings: dict[str, float] | None = None
