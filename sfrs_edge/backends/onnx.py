@@ -90,9 +90,12 @@ def create_session(
 
 
 class OnnxBackend:
-    """One onnxruntime session, created once and reused for every call."""
+    """One onnxruntime session, created once and reused for every call (and by several
+    threads at once: ``InferenceSession.run`` is thread-safe, each caller binds its own
+    buffers)."""
 
     max_batch = None
+    concurrent = True
 
     def __init__(
         self,

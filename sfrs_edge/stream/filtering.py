@@ -162,6 +162,14 @@ class FrameScores:
         out[self.rows] = self.values
         return out
 
+    def similarity(self, row: int) -> float:
+        """Row ``row``'s similarity as :meth:`dense` gives it (the mean when not known)."""
+        if self.full is not None:
+            return float(self.full[row])
+        at = int(np.searchsorted(self.rows, row))
+        known = at < len(self.rows) and self.rows[at] == row
+        return float(self.values[at]) if known else float(np.float32(self.mean))
+
     @property
     def stats(self) -> tuple[float, float] | None:
         """(mean, std) for :meth:`TemporalFilter.update` of :meth:`dense` (None: exact)."""
