@@ -13,9 +13,10 @@ Corrupt frames in the video are skipped and recorded in the manifest's history.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +31,39 @@ from ..maps.poses import Pose
 from ..maps.store import atomic_map_dir
 from ..maps.writer import Rows, check_engine, history_event, model_section, write_map
 from .keyframes import KeyframeConfig, KeyframeSelector
-from .reader import VideoSource
+from .reader import Frame, VideoSource
 from .tracks import DEFAULT_MAX_GAP, Track
 
 log = logging.getLogger(__name__)
+
+
+def embed_keyframes(
+    engine,
+    frames: Iterable[Frame],
+    keyframes: KeyframeConfig | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    total: int | None = None,
+) -> tuple[list[Frame], np.ndarray, KeyframeSelector]:
+    """Embed the keyframes of a frame sequence (video or bag topic), in order: returns the kept
+    frames (without their pixels), their descriptors (n, dim) and the selector (its counts)."""
+    selector = KeyframeSelector(keyframes)
+    pre = engine.info.preprocessing
+    buf = np.zeros((1, pre.height, pre.width, 3), np.uint8)
+    kept: list[Frame] = []
+    descs: list[np.ndarray] = []
+    for frame in frames:
+        if not selector.due(frame.timestamp):
+            continue
+        resize_for_model(frame.image, pre, out=buf[0])
+        d = engine.embed(buf)[0]
+        if selector.accept(d):
+            kept.append(dataclasses.replace(frame, image=None))
+            descs.append(d)
+        if progress is not None:
+            progress(frame.index + 1, max(total or 0, frame.index + 1))
+    dim = int(engine.dim)
+    desc = np.stack(descs).astype(np.float32) if descs else np.zeros((0, dim), np.float32)
+    return kept, desc, selector
 
 
 def video_keyframes(
@@ -43,23 +73,10 @@ def video_keyframes(
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[tuple[int, float]], np.ndarray, dict]:
     """Decode ``video`` and embed its keyframes: ([(frame, seconds)], descriptors, stats)."""
-    selector = KeyframeSelector(keyframes)
-    pre = engine.info.preprocessing
-    buf = np.zeros((1, pre.height, pre.width, 3), np.uint8)
-    kept: list[tuple[int, float]] = []
-    descs: list[np.ndarray] = []
     with VideoSource(video) as source:
-        total = source.frame_count or 0
-        for frame in source:
-            if not selector.due(frame.timestamp):
-                continue
-            resize_for_model(frame.image, pre, out=buf[0])
-            d = engine.embed(buf)[0]
-            if selector.accept(d):
-                kept.append((frame.index, frame.timestamp))
-                descs.append(d)
-            if progress is not None:
-                progress(frame.index + 1, max(total, frame.index + 1))
+        frames, desc, selector = embed_keyframes(
+            engine, source, keyframes, progress, source.frame_count
+        )
         stats = {
             "frames": source.decoded,
             "corrupt_frames": source.corrupt,
@@ -67,9 +84,9 @@ def video_keyframes(
             "rejected_unchanged": selector.rejected,
             "fps": source.fps,
         }
-    if not kept:
+    if not frames:
         raise ImageError(f"{video}: no frame could be decoded")
-    return kept, np.stack(descs).astype(np.float32), stats
+    return [(f.index, f.timestamp) for f in frames], desc, stats
 
 
 def _track_poses(
