@@ -101,7 +101,9 @@ def odometry_msg(ts, x: float, y: float, yaw_deg: float, stamp_ns: int):
     )
 
 
-def write_bag(path: Path, topics: dict[str, tuple[str, Sequence[tuple[int, object]]]], storage: str = "mcap") -> Path:
+def write_bag(
+    path: Path, topics: dict[str, tuple[str, Sequence[tuple[int, object]]]], storage: str = "mcap"
+) -> Path:
     """Write ``{topic: (msgtype, [(log_ns, msg), ...])}`` as a rosbag2 folder at ``path``
     (``storage``: mcap or sqlite3), messages interleaved by time."""
     from rosbags.rosbag2 import StoragePlugin, Writer

@@ -75,6 +75,17 @@ def place_track(
     return [f.pose for f in found]
 
 
+def _check_start(track: Track, t0_ns: int) -> None:
+    if track.times[0] > 0:
+        first = t0_ns + round(track.times[0] * 1e9)
+        raise ConfigError(
+            f"{track.source}: no position before the first frame: the first fix is at "
+            f"{stamp_text(first)}, {track.times[0]:.3f} s after the first frame "
+            f"({stamp_text(t0_ns)}); record the position topic from the start, or pass "
+            "--allow-missing-poses"
+        )
+
+
 def bag_track(
     bag: Bag, gps_topic: str | None, pose_topic: str | None, t0_ns: int
 ) -> tuple[Track | None, int]:
@@ -116,6 +127,8 @@ def build_map_from_bag(
         t0 = frames.first_stamp()
         frames.t0_ns = t0
         track, dropped = bag_track(bag, gps_topic, pose_topic, t0)
+        if track is not None and not allow_missing_poses:
+            _check_start(track, t0)  # the first frame is always a keyframe: fail before embedding
         with atomic_map_dir(output) as staging:
             kept, desc, selector = embed_keyframes(
                 engine, frames, keyframes, progress, frames.count
