@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -48,11 +47,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..errors import ImageError
 from ..localize import EARTH_RADIUS_M, Localizer, Match
 from ..stream.filtering import FilterConfig
 from ..stream.sequence import StreamResult
-from .frames import StampedFrame, stamp_text, stamped_frame
+from .frames import StampedFrame, stamp_text
 from .messages import DIAGNOSTICS, IMAGE, NAVSATFIX, POSE, STRING, OutMessage, header
 
 UNKNOWN_VARIANCE = 1e6  # "no information" for axes the place recognition does not estimate
@@ -154,38 +152,14 @@ class LocalizationCore:
         self.config = config or CoreConfig()
         self.rule = CovarianceRule.for_localizer(localizer)
         self._pending: dict[int, tuple[int, np.ndarray | None]] = {}
-        self.received = 0  # frames handed to :meth:`frame`
+        self.received = 0  # frames that reached the shell (the node counts them)
         self.localized = 0
-        self.failed = 0  # frames that could not be converted
+        self.failed = 0  # frames that could not be decoded (the node counts them)
         self.last_error: str | None = None
         self.last_failed = False
         self.last: StreamResult | None = None
         self.last_answer: Answer | None = None
         self.last_stamp_ns = 0
-        self._t0_ns: int | None = None
-
-    # --- input ------------------------------------------------------------------------
-
-    def frame(
-        self, msg: Any, msgtype: str, topic: str = "image", now_ns: int | None = None
-    ) -> StampedFrame:
-        """Convert one live image message (stamp: its header, else ``now_ns``); frames are
-        numbered in arrival order, so frames dropped upstream still count as motion steps."""
-        from .bag import header_stamp_ns
-
-        stamp = header_stamp_ns(msg) or int(now_ns if now_ns is not None else time.time_ns())
-        index = self.received
-        self.received += 1
-        if self._t0_ns is None:
-            self._t0_ns = stamp
-        try:
-            frame = stamped_frame(msg, msgtype, index, stamp, self._t0_ns, topic, topic)
-        except ImageError as exc:
-            self.failed += 1
-            self.last_error, self.last_failed = str(exc), True
-            raise
-        self.last_failed = False
-        return frame
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -359,6 +333,6 @@ class LocalizationCore:
         fields = {"header": header(now_ns, ""), "status": [status]}
         return OutMessage("diagnostics", DIAGNOSTICS, fields, now_ns)
 
-    def reset(self) -> None:
-        """Forget the stream's history (the next :meth:`run` starts a fresh filter)."""
+    def forget(self) -> None:
+        """Drop the stamps of frames an interrupted :meth:`run` left in flight."""
         self._pending.clear()
