@@ -77,8 +77,8 @@ def make_node(ros: dict[str, Any]):
     Node = ros["Node"]
 
     class SfrsEdgeNode(Node):
-        def __init__(self) -> None:
-            super().__init__("sfrs_edge")
+        def __init__(self, **node_options: Any) -> None:
+            super().__init__("sfrs_edge", **node_options)
             defaults = NodeConfig()
             values = {}
             for f in dataclasses.fields(NodeConfig):
