@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
+from ..progress import progress
 from .bags import check_bag_options, gps_topic_option, image_topic_option, pose_topic_option
 from .options import backend_option, map_option, model_option
-from .progress import progress
 
 
 def _query_files(args: tuple[Path, ...]) -> list[Path]:

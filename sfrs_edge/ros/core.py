@@ -47,7 +47,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..localize import EARTH_RADIUS_M, Localizer, Match
+from ..geo import haversine_m
+from ..localize import Localizer
+from ..results import Match
 from ..stream.filtering import FilterConfig
 from ..stream.sequence import StreamResult
 from .frames import StampedFrame, stamp_text
@@ -104,10 +106,7 @@ def map_extent(positions: np.ndarray, kind: str | None) -> float:
         return 0.0
     lo, hi = known.min(axis=0), known.max(axis=0)
     if kind == "latlon":
-        lat = math.radians(float(lo[0] + hi[0]) / 2)
-        dy = math.radians(float(hi[0] - lo[0])) * EARTH_RADIUS_M
-        dx = math.radians(float(hi[1] - lo[1])) * EARTH_RADIUS_M * math.cos(lat)
-        return float(math.hypot(dx, dy))
+        return float(haversine_m(lo[None, :2], hi[:2])[0])
     return float(np.linalg.norm(hi[:2] - lo[:2]))
 
 
@@ -187,7 +186,7 @@ class LocalizationCore:
         best = own.best
         far = False
         if r.filtered is not None and r.filtered.id != best.id:
-            near = self.loc._near(
+            near = self.loc.estimator.near(
                 np.array([r.filtered.id]), best.id, self.loc.far_radius, self.loc.far_frames
             )
             far = not bool(near[0])

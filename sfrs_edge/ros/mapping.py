@@ -25,12 +25,11 @@ from pathlib import Path
 
 from ..errors import ConfigError, ImageError
 from ..maps.index import IndexConfig
-from ..maps.manifest import new_manifest
 from ..maps.map import Map
 from ..maps.metadata import Place
 from ..maps.poses import Pose
 from ..maps.store import atomic_map_dir
-from ..maps.writer import Rows, check_engine, history_event, model_section, write_map
+from ..maps.writer import Rows, check_engine, history_event, model_section, write_new_map
 from ..video.keyframes import KeyframeConfig
 from ..video.mapping import embed_keyframes
 from ..video.tracks import DEFAULT_MAX_GAP, Track
@@ -116,9 +115,12 @@ def build_map_from_bag(
     ef: int = 128,
     dtype: str = "float32",
     progress: Callable[[int, int], None] | None = None,
+    batch_size: int = 8,
+    threads: int | None = None,
 ) -> Map:
     """Write a map of the keyframes of ``image_topic`` in the bag at ``output`` (replacing a
-    map there; nothing is written on error); see the module doc."""
+    map there; nothing is written on error); see the module doc. ``dtype``,
+    ``batch_size``, ``threads``: as for :func:`sfrs_edge.maps.build_map`."""
     check_engine(engine)
     keyframes = keyframes or KeyframeConfig()
     output = Path(output).expanduser()
@@ -131,7 +133,7 @@ def build_map_from_bag(
             _check_start(track, t0)  # the first frame is always a keyframe: fail before embedding
         with atomic_map_dir(output) as staging:
             kept, desc, selector = embed_keyframes(
-                engine, frames, keyframes, progress, frames.count
+                engine, frames, keyframes, progress, frames.count, batch_size, threads
             )
             if not kept:
                 raise ImageError(f"{bag.path}: {image_topic}: no frame could be decoded")
@@ -157,13 +159,7 @@ def build_map_from_bag(
                 for i, (f, pose) in enumerate(zip(kept, poses, strict=True))
             ]
             config = IndexConfig(index, hnsw_m, ef_construction, ef).resolved(len(places))
-            count = sum(p.position is not None for p in places)
             topic = gps_topic or pose_topic
-            pos_info = {
-                "kind": track.kind if track is not None and count else None,
-                "source": f"bag:{topic}" if topic else None,
-                "count": count,
-            }
             event = history_event("build", len(places), source=bag_abs)
             event["bag"] = {
                 "image_topic": image_topic,
@@ -177,15 +173,19 @@ def build_map_from_bag(
             event["keyframes"] = {"step": keyframes.step, "min_change": keyframes.min_change}
             if track is not None:
                 event["track"] = {"max_gap": max_gap}
-            manifest = new_manifest(
-                dim=engine.dim,
+            positions = {
+                "kind": track.kind if track is not None else None,
+                "source": f"bag:{topic}" if topic else None,
+            }
+            write_new_map(
+                staging,
+                Rows(desc, places),
+                config,
+                dtype,
                 model=model_section(engine),
-                index=config.to_manifest(),
-                count=len(places),
-                positions=pos_info,
-                history=[event],
+                positions=positions,
+                event=event,
             )
-            write_map(staging, manifest, Rows(desc, places), config, dtype)
     if frames.corrupt:
         log.warning("%s: skipped %d undecodable frames", bag_path, frames.corrupt)
     return Map.open(output, expect_fingerprint=engine.fingerprint)
