@@ -20,6 +20,7 @@ from _bag_util import (
     frame_stamp,
     gps_track,
     image_msg,
+    navsatfix_msg,
     odometry_msg,
     typestore,
     write_bag,
@@ -517,3 +518,54 @@ def test_bag_reader_errors_directly(tmp_path, day):
 
         with Bag.open(bag) as b:
             bag_track(b, "/a", "/b", 0)
+
+
+def test_pose_topics_and_invalid_fixes_make_tracks(tmp_path):
+    from sfrs_edge.ros.positions import read_track
+
+    ts = typestore()
+    t = ts.types
+    poses, fixes = [], []
+    for i in range(5):
+        stamp = frame_stamp(i)
+        odo = odometry_msg(ts, 2.0 * i, -1.0 * i, 90.0, stamp)
+        ps = t["geometry_msgs/msg/PoseStamped"](header=odo.header, pose=odo.pose.pose)
+        poses.append((stamp, ps))
+        lat = float("nan") if i == 1 else frame_latlon(i)[0]
+        fixes.append((stamp, navsatfix_msg(ts, lat, 153.0, stamp, -1 if i == 3 else 0)))
+    bag = write_bag(
+        tmp_path / "b",
+        {
+            "/pose": ("geometry_msgs/msg/PoseStamped", poses),
+            "/fix": ("sensor_msgs/msg/NavSatFix", fixes),
+        },
+    )
+    with Bag.open(bag) as b:
+        track, dropped = read_track(b, "/pose", frame_stamp(0), "--pose-topic")
+        assert dropped == 0 and track.kind == "xyz"
+        pose = track.at(0.25).pose
+        assert pose.position == pytest.approx((5.0, -2.5, 0.0)) and pose.heading == pytest.approx(
+            90
+        )
+        track, dropped = read_track(b, "/fix", frame_stamp(0), "--gps-topic")
+        assert dropped == 2 and list(np.round(track.times, 6)) == [0.0, 0.2, 0.4]
+        with pytest.raises(BagError, match="--pose-topic /fix holds sensor_msgs/msg/NavSatFix"):
+            read_track(b, "/fix", frame_stamp(0), "--pose-topic")
+
+
+def test_frames_out_of_time_order_are_refused(tmp_path, day):
+    from sfrs_edge.ros.source import BagFrames
+
+    ts = typestore()
+    stamps = [frame_stamp(0), frame_stamp(2), frame_stamp(1)]
+    # logged in this order, header stamps going back at the third
+    msgs = [
+        (frame_stamp(0) + k, compressed_msg(ts, day[k].read_bytes(), s))
+        for k, s in enumerate(stamps)
+    ]
+    bag = write_bag(tmp_path / "b", {"/cam": (COMPRESSED, msgs)})
+    with Bag.open(bag) as b:
+        frames = BagFrames(b, "/cam")
+        with pytest.raises(BagError, match="message 2 is stamped 1700000000.100000000, before"):
+            list(frames)
+        assert frames.decoded == 2
