@@ -17,10 +17,10 @@ re-ranking, frames in flight) that ``localize --video`` uses too.
 
 A map without positions gives ``matches`` only.
 
-**The answer.** With a temporal filter, the filtered place when it is far from the frame's own
-best place (beyond the localizer's ``far_radius``, or ``far_frames`` rows without positions),
-else the frame's own estimate (the similarity-weighted position of its near matches, which
-refines the best place). Without a filter, the frame's own estimate.
+**The answer.** Without a temporal filter, the frame's own estimate (the similarity-weighted
+position of its near matches, which refines the best place). With one, the filtered place: at
+the frame's own estimate when the filter picks the frame's own best place, else at the filtered
+place's position.
 
 **Covariance rule** (:class:`CovarianceRule`). ``σ = clip(r / c, r, D)`` in position units
 (metres for lat/lon maps), variance ``σ²`` on x and y: ``c`` is the frame's confidence
@@ -28,7 +28,8 @@ refines the best place). Without a filter, the frame's own estimate.
 5 m: an answer is averaged from map places within ``r``, so a certain answer is as good as
 that), ``D`` the extent of the map's positions (the diagonal of their bounding box, at least
 ``far_radius``): zero confidence means "anywhere on the map". When the filter answers a place
-far from the frame's own best, ``c = 0`` (the frame's confidence is about another place).
+far from the frame's own best (beyond ``far_radius``, or ``far_frames`` rows without
+positions), ``c = 0``: the frame's confidence is about another place.
 z (and altitude) have no estimate: z is the place's z for x/y/z maps with variance ``σ²``,
 else 0 with variance :data:`UNKNOWN_VARIANCE`. Orientation: the yaw of the answer place's
 heading (degrees CCW from +x, as bag poses give it) with standard deviation
@@ -181,19 +182,18 @@ class LocalizationCore:
     # --- output -----------------------------------------------------------------------
 
     def answer(self, r: StreamResult) -> Answer:
-        """The answer of one frame (see the module doc: filtered place vs frame estimate)."""
+        """The answer of one frame (see the module doc: the filtered place, refined by the
+        frame's own estimate when both are the same place)."""
         own = r.result
         best = own.best
-        far = False
-        if r.filtered is not None and r.filtered.id != best.id:
+        if r.filtered is None or r.filtered.id == best.id:
+            place, position, conf = best, own.position, float(own.confidence)
+        else:
             near = self.loc.estimator.near(
                 np.array([r.filtered.id]), best.id, self.loc.far_radius, self.loc.far_frames
             )
-            far = not bool(near[0])
-        if far:
-            place, position, conf = r.filtered, r.filtered.position, 0.0
-        else:
-            place, position, conf = best, own.position, float(own.confidence)
+            conf = float(own.confidence) if bool(near[0]) else 0.0
+            place, position = r.filtered, r.filtered.position
         heading = self.loc.map.places([place.id])[0].heading
         return Answer(position, conf, self.rule.sigma(conf), heading, place)
 
