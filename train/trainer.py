@@ -138,6 +138,14 @@ class Trainer:
         self.health_ref: float | None = None  # the off-the-shelf health figure
         self.init_path = Path(init) if init else None
         self.student = self._initial_model()
+        # the local head's projection, trained by pseudo-correspondences (PCA start)
+        self.projection: LocalProjection | None = None
+        if cfg.local.enabled:
+            images = [*self.train_set.query_paths, *self.train_set.db_paths]
+            self.projection = initial_projection(self.student.cpu(), images, cfg.batch_size)
+            self._to_device(self.student)
+            self.projection.to(self.device)
+            self.projection_init = copy.deepcopy(self.projection.state_dict())
         self.init_state = copy.deepcopy(self.student.state_dict())
         self.teacher: SFRSNet | None = None
         self.inputs = FrozenInputs(
@@ -152,14 +160,6 @@ class Trainer:
         self.fol_maps = cfg.regions.enabled or cfg.local.enabled
         head = RegionHead(self.student, self.inputs.split, self.fol_maps, self._amp)
         self.head = wrap(head, self.dist, self.device)
-        # the local head's projection, trained by pseudo-correspondences (PCA start)
-        self.projection: LocalProjection | None = None
-        if cfg.local.enabled:
-            images = [*self.train_set.query_paths, *self.train_set.db_paths]
-            self.projection = initial_projection(self.student.cpu(), images, cfg.batch_size)
-            self.student.to(self.device)
-            self.projection.to(self.device)
-            self.projection_init = copy.deepcopy(self.projection.state_dict())
         self.cache = NegativeCache()
         self.rng = np.random.default_rng(cfg.seed)
         self.best: dict[str, Any] = {"r5": -1.0}
