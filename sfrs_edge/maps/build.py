@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 EMBED_CHUNK = 64  # files per engine call: bounds the work redone when a bad file is met
+# what an unreadable-image error of a build ends with: the remedy, not only the cause
+SKIP_REMEDY = "pass --skip-bad-images (skip_bad_images=True) to leave unreadable images out"
 
 
 class EmbeddingEngine(Protocol):
@@ -138,15 +140,20 @@ def _embed(
     pipeline (:mod:`.embedding`), or with ``ray`` (an address, or ``local``) through a Ray
     actor pool (:mod:`.ray_embed`); an engine offering only ``embed_files`` is called in chunks.
     """
-    if ray is not None:
-        from .ray_embed import embed_with_ray
+    try:
+        if ray is not None:
+            from .ray_embed import embed_with_ray
 
-        result = embed_with_ray(engine.path, files, ray, batch_size, skip_bad)
-    elif hasattr(engine, "embed") and hasattr(engine.info, "preprocessing"):
-        result = embed_images(engine, files, batch_size, threads, skip_bad, progress)
-        log.info("embedded %d images at %.1f images/s", len(result.kept), result.images_per_s)
-    else:
-        result = _embed_in_chunks(engine, files, skip_bad, batch_size, progress)
+            result = embed_with_ray(engine.path, files, ray, batch_size, skip_bad)
+        elif hasattr(engine, "embed") and hasattr(engine.info, "preprocessing"):
+            result = embed_images(engine, files, batch_size, threads, skip_bad, progress)
+            log.info("embedded %d images at %.1f images/s", len(result.kept), result.images_per_s)
+        else:
+            result = _embed_in_chunks(engine, files, skip_bad, batch_size, progress)
+    except ImageError as exc:
+        if skip_bad:
+            raise
+        raise ImageError(f"{exc}; {SKIP_REMEDY}") from exc
     arrays = dict(result.outputs)
     desc = np.ascontiguousarray(arrays.pop("descriptor"), dtype=np.float32)
     if desc.shape != (len(result.kept), engine.dim):
