@@ -167,9 +167,15 @@ def export_checkpoint(
 
 def local_head(checkpoint: str | os.PathLike, net: SFRSNet, images: Sequence):
     """The checkpoint's re-ranking head, or one fitted now on ``images`` when it has none
-    (imported models): local PCA on the verification images, logged."""
-    from sfrs_edge.train.checkpoint import read_checkpoint
-    from sfrs_edge.train.local_features import LocalConfig, fit_local_head, head_from_state
+    (imported models): local PCA on the verification images, then kept in the checkpoint
+    (key ``local``, as ``init --rerank`` stores it) so later exports do not refit it."""
+    from sfrs_edge.train.checkpoint import read_checkpoint, update_checkpoint
+    from sfrs_edge.train.local_features import (
+        LocalConfig,
+        fit_local_head,
+        head_from_state,
+        head_state,
+    )
 
     state = read_checkpoint(checkpoint).get("local")
     size = net.config.preprocessing().size
@@ -185,4 +191,9 @@ def local_head(checkpoint: str | os.PathLike, net: SFRSNet, images: Sequence):
         checkpoint,
         len(images),
     )
-    return fit_local_head(net, images, LocalConfig())
+    head = fit_local_head(net, images, LocalConfig())
+    try:
+        update_checkpoint(checkpoint, local=head_state(head))
+    except OSError as exc:  # a read-only checkpoint still exports; the fit is redone next time
+        log.warning("%s: could not keep the local-feature PCA in it (%s)", checkpoint, exc)
+    return head
