@@ -131,6 +131,8 @@ class Evaluation:
     recall: dict[int, float]
     outcomes: list[QueryOutcome] = field(repr=False)
     without_positives: int = 0
+    # what was evaluated: query set, model, re-ranking and filter settings (see run_setup)
+    setup: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -139,6 +141,7 @@ class Evaluation:
             "ground_truth": self.ground_truth,
             "recall": {str(n): v for n, v in self.recall.items()},
             "queries_without_right_place": self.without_positives,
+            "setup": self.setup,
         }
 
     def write_jsonl(self, path: str | os.PathLike) -> Path:
@@ -162,6 +165,33 @@ class Evaluation:
         return conf[order], 100.0 * tp / kept, 100.0 * tp / max(len(order), 1)
 
 
+def query_set(files: Sequence[Path]) -> str:
+    """The query set in a few words: its folder (or folders) and how many images."""
+    folders = sorted({str(Path(f).parent) for f in files})
+    where = folders[0] if len(folders) == 1 else f"{len(folders)} folders ({folders[0]}, ...)"
+    return f"{len(files)} images from {where}"
+
+
+def run_setup(loc: Localizer, files: Sequence[Path]) -> dict[str, Any]:
+    """Everything a reader of the recall needs to know produced it: query set, model (path,
+    backbone, dims, precision, fingerprint), re-ranking settings, temporal filter."""
+    info = loc.engine.info
+    rerank = getattr(loc, "rerank", None)
+    return {
+        "queries": query_set(files),
+        "model": {
+            "path": str(getattr(loc.engine, "path", "")),
+            "backbone": info.backbone,
+            "descriptor_dim": info.descriptor_dim,
+            "precision": info.precision,
+            "fingerprint": info.fingerprint,
+        },
+        "k": loc.k,
+        "rerank": rerank.to_dict() if rerank is not None else None,
+        "filter": None,  # every query is localized on its own (no temporal filter)
+    }
+
+
 def _first_right(result: LocalizationResult, positives: np.ndarray) -> int | None:
     pos = set(positives.tolist())
     for rank, m in enumerate(result.matches, 1):
@@ -175,7 +205,7 @@ def localize_all(
 ) -> list[LocalizationResult]:
     """Answers for every query file. Descriptors are computed in batches; a localizer that
     re-ranks (needs each frame's local features) is asked frame by frame."""
-    if getattr(loc, "rerank", None):  # i12's re-ranking: the per-frame path does it
+    if getattr(loc, "rerank", None):  # re-ranking needs each frame's local features
         out = []
         for i, f in enumerate(files, 1):
             out.append(loc.localize_file(f))
@@ -215,4 +245,5 @@ def evaluate(
         recall=recall,
         outcomes=outcomes,
         without_positives=sum(1 for p in positives if len(p) == 0),
+        setup=run_setup(loc, files),
     )

@@ -119,7 +119,8 @@ def _print_human(result, show_timings: bool) -> None:
     "--show",
     type=click.Path(path_type=Path),
     default=None,
-    help="Write a PNG of the frame beside its top-k matches (one FRAME only).",
+    help="Write a picture of the frame beside its top-k matches (one FRAME only); PNG or "
+    "JPEG by the extension (.png, .jpg, .jpeg).",
 )
 def localize_command(
     frames,
@@ -153,6 +154,14 @@ def localize_command(
     sources = bool(frames) + (video is not None) + (camera is not None)
     if sources != 1:
         raise click.UsageError("give FRAME... or --video FILE or --camera N (exactly one)")
+    if show is not None:  # before the model loads: a wrong name fails at once
+        from ..report.plots import check_picture_path
+
+        if video is not None or camera is not None:
+            raise click.UsageError("--show draws one FRAME, not a video or camera")
+        if len(_frames(frames)) != 1:
+            raise click.UsageError(f"--show draws one frame; got {len(_frames(frames))}")
+        check_picture_path(show)
     if video is None and camera is None and (fps or all_frames):
         raise click.UsageError("--fps and --all-frames apply to --video/--camera")
     threads = limit_process(threads)  # BLAS (exact search) and OpenCV, not only onnxruntime
@@ -198,17 +207,15 @@ def localize_command(
 
 
 def _show(loc, frames: list[Path], out: Path, as_json: bool) -> None:
-    """Localize one frame and draw it beside its matches into ``out`` (PNG)."""
+    """Localize one frame and draw it beside its matches into ``out`` (PNG or JPEG)."""
     from ..images import read_image
     from ..report.pictures import match_sheet
-    from ..report.plots import write_png
+    from ..report.plots import write_picture
 
-    if len(frames) != 1:
-        raise click.UsageError(f"--show draws one frame; got {len(frames)}")
     frame = read_image(frames[0])
     result = loc.localize_file(frames[0])
     img, drawn = match_sheet(frame, result, loc.map)
-    write_png(img, out)
+    write_picture(img, out)
     if as_json:
         d = result.to_dict()
         d.pop("timings")
