@@ -221,16 +221,22 @@ def evaluate(
     files: Sequence[str | os.PathLike],
     truth: GroundTruth,
     progress: Callable[[int, int], None] | None = None,
+    results: Sequence[LocalizationResult] | None = None,
 ) -> Evaluation:
     """Localize ``files`` against ``loc``'s map and score them by ``truth``.
 
     ``loc.k`` should be at least 20 for recall@20 (fewer matches cap the N reported).
+    ``results``: answers already computed for ``files`` with ``loc`` (e.g. by a camera loop),
+    scored instead of localizing again.
     """
     files = [Path(f) for f in files]
     if not files:
         raise ConfigError("no query images to evaluate")
     positives = truth.positives(files, loc)
-    results = localize_all(loc, files, progress)
+    if results is None:
+        results = localize_all(loc, files, progress)
+    elif len(results) != len(files):
+        raise ConfigError(f"{len(results)} results for {len(files)} query files")
     outcomes = [
         QueryOutcome(i, r, p, _first_right(r, p))
         for i, (r, p) in enumerate(zip(results, positives, strict=True))
