@@ -152,6 +152,13 @@ class Evaluation:
         atomic_write_bytes(path, text.encode())
         return Path(path)
 
+    def confident(self, threshold: float) -> tuple[float, float | None]:
+        """(% of queries answered with confidence ≥ ``threshold``, % of those right at rank 1
+        or None when there are none): how far the confidence can be trusted."""
+        sure = [o for o in self.outcomes if o.result.confidence >= threshold]
+        share = 100.0 * len(sure) / max(len(self.outcomes), 1)
+        return share, (100.0 * sum(o.right for o in sure) / len(sure) if sure else None)
+
     def confidence_curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Precision and recall of "answer at rank 1 when confidence ≥ t" for every threshold.
 

@@ -142,6 +142,20 @@ def test_cli_evaluate_writes_jsonl_and_a_self_contained_report(cli_report, engin
     assert all(i.shape[0] >= 100 and i.shape[1] >= 300 for i in imgs)
 
 
+def test_cli_evaluate_says_what_was_evaluated(tiny_onnx, gp_map, gardens_point, tmp_path):
+    frames = list_images(gardens_point / "night_right")[:12]
+    args = ["evaluate", *map(str, frames), "--map", str(gp_map), "--model", str(tiny_onnx)]
+    r = CliRunner().invoke(main, [*args, "--window", "2", "-o", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert f"model {tiny_onnx}; re-ranking off" in r.output
+    rows = [json.loads(x) for x in (tmp_path / "queries.jsonl").read_text().splitlines()]
+    sure = [x for x in rows if x["confidence"] >= 0.5]
+    share = f"{100 * len(sure) / len(rows):.1f} % of queries"
+    assert f"answers with confidence >= 0.5: {share}" in r.output
+    html = (tmp_path / "report.html").read_text()
+    assert "12 images from" in html and str(tiny_onnx) in html
+
+
 def test_report_renders_in_headless_chromium(cli_report, tmp_path):
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:

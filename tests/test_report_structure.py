@@ -9,6 +9,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from sfrs_edge.evaluation import Evaluation, QueryOutcome
 from sfrs_edge.localize import LocalizationResult, Match
@@ -171,3 +172,14 @@ def test_close_rank_labels_do_not_cover_each_other():
     for i, a in enumerate(boxes):
         for b in boxes[i + 1 :]:
             assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (a, b)
+
+
+def test_confident_share_and_precision():
+    outcomes = []
+    for q, (conf, right) in enumerate([(0.9, True), (0.6, False), (0.5, True), (0.1, True)]):
+        m = (Match(q, f"p{q}", 0.8),)
+        res = LocalizationResult(m, None, None, conf, 0.1)
+        outcomes.append(QueryOutcome(q, res, np.array([q if right else 99]), 1 if right else None))
+    ev = Evaluation("map", 4, "rule", {1: 75.0}, outcomes)
+    assert ev.confident(0.5) == (75.0, pytest.approx(200 / 3))  # 3 of 4 sure, 2 of them right
+    assert ev.confident(0.95) == (0.0, None)
