@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..images import read_image
-from ..localize import LocalizationResult, Match
+from ..results import LocalizationResult, Match
 from . import plots
 from .map_picture import map_picture
 
