@@ -218,14 +218,16 @@ class Localizer:
             self._result(i, s, None, {}, src) for i, s, src in zip(ids, sims, sources, strict=True)
         ]
 
-    def match(self, place_id: int, similarity: float) -> Match:
+    def match(self, place_id: int, similarity: float, score: float | None = None) -> Match:
         """A :class:`Match` for map row ``place_id`` (its name and position)."""
-        return self.matches([place_id], [similarity])[0]
+        return self.matches([place_id], [similarity], None if score is None else [score])[0]
 
-    def matches(self, ids, similarities) -> list[Match]:
-        """:class:`Match` es for map rows ``ids`` (names read from the map in one query)."""
+    def matches(self, ids, similarities, scores=None) -> list[Match]:
+        """:class:`Match` es for map rows ``ids`` (names read from the map in one query);
+        ``scores``: their ordering scores when re-ranked (default: the similarities)."""
         out = []
-        for place, s in zip(self.map.places(ids), similarities, strict=True):
+        scores = similarities if scores is None else scores
+        for place, s, f in zip(self.map.places(ids), similarities, scores, strict=True):
             pos = self._positions[place.id] if self._positions.shape[1] else None
             known = pos is not None and not np.isnan(pos).any()
             out.append(
@@ -234,6 +236,7 @@ class Localizer:
                     name=place.name,
                     similarity=round(float(s), 6),
                     position=tuple(float(v) for v in pos) if known else None,
+                    score=round(float(f), 6),
                 )
             )
         return out
@@ -302,11 +305,19 @@ class Localizer:
         source: str | None,
         t0: float | None = None,
     ) -> LocalizationResult:
-        """The answer for ranked candidates (``verified``: the re-ranking result, or None)."""
+        """The answer for ranked candidates (``verified``: the re-ranking result, or None).
+
+        The estimate weighs the scores the candidates are ordered by: the fused scores of the
+        re-ranked head, then the global similarities of the rest (no evidence: fused equals
+        similarity), so the best match printed first is the one the position centres on."""
+        scores = sims
+        if verified is not None:
+            head = len(verified.scores)
+            scores = np.concatenate([np.asarray(verified.scores, np.float64), sims[head:]])
         est = self.estimator.estimate(
-            ids, sims, self.k, None if verified is None else verified.evidence
+            ids, scores, self.k, None if verified is None else verified.evidence
         )
-        matches = self.matches(ids[: self.k], sims[: self.k])
+        matches = self.matches(ids[: self.k], sims[: self.k], scores[: self.k])
         if verified is not None:
             inl = verified.inliers
             matches = [

@@ -17,6 +17,12 @@ from ..errors import ImageError, SfrsEdgeError
 from .options import backend_option, map_option, model_option, threads_option
 
 
+POSITION_RULE = (
+    "the best match's, averaged with the matches near it (within near_radius), each weighted "
+    "by how far its score exceeds the best other place's (sfrs_edge/estimate.py)"
+)
+
+
 def _frames(args: tuple[Path, ...]) -> list[Path]:
     """Frame files; a folder stands for the images directly inside it."""
     from ..images import list_images
@@ -35,17 +41,35 @@ def _fmt_pos(pos, kind: str | None) -> str:
     return "(" + ", ".join(f"{v:.2f}" for v in pos) + ")"
 
 
-def _print_human(result, show_timings: bool) -> None:
+def _print_human(result, show_timings: bool, rerank=None, rule: bool = True) -> None:
+    """The answer line, then the matches in the order they rank. Re-ranked answers print the
+    score they are ordered by (fused: similarity + weight x evidence) beside the similarity.
+    ``rule``: also say how the position is estimated (once per run)."""
     best = result.best
     where = _fmt_pos(result.position, result.position_kind)
-    click.echo(
-        f"{result.source}: {best.name} (similarity {best.similarity:.3f}), "
-        f"position {where}, confidence {result.confidence:.2f}"
-    )
+    if result.reranked:
+        how = f"re-ranked: top {rerank.k} by verified local evidence" if rerank else "re-ranked"
+        click.echo(
+            f"{result.source}: {best.name} (score {best.score:.3f}, similarity "
+            f"{best.similarity:.3f}, {best.inliers} inliers), position {where}, confidence "
+            f"{result.confidence:.2f}  [{how}; score = similarity + "
+            f"{rerank.weight if rerank else 'w'} x evidence]"
+        )
+    else:
+        click.echo(
+            f"{result.source}: {best.name} (similarity {best.similarity:.3f}), "
+            f"position {where}, confidence {result.confidence:.2f}"
+        )
     for rank, m in enumerate(result.matches, 1):
         pos = _fmt_pos(m.position, result.position_kind) if m.position is not None else ""
-        inl = f"  {m.inliers} inliers" if m.inliers is not None else ""
-        click.echo(f"  {rank}. {m.name:<32} {m.similarity:7.4f}{inl}  {pos}".rstrip())
+        if result.reranked:
+            inl = f"  {m.inliers} inliers" if m.inliers is not None else "  (not re-ranked)"
+            line = f"  {rank}. {m.name:<32} score {m.score:7.4f}  similarity {m.similarity:7.4f}{inl}"
+        else:
+            line = f"  {rank}. {m.name:<32} {m.similarity:7.4f}"
+        click.echo(f"{line}  {pos}".rstrip())
+    if rule and result.position is not None:
+        click.echo(f"  position: {POSITION_RULE}")
     if show_timings:
         t = result.timings
         stages = ", ".join(
@@ -184,7 +208,7 @@ def localize_command(
     )
     if show is not None:
         return _show(loc, _frames(frames), show, as_json)
-    failed = 0
+    failed = printed = 0
     for frame in _frames(frames):
         try:
             result = loc.localize_file(frame)
@@ -201,7 +225,8 @@ def localize_command(
                 d.pop("timings")
             click.echo(json.dumps(d))
         else:
-            _print_human(result, timings)
+            _print_human(result, timings, loc.rerank, rule=not printed)
+            printed += 1
     if failed:
         raise SfrsEdgeError(f"{failed} frame(s) could not be localized")
 
@@ -221,7 +246,7 @@ def _show(loc, frames: list[Path], out: Path, as_json: bool) -> None:
         d.pop("timings")
         click.echo(json.dumps({**d, "picture": str(out), "drawn_ids": drawn}))
     else:
-        _print_human(result, False)
+        _print_human(result, False, loc.rerank)
         click.echo(f"picture: {out}")
 
 

@@ -50,7 +50,8 @@ def match_sheet(
     right: Sequence[bool | None] | None = None,
     title: str | None = None,
 ) -> tuple[np.ndarray, list[int]]:
-    """The query frame beside its top matches, each with rank, similarity and position.
+    """The query frame beside its top matches, each with rank, similarity (and for a re-ranked
+    answer the score the order follows, and its inliers) and position.
 
     ``right``: per match True/False (green/red border) when ground truth is known.
     Returns (BGR picture, ids of the matches drawn, in order).
@@ -60,6 +61,7 @@ def match_sheet(
         title or (result.source or "query").split("/")[-1],
         f"estimate {_fmt_pos(result.position, kind)}",
         f"confidence {result.confidence:.2f}",
+        "order: re-ranked (score)" if result.reranked else "order: global similarity",
     ]
     tiles = [plots.tile(frame, head, plots.BLUE, TILE_H, TILE_W)]
     drawn = []
@@ -68,6 +70,9 @@ def match_sheet(
         border = None if ok is None else (plots.GREEN if ok else plots.RED)
         mark = "" if ok is None else (" RIGHT" if ok else " WRONG")
         lines = [f"{rank}. {m.name}", f"sim {m.similarity:.3f}{mark}", _fmt_pos(m.position, kind)]
+        if result.reranked:  # the score the order follows, then the global similarity
+            inl = f", {m.inliers} inl" if m.inliers is not None else ""
+            lines[1:2] = [f"score {m.score:.3f}{mark}", f"sim {m.similarity:.3f}{inl}"]
         tiles.append(plots.tile(_place_image(map_, m), lines, border, TILE_H, TILE_W))
         drawn.append(m.id)
     return plots.hstack(tiles), drawn

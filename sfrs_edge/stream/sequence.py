@@ -85,7 +85,10 @@ def localize_stream(
         if filt is not None:
             smoothed = filt.update(scores, index, stats)
             best = int(np.argmax(smoothed))
-            filtered, score = localizer.match(best, float(scores[best])), float(smoothed[best])
+            # a place among the frame's own matches keeps its similarity and (fused) score
+            known = {m.id: m for m in result.matches}
+            filtered = known.get(best) or localizer.match(best, float(scores[best]))
+            score = float(smoothed[best])
         t_filter = time.perf_counter() - t0
         latency = (time.perf_counter() - captured) * 1000.0
         timings = dict(result.timings, filter=round(t_filter * 1000.0, 3))
