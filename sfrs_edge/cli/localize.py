@@ -16,7 +16,6 @@ import click
 from ..errors import ImageError, SfrsEdgeError
 from .options import backend_option, map_option, model_option, threads_option
 
-
 POSITION_RULE = (
     "the best match's, averaged with the matches near it (within near_radius), each weighted "
     "by how far its score exceeds the best other place's (sfrs_edge/estimate.py)"
@@ -64,7 +63,9 @@ def _print_human(result, show_timings: bool, rerank=None, rule: bool = True) -> 
         pos = _fmt_pos(m.position, result.position_kind) if m.position is not None else ""
         if result.reranked:
             inl = f"  {m.inliers} inliers" if m.inliers is not None else "  (not re-ranked)"
-            line = f"  {rank}. {m.name:<32} score {m.score:7.4f}  similarity {m.similarity:7.4f}{inl}"
+            line = (
+                f"  {rank}. {m.name:<32} score {m.score:7.4f}  similarity {m.similarity:7.4f}{inl}"
+            )
         else:
             line = f"  {rank}. {m.name:<32} {m.similarity:7.4f}"
         click.echo(f"{line}  {pos}".rstrip())
