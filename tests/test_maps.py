@@ -258,6 +258,23 @@ def test_fingerprint_mismatch_names_both(tmp_path, images, engine):
         add_to_map(FakeEngine("ffffeeeeddddcccc"), out, images / "Image000.jpg")
 
 
+def test_map_add_with_another_model_names_the_differing_property(tmp_path, images, engine):
+    """As localize does: the error names what differs, not only two fingerprints."""
+    from dataclasses import replace
+
+    def with_info(**changes) -> FakeEngine:
+        e = FakeEngine()
+        pre = replace(e.info.preprocessing, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+        e.info = replace(e.info, preprocessing=pre, **changes)  # floats, as ONNX metadata
+        return e
+
+    out = tmp_path / "map"
+    build_map(with_info(), images, out)
+    other = with_info(pca_dim=16)  # same weights, another whitening cut
+    with pytest.raises(MapError, match=r"its PCA dim differs \(map: None, this model: 16\)"):
+        add_to_map(other, out, images / "Image000.jpg")
+
+
 def test_refuses_to_overwrite_non_map_folder(tmp_path, images, engine):
     out = tmp_path / "stuff"
     out.mkdir()
