@@ -183,3 +183,19 @@ def test_confident_share_and_precision():
     ev = Evaluation("map", 4, "rule", {1: 75.0}, outcomes)
     assert ev.confident(0.5) == (75.0, pytest.approx(200 / 3))  # 3 of 4 sure, 2 of them right
     assert ev.confident(0.95) == (0.0, None)
+
+
+def test_map_without_query_is_not_a_flat_row_of_dots(tmp_path):
+    """Without a query a line map's height is each place's similarity to the previous one."""
+    from sfrs_edge.report.map_picture import neighbour_similarity
+
+    line = _xy_map(tmp_path, [0.0] * 6)
+    d = np.eye(6, dtype=np.float32)
+    d[3] = d[2]  # place 3 looks exactly like place 2
+    line.descriptors = d
+    np.testing.assert_allclose(neighbour_similarity(line, 6), [0, 0, 0, 1, 0, 0])
+    img, _ = map_picture(line)
+    plot = img[80:-70].astype(int)  # below the legend's colour bar
+    ys, _ = np.nonzero(np.abs(plot - np.array(plots.colour_ramp(6)[3])).sum(axis=2) < 30)
+    ys4, _ = np.nonzero(np.abs(plot - np.array(plots.colour_ramp(6)[4])).sum(axis=2) < 30)
+    assert ys.min() < ys4.min() - 100  # place 3 drawn far higher than place 4

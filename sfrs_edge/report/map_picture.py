@@ -10,6 +10,9 @@ Layout follows what the map knows about where its places are:
   similarity axis.
 - **no positions**: the same, along the row index.
 
+Without a query, the height on a line is each place's similarity to the previous one (dips
+are where the view along the route changes), so the route is not a flat row of dots.
+
 With a result, the top-k are ringed and numbered by rank (labels moved apart so that close
 ranks stay readable, with a leader line to their place) and the position estimate crossed.
 """
@@ -53,6 +56,30 @@ def layout(map_, n: int) -> tuple[str, np.ndarray, np.ndarray, int]:
         return "2d", xy, known, 0
     axis = int(np.argmax(spread))  # every place on one line: draw along its coordinate
     return "1d", np.stack([xy[:, axis], np.zeros(n)], 1), known, axis
+
+
+def neighbour_similarity(map_, n: int, limit: int = 200_000) -> np.ndarray | None:
+    """Each place's descriptor similarity to the place before it (the first: to the second):
+    where along the route the view changes. None when the map is too large or holds no
+    descriptors to read."""
+    desc = getattr(map_, "descriptors", None)
+    if desc is None or n > limit:
+        return None
+    d = np.asarray(desc, np.float32)
+    if len(d) != n:
+        return None
+    sims = np.einsum("ij,ij->i", d[1:], d[:-1]).astype(np.float64)
+    return np.concatenate([sims[:1], sims])
+
+
+def nice_ticks(lo: float, hi: float, count: int = 6) -> np.ndarray:
+    """About ``count`` round tick values (1, 2 or 5 x 10^k apart) covering [lo, hi]."""
+    span = max(hi - lo, 1e-12)
+    raw = span / max(count - 1, 1)
+    mag = 10 ** np.floor(np.log10(raw))
+    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+    first = np.ceil(lo / step) * step
+    return np.arange(first, hi + step * 1e-9, step)
 
 
 def _axis_name(map_, mode: str, axis_coord: int) -> str:
@@ -122,8 +149,12 @@ def map_picture(
     n = len(places)
     mode, xy, known, axis = layout(map_, n)
     prof = None
+    neighbour = False  # height: similarity to the previous place (no query given)
     if scores is not None and len(scores) == n:
         prof = np.asarray(scores, np.float64)
+    elif mode != "2d" and n >= 2:
+        prof = neighbour_similarity(map_, n)
+        neighbour = prof is not None
     left, right_m, top, bottom = (86 if mode != "2d" and prof is not None else 30), 30, 90, 70
     x0, x1, y0, y1 = left, w - right_m, top, h - bottom
     lo, hi = np.nanmin(xy[known], axis=0), np.nanmax(xy[known], axis=0)
@@ -155,17 +186,18 @@ def map_picture(
     # axes of the line layouts: the coordinate below, the similarity on the left
     if mode != "2d":
         cv2.line(img, (x0, y1 + 10), (x1, y1 + 10), plots.GREY, 1)
-        for t in np.linspace(lo[0], hi[0], 6):
+        for t in nice_ticks(lo[0], hi[0]):
             px = to_px((t, 0))[0]
             cv2.line(img, (px, y1 + 10), (px, y1 + 15), plots.GREY, 1)
-            plots.text(img, f"{t:.4g}", (px - 12, y1 + 32), SMALL)
+            plots.text(img, f"{t:g}", (px - 12, y1 + 32), SMALL)
         plots.text(img, _axis_name(map_, mode, axis), ((x0 + x1) // 2 - 90, h - 12), SMALL)
         if prof is not None:
             for t in np.linspace(s_lo, s_hi, 5):
                 py = to_px((lo[0], t))[1]
                 cv2.line(img, (x0 - 6, py), (x1, py), (236, 236, 236), 1)
                 plots.text(img, f"{t:.3f}", (8, py + 5), SMALL)
-            plots.text(img, "similarity", (8, y0 - 14), SMALL, plots.BLUE)
+            axis_label = "similarity to previous place" if neighbour else "similarity"
+            plots.text(img, axis_label, (8, y0 - 14), SMALL, plots.BLUE)
     if mode == "2d" and prof is not None:
         order = np.argsort(np.argsort(prof))  # colour by similarity rank → full ramp used
         ramp = plots.colour_ramp(n)
@@ -197,7 +229,7 @@ def map_picture(
         est = _estimate_px(map_, mode, axis, result, to_px, xy)
         if est is not None:
             cv2.drawMarker(img, est, plots.BLACK, cv2.MARKER_CROSS, 26, 2, cv2.LINE_AA)
-    _legend(img, map_, n, mode, prof, colours, result, truth, w)
+    _legend(img, map_, n, mode, prof, colours, result, truth, w, neighbour)
     return img, marked
 
 
@@ -214,7 +246,7 @@ def _estimate_px(map_, mode: str, axis: int, result, to_px, xy) -> tuple[int, in
     return to_px((e[axis], xy[best][1]))
 
 
-def _legend(img, map_, n, mode, prof, colours, result, truth, w) -> None:
+def _legend(img, map_, n, mode, prof, colours, result, truth, w, neighbour=False) -> None:
     name = Path(str(getattr(map_, "path", "") or "map")).name
     title = f"map '{name}': {n} places"
     if result is not None and result.source:
@@ -228,7 +260,11 @@ def _legend(img, map_, n, mode, prof, colours, result, truth, w) -> None:
     else:
         note = "no positions: places drawn along their row order"
     if mode != "2d" and prof is not None:
-        note += "; height = similarity to the query"
+        note += (
+            "; height = similarity to the previous place (dips: the view changes)"
+            if neighbour
+            else "; height = similarity to the query"
+        )
     plots.text(img, note, (20, 52), SMALL, plots.BLUE)
     if mode == "2d" and prof is not None:
         lo, hi = float(prof.min()), float(prof.max())
