@@ -16,10 +16,13 @@ import click
 from ..errors import ImageError, SfrsEdgeError
 from .options import backend_option, map_option, model_option, threads_option
 
-POSITION_RULE = (
-    "the best match's, averaged with the matches near it (within near_radius), each weighted "
-    "by how far its score exceeds the best other place's (sfrs_edge/estimate.py)"
-)
+def position_rule(loc) -> str:
+    """How the printed position is made, with this localizer's radius (sfrs_edge/estimate.py)."""
+    unit = "m" if loc.position_kind == "latlon" else "map units"
+    return (
+        f"the best match's, averaged with the matches within {loc.near_radius:g} {unit} of it, "
+        "each weighted by its score minus the best score of another place"
+    )
 
 
 def _frames(args: tuple[Path, ...]) -> list[Path]:
@@ -40,10 +43,10 @@ def _fmt_pos(pos, kind: str | None) -> str:
     return "(" + ", ".join(f"{v:.2f}" for v in pos) + ")"
 
 
-def _print_human(result, show_timings: bool, rerank=None, rule: bool = True) -> None:
+def _print_human(result, show_timings: bool, rerank=None, rule: str | None = None) -> None:
     """The answer line, then the matches in the order they rank. Re-ranked answers print the
     score they are ordered by (fused: similarity + weight x evidence) beside the similarity.
-    ``rule``: also say how the position is estimated (once per run)."""
+    ``rule``: how the position is estimated, printed after the matches (once per run)."""
     best = result.best
     where = _fmt_pos(result.position, result.position_kind)
     if result.reranked:
@@ -70,7 +73,7 @@ def _print_human(result, show_timings: bool, rerank=None, rule: bool = True) -> 
             line = f"  {rank}. {m.name:<32} {m.similarity:7.4f}"
         click.echo(f"{line}  {pos}".rstrip())
     if rule and result.position is not None:
-        click.echo(f"  position: {POSITION_RULE}")
+        click.echo(f"  position: {rule}")
     if show_timings:
         t = result.timings
         stages = ", ".join(
@@ -226,7 +229,7 @@ def localize_command(
                 d.pop("timings")
             click.echo(json.dumps(d))
         else:
-            _print_human(result, timings, loc.rerank, rule=not printed)
+            _print_human(result, timings, loc.rerank, None if printed else position_rule(loc))
             printed += 1
     if failed:
         raise SfrsEdgeError(f"{failed} frame(s) could not be localized")
@@ -247,7 +250,7 @@ def _show(loc, frames: list[Path], out: Path, as_json: bool) -> None:
         d.pop("timings")
         click.echo(json.dumps({**d, "picture": str(out), "drawn_ids": drawn}))
     else:
-        _print_human(result, False, loc.rerank)
+        _print_human(result, False, loc.rerank, position_rule(loc))
         click.echo(f"picture: {out}")
 
 
