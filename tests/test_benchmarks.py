@@ -83,6 +83,27 @@ def test_latency_ctrl_c_writes_what_was_measured(tmp_path, monkeypatch, capsys):
     assert "interrupted: partial results" in (tmp_path / "latency.md").read_text()
 
 
+def test_replot_reads_the_committed_tables():
+    from benchmarks import replot
+
+    text = replot.DOC.read_text()
+    title = "#### Search: exact vs HNSW (one query, k=10, through Map.search)"
+    rows = replot.search_rows(replot.tables_after(text, "## HNSW at 100k x 4096-d", title))
+    assert {r["index"] for r in rows} == {"exact", "hnsw"} and len(rows) >= 2
+    assert all(0 < r["top1_agreement"] <= 100 and r["size"] == 100_000 for r in rows)
+    lat = "## Results: latency (`benchmarks/latency.py`)"
+    models = replot.stage_models(replot.tables_after(text, lat, "#### One frame, per stage"))
+    assert models and all(
+        set(f) == set(latency_stages()) for m in models for f in m["frame"].values()
+    )
+
+
+def latency_stages():
+    from benchmarks import latency
+
+    return latency.STAGES
+
+
 def test_pr_curve():
     from benchmarks.recall import pr_curve
 
