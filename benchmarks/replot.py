@@ -59,7 +59,8 @@ def search_rows(rows: list[dict[str, str]]) -> list[dict]:
 def stage_models(rows: list[dict[str, str]]) -> list[dict]:
     """The latency table as ``results["models"]`` (p50 of each stage; what the plot reads)."""
     models: dict[tuple[str, str], dict] = {}
-    columns = dict(zip(latency.STAGES, ("decode", "preprocess", "inference", "search (10k exact)")))
+    heads = ("decode", "preprocess", "inference", "search (10k exact)")
+    columns = dict(zip(latency.STAGES, heads, strict=True))
     for r in rows:
         m = models.setdefault(
             (r["model"], r["input"]), {"backbone": r["model"], "input": r["input"], "frame": {}}

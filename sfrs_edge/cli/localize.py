@@ -16,6 +16,7 @@ import click
 from ..errors import ImageError, SfrsEdgeError
 from .options import backend_option, map_option, model_option, threads_option
 
+
 def position_rule(loc) -> str:
     """How the printed position is made, with this localizer's radius (sfrs_edge/estimate.py)."""
     unit = "m" if loc.position_kind == "latlon" else "map units"
