@@ -1,9 +1,14 @@
 """Latency benchmark: one frame through decode → preprocess → inference → search, per backend.
 
-    python benchmarks/latency.py            # default: Lite0 480x640, batches 1 and 8, 512-d
-                                            # search maps of 1k/10k; about 4 min on a 2-core CPU
-    python benchmarks/latency.py --full     # + VGG16, 240x320, batch 32, 4096-d, 100k maps,
-                                            # 100 reps, 20 s per cell: hours
+    python benchmarks/latency.py            # default: Lite0 480x640, torch vs onnxruntime FP32,
+                                            # batches 1 and 8, 512-d search maps of 1k/10k
+    python benchmarks/latency.py --full     # + FP16, VGG16, 240x320, batch 32, 4096-d, 100k
+                                            # maps, 100 reps, 20 s per cell: hours
+
+Run time of the default, measured on the shared 2-core machine at load average about 20 (other
+jobs beside it; an idle machine is faster, not measured): 25 min for a first run, of which
+6 min build the real base descriptors (cached in benchmarks/results/cache for later runs) and
+5 min the FP16 export the default no longer makes. The last log line gives yours.
     python benchmarks/latency.py --device cuda   # GPU: torch on CUDA, onnxruntime CUDA/TensorRT
     python benchmarks/latency.py --cpu-table ... # model variants, threads, map build, localize
                                                  # (benchmarks/cpu_variants.py)
@@ -72,6 +77,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="PCA layer of the timed models "
         "(random orthonormal weights; 'none': raw NetVLAD; 'keep': the checkpoint's)",
     )
+    p.add_argument(
+        "--precisions", default="fp32", help="ONNX exports timed: fp32 and/or fp16 (comma list)"
+    )
     p.add_argument("--batches", default="1,8")
     p.add_argument("--reps", type=int, default=30, help="max timed repetitions per cell")
     p.add_argument("--budget-s", type=float, default=2.0, help="time per cell and backend")
@@ -120,6 +128,7 @@ def parse_args(argv=None) -> argparse.Namespace:
             "sizes": ("1000,10000", "1000,10000,100000"),
             "dims": ("512", "4096,512"),
             "base_limit": (60, 0),
+            "precisions": ("fp32", "fp32,fp16"),
         }
         for key, (default, full) in wide.items():
             if getattr(a, key) == default:
@@ -233,7 +242,7 @@ def bench_model(net, size, args, verify, jpeg, base, seqs, tmp: Path) -> dict:
     res: dict = {"backbone": net.config.backbone, "input": f"{size[0]}x{size[1]}", "dim": dim}
     stem = f"{net.config.backbone}_{size[0]}x{size[1]}"
     paths, errors = {}, {}
-    for prec in ("fp32", "fp16"):
+    for prec in args.precisions.split(","):
         rep, err = models.export(net, tmp / f"{stem}_{prec}.onnx", prec == "fp16", verify)
         if rep is not None:
             paths[prec.upper()] = rep.path
