@@ -67,18 +67,28 @@ class GroundTruth:
 def _radius_positives(files, loc: Localizer, poses: str, radius: float) -> list[np.ndarray]:
     from .maps.poses import match_poses, read_poses_csv
 
-    kind = loc.map.position_kind
-    if kind is None:
+    if loc.map.position_kind is None:
         raise ConfigError(
             f"{loc.map.path}: the map has no positions, so --poses cannot judge matches; "
             "use --window N for index-aligned traversals"
         )
     table = read_poses_csv(poses)
     qposes = match_poses([f.name for f in files], table, str(poses))
+    return radius_positives(loc, qposes, radius, str(poses))
+
+
+def radius_positives(
+    loc: Localizer, qposes: Sequence[Any], radius: float, source: str
+) -> list[np.ndarray]:
+    """Map rows within ``radius`` of each query pose (:class:`~sfrs_edge.maps.poses.Pose`:
+    metres for lat/lon, map units for x/y[/z]); ``source`` names where the poses came from."""
+    kind = loc.map.position_kind
+    if kind is None:
+        raise ConfigError(f"{loc.map.path}: the map has no positions to judge matches by")
     kinds = {p.kind for p in qposes if p is not None}
     if kinds - {kind} and not (kinds <= {"xy", "xyz"} and kind in ("xy", "xyz")):
         raise ConfigError(
-            f"{poses}: query positions are {', '.join(sorted(kinds))} but the map's are {kind}"
+            f"{source}: query positions are {', '.join(sorted(kinds))} but the map's are {kind}"
         )
     db = loc.map.positions()
     out = []
@@ -244,6 +254,19 @@ def evaluate(
         results = localize_all(loc, files, progress)
     elif len(results) != len(files):
         raise ConfigError(f"{len(results)} results for {len(files)} query files")
+    ev = score(loc, results, positives, truth.describe(loc.map.position_kind))
+    ev.setup = run_setup(loc, files)
+    return ev
+
+
+def score(
+    loc: Localizer,
+    results: Sequence[LocalizationResult],
+    positives: Sequence[np.ndarray],
+    ground_truth: str,
+) -> Evaluation:
+    """Recall@N and per-query outcomes of ``results`` judged by ``positives`` (right map rows
+    per query); ``ground_truth`` describes the rule for the report."""
     outcomes = [
         QueryOutcome(i, r, p, _first_right(r, p))
         for i, (r, p) in enumerate(zip(results, positives, strict=True))
@@ -253,10 +276,10 @@ def evaluate(
     recall = {n: float(100.0 * (ranks <= n).mean()) for n in RECALL_NS if n <= k}
     return Evaluation(
         map_path=str(loc.map.path),
-        queries=len(files),
-        ground_truth=truth.describe(loc.map.position_kind),
+        queries=len(results),
+        ground_truth=ground_truth,
         recall=recall,
         outcomes=outcomes,
         without_positives=sum(1 for p in positives if len(p) == 0),
-        setup=run_setup(loc, files),
+        setup=run_setup(loc, [Path(r.source or "") for r in results]),
     )

@@ -123,6 +123,18 @@ def test_export_emits_static_local_outputs_and_engine_reports_them(local_onnx, g
     np.testing.assert_allclose(all_out["descriptor"], engine.embed(batch), atol=1e-6)
     empty = engine.embed_all(batch[:0])
     assert empty[LOCAL_XY].shape == (0, 32, 2)
+    # one frame through the preallocated, bound outputs: the same values as the batch path,
+    # and each call's arrays are its own (not views of buffers the next frame overwrites)
+    from sfrs_edge.images import read_image
+
+    frames = [read_image(p) for p in files[:2]]
+    first = engine.embed_frame_all(frames[0])
+    second = engine.embed_frame_all(frames[1])
+    for name, value in engine.embed_all(batch[:2]).items():
+        np.testing.assert_allclose(first[name], value[0], atol=1e-3)
+        np.testing.assert_allclose(second[name], value[1], atol=1e-3)
+        assert first[name].dtype == value.dtype
+    assert not np.allclose(first[LOCAL_FEATURES], second[LOCAL_FEATURES])
 
 
 @pytest.fixture(scope="module")

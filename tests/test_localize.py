@@ -168,6 +168,10 @@ class FakeMap:
     def places(self, ids):
         return [Place(int(i), f"p{i}", f"/p{i}") for i in ids]
 
+    @property
+    def names(self):
+        return [f"p{i}" for i in range(self.n)]
+
     def search(self, q, k, ef=None):
         ids, sims = self.result
         return np.array([ids[:k]], np.int64), np.array([sims[:k]], np.float32)

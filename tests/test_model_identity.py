@@ -147,58 +147,52 @@ def test_one_flipped_weight_bit_is_refused(tiny_onnx, tmp_path):
         Engine.open(bad)
 
 
-def _age(path, seconds: float = 60.0) -> None:
-    """Set the file's mtime ``seconds`` into the past (older than the racy window)."""
-    st = path.stat()
-    old = st.st_mtime_ns - int(seconds * 1e9)
-    os.utime(path, ns=(old, old))
-
-
-def test_digest_cache_skips_rehash_and_notices_changes(tiny_onnx, tmp_path, monkeypatch):
+def _copy(tiny_onnx, tmp_path, aged: bool = True):
+    """A copy of the model; ``aged``: its mtime a minute back (outside the racy window)."""
     model = tmp_path / "m.onnx"
     model.write_bytes(tiny_onnx.read_bytes())
-    _age(model)
+    if aged:
+        old = model.stat().st_mtime_ns - 60 * 10**9
+        os.utime(model, ns=(old, old))
+    return model
+
+
+@pytest.fixture
+def hashes(monkeypatch) -> list:
+    """The files :func:`model_digest.file_digest` hashes, one entry per full hash."""
     calls = []
     real = model_digest.file_digest
     monkeypatch.setattr(model_digest, "file_digest", lambda p: calls.append(p) or real(p))
-    assert model_digest.verify_model_file(model) and len(calls) == 1
-    assert model_digest.verify_model_file(model) and len(calls) == 1  # cached
+    return calls
+
+
+def test_digest_cache_skips_rehash_and_notices_changes(tiny_onnx, tmp_path, hashes):
+    model = _copy(tiny_onnx, tmp_path)
+    assert model_digest.verify_model_file(model) and len(hashes) == 1
+    assert model_digest.verify_model_file(model) and len(hashes) == 1  # cached
     _flip_exponent_bit(tiny_onnx, model)  # new content, new size/mtime: rehashed, refused
     with pytest.raises(ModelError, match="does not match the digest"):
         model_digest.verify_model_file(model)
-    assert len(calls) == 2
+    assert len(hashes) == 2
 
 
-def test_digest_cache_never_trusts_a_file_hashed_just_after_a_write(
-    tiny_onnx, tmp_path, monkeypatch
-):
-    model = tmp_path / "m.onnx"
-    model.write_bytes(tiny_onnx.read_bytes())  # mtime: now, within the racy window
-    calls = []
-    real = model_digest.file_digest
-    monkeypatch.setattr(model_digest, "file_digest", lambda p: calls.append(p) or real(p))
+def test_digest_cache_never_trusts_a_file_hashed_just_after_a_write(tiny_onnx, tmp_path, hashes):
+    model = _copy(tiny_onnx, tmp_path, aged=False)  # mtime: now, within the racy window
     assert model_digest.verify_model_file(model) and model_digest.verify_model_file(model)
-    assert len(calls) == 2  # a same-tick write could keep the mtime: rehashed
+    assert len(hashes) == 2  # a same-tick write could keep the mtime: rehashed
 
 
-def test_verify_full_rehashes_every_open(tiny_onnx, tmp_path, monkeypatch):
-    model = tmp_path / "m.onnx"
-    model.write_bytes(tiny_onnx.read_bytes())
-    _age(model)
-    calls = []
-    real = model_digest.file_digest
-    monkeypatch.setattr(model_digest, "file_digest", lambda p: calls.append(p) or real(p))
+def test_verify_full_rehashes_every_open(tiny_onnx, tmp_path, hashes, monkeypatch):
+    model = _copy(tiny_onnx, tmp_path)
     monkeypatch.setenv("SFRS_EDGE_VERIFY", "full")
     assert model_digest.verify_model_file(model) and model_digest.verify_model_file(model)
-    assert len(calls) == 2
+    assert len(hashes) == 2
 
 
 def test_engine_open_walks_the_model_file_once(tiny_onnx, tmp_path, monkeypatch):
     from sfrs_edge import onnx_proto
 
-    model = tmp_path / "m.onnx"
-    model.write_bytes(tiny_onnx.read_bytes())
-    _age(model)
+    model = _copy(tiny_onnx, tmp_path)
     walks = []
     real = onnx_proto.fields
 

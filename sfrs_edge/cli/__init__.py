@@ -91,6 +91,7 @@ def _register() -> None:
     from . import localize as localize_commands
     from . import maps as map_commands
     from . import model as model_commands
+    from . import ros2 as ros2_commands
     from . import train as train_commands
 
     for mod in (
@@ -101,6 +102,7 @@ def _register() -> None:
         evaluate_commands,
         train_commands,
         demo_commands,
+        ros2_commands,
     ):
         for command in mod.COMMANDS:
             main.add_command(command)

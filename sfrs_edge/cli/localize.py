@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from ..errors import ImageError, SfrsEdgeError
+from .bags import image_topic_option
 from .options import backend_option, map_option, model_option, threads_option
 
 
@@ -95,6 +96,21 @@ def _print_human(result, show_timings: bool, rerank=None, rule: str | None = Non
 )
 @click.option("--camera", type=int, default=None, help="Localize a live camera (device number).")
 @click.option(
+    "--bag",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Localize every frame of --image-topic in a rosbag2 recording (folder, .mcap or .db3).",
+)
+@image_topic_option
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="--bag: write the results as a new bag (OUT.mcap: one MCAP file; else a rosbag2 "
+    "folder): pose or NavSatFix and matches per frame, stamped as the input frame.",
+)
+@click.option(
     "--fps",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
@@ -155,6 +171,9 @@ def localize_command(
     frames,
     video,
     camera,
+    bag,
+    image_topic,
+    output,
     fps,
     all_frames,
     filter_method,
@@ -176,24 +195,42 @@ def localize_command(
 
     With --video FILE or --camera N: a camera loop (decoding in a thread, stale frames
     dropped), one result per processed frame with the frame's own and the temporally
-    filtered answer and the capture-to-result latency."""
+    filtered answer and the capture-to-result latency. With --bag BAG --image-topic T: every
+    frame of the topic through the same loop (none dropped); -o OUT.mcap writes the results
+    as a bag (docs/ROS.md)."""
     from ..localize import open_localizer
     from ..threads import limit_process
 
-    sources = bool(frames) + (video is not None) + (camera is not None)
+    sources = bool(frames) + (video is not None) + (camera is not None) + (bag is not None)
     if sources != 1:
-        raise click.UsageError("give FRAME... or --video FILE or --camera N (exactly one)")
+        raise click.UsageError(
+            "give FRAME... or --video FILE or --camera N or --bag BAG (exactly one)"
+        )
     if show is not None:  # before the model loads: a wrong name fails at once
         from ..report.plots import check_picture_path
 
-        if video is not None or camera is not None:
-            raise click.UsageError("--show draws one FRAME, not a video or camera")
+        if video is not None or camera is not None or bag is not None:
+            raise click.UsageError("--show draws one FRAME, not a video, camera or bag")
         if len(_frames(frames)) != 1:
             raise click.UsageError(f"--show draws one frame; got {len(_frames(frames))}")
         check_picture_path(show)
     if video is None and camera is None and (fps or all_frames):
         raise click.UsageError("--fps and --all-frames apply to --video/--camera")
+    if bag is None and (image_topic or output):
+        raise click.UsageError("--image-topic and -o/--output apply to --bag")
+    if bag is not None and not image_topic:
+        raise click.UsageError("--bag needs --image-topic TOPIC (the camera's topic)")
     threads = limit_process(threads)  # BLAS (exact search) and OpenCV, not only onnxruntime
+    if bag is not None:
+        from ..stream.filtering import FilterConfig
+        from .bags import run_bag
+
+        config = FilterConfig(method=filter_method, window=window, speed=speed)
+        loc = open_localizer(
+            model_path, map_path, k=k, backend=backend, threads=threads, ef=ef, rerank=rerank
+        )
+        run_bag(loc, bag, image_topic, config, output, as_json, timings)
+        return
     if video is not None or camera is not None:
         from ..stream.filtering import FilterConfig
 

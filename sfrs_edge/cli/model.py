@@ -66,6 +66,12 @@ def rerank_head_state(net, images: list) -> dict:
     default=None,
     help="Checkpoint to write [default: $SFRS_EDGE_HOME/checkpoint.pt].",
 )
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="Where the backbone runs: auto | cpu | cuda | cuda:N (k-means and PCA run on the CPU).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @threads_option
 def init_command(
@@ -78,6 +84,7 @@ def init_command(
     weights,
     rerank,
     output,
+    device,
     as_json,
     threads,
 ):
@@ -92,6 +99,9 @@ def init_command(
     from sfrs_edge.train.offtheshelf import build_offtheshelf
 
     limit_process(threads)  # torch (imported above), BLAS, OpenCV
+    from sfrs_edge.train.devices import resolve_device
+
+    dev = resolve_device(device)
 
     backbone_spec(backbone)
     images = list_images(images_dir)
@@ -108,7 +118,7 @@ def init_command(
     from ..progress import progress
 
     with progress("init: images read", unit="images") as report:
-        net, provenance = build_offtheshelf(images, cfg, progress=report)
+        net, provenance = build_offtheshelf(images, cfg, progress=report, device=dev)
     extra = None
     if rerank:
         extra = {"local": rerank_head_state(net, images)}
