@@ -355,8 +355,13 @@ class Localizer:
         similarity), so the best match printed first is the one the position centres on."""
         scores = sims
         if verified is not None:
-            head = len(verified.scores)
-            scores = np.concatenate([np.asarray(verified.scores, np.float64), sims[head:]])
+            head = np.asarray(verified.scores, np.float64)
+            tail = np.asarray(sims[len(head) :], np.float64)
+            if len(head) and len(tail) and tail[0] > head[-1]:
+                # a fusion on another scale (e.g. z-scores): the rest stays below the head, in
+                # its own order, so the scores remain the ranking
+                tail = tail - (tail[0] - head[-1]) - 1e-6
+            scores = np.concatenate([head, tail])
         est = self.estimator.estimate(
             ids, scores, self.k, None if verified is None else verified.evidence
         )

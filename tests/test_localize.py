@@ -254,6 +254,28 @@ def test_reranked_answer_carries_both_scores_and_the_position_follows_the_order(
     assert r.to_dict()["matches"][0]["score"] == 0.70
 
 
+def test_reranked_scores_stay_a_ranking_with_a_fusion_on_another_scale(engine):
+    """A fusion whose scores are z-scores (below the global similarities of the rest): the
+    candidates after the re-ranked head are shifted below it, keeping their own order."""
+    from sfrs_edge.rerank import RerankResult
+
+    loc = _fake_loc(engine, "xy", [], [], far_radius=10)
+    ids = np.array([49, 51, 80, 10, 30])
+    sims = np.array([0.50, 0.60, 0.45, 0.44, 0.40])
+    verified = RerankResult(
+        order=np.array([0, 1, 2]),
+        scores=np.array([1.2, -0.3, -0.9]),
+        matches=np.zeros(3, int),
+        inliers=np.array([30, 0, 0]),
+        evidence=np.array([1.0, 0.0, 0.0]),
+    )
+    loc.k = 5  # all five candidates as matches
+    r = loc._result(ids, sims, verified, {}, "q.jpg")
+    scores = [m.score for m in r.matches]
+    assert len(scores) == 5 and scores[3] > scores[4]
+    assert scores == sorted(scores, reverse=True) and scores[:3] == [1.2, -0.3, -0.9]
+
+
 def test_cli_prints_reranked_order_with_score_and_similarity(engine, monkeypatch, tmp_path):
     from sfrs_edge.cli.localize import _print_human
     from sfrs_edge.rerank import RerankConfig
