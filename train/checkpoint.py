@@ -56,16 +56,6 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return ckpt
 
 
-def update_checkpoint(path: str | os.PathLike, **entries: Any) -> Path:
-    """Add or replace top-level ``entries`` of a checkpoint (e.g. ``local``), atomically; the
-    weights and provenance are rewritten unchanged."""
-    payload = read_checkpoint(path)
-    payload.update(entries)
-    with atomic_file(path) as f:
-        torch.save(payload, f)
-    return Path(path)
-
-
 def load_checkpoint(path: str | os.PathLike) -> tuple[SFRSNet, dict[str, Any]]:
     """Build the network from a checkpoint; returns (net in eval mode, provenance)."""
     ckpt = read_checkpoint(path)
