@@ -245,17 +245,19 @@ class Localizer:
             self._result(i, s, None, {}, src) for i, s, src in zip(ids, sims, sources, strict=True)
         ]
 
-    def match(self, place_id: int, similarity: float) -> Match:
+    def match(self, place_id: int, similarity: float, score: float | None = None) -> Match:
         """A :class:`Match` for map row ``place_id`` (its name and position)."""
-        return self.matches([place_id], [similarity])[0]
+        return self.matches([place_id], [similarity], None if score is None else [score])[0]
 
-    def matches(self, ids, similarities) -> list[Match]:
-        """:class:`Match` es for map rows ``ids`` (names and positions held in memory)."""
+    def matches(self, ids, similarities, scores=None) -> list[Match]:
+        """:class:`Match` es for map rows ``ids`` (names and positions held in memory);
+        ``scores``: their ordering scores when re-ranked (default: the similarities)."""
         if self._names is None:
             raise self._no_names
         out = []
         n = len(self._names)
-        for i, s in zip(ids, similarities, strict=True):
+        scores = similarities if scores is None else scores
+        for i, s, f in zip(ids, similarities, scores, strict=True):
             i = int(i)
             if not 0 <= i < n:
                 raise MapError(f"place id {i} is not in this map (0..{n - 1})")
@@ -267,6 +269,7 @@ class Localizer:
                     name=self._names[i],
                     similarity=round(float(s), 6),
                     position=tuple(float(v) for v in pos) if known else None,
+                    score=round(float(f), 6),
                 )
             )
         return out
@@ -345,11 +348,24 @@ class Localizer:
         source: str | None,
         t0: float | None = None,
     ) -> LocalizationResult:
-        """The answer for ranked candidates (``verified``: the re-ranking result, or None)."""
+        """The answer for ranked candidates (``verified``: the re-ranking result, or None).
+
+        The estimate weighs the scores the candidates are ordered by: the fused scores of the
+        re-ranked head, then the global similarities of the rest (no evidence: fused equals
+        similarity), so the best match printed first is the one the position centres on."""
+        scores = sims
+        if verified is not None:
+            head = np.asarray(verified.scores, np.float64)
+            tail = np.asarray(sims[len(head) :], np.float64)
+            if len(head) and len(tail) and tail[0] > head[-1]:
+                # a fusion on another scale (e.g. z-scores): the rest stays below the head, in
+                # its own order, so the scores remain the ranking
+                tail = tail - (tail[0] - head[-1]) - 1e-6
+            scores = np.concatenate([head, tail])
         est = self.estimator.estimate(
-            ids, sims, self.k, None if verified is None else verified.evidence
+            ids, scores, self.k, None if verified is None else verified.evidence
         )
-        matches = self.matches(ids[: self.k], sims[: self.k])
+        matches = self.matches(ids[: self.k], sims[: self.k], scores[: self.k])
         if verified is not None:
             inl = verified.inliers
             matches = [

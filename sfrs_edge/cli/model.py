@@ -15,6 +15,15 @@ from .options import InputSize, PcaDim, threads_option
 LOCAL_FIT_IMAGES = 200  # images the local-feature PCA is fitted on
 
 
+def rerank_head_state(net, images: list) -> dict:
+    """The re-ranking head ``init --rerank`` fits (local-feature PCA on up to
+    LOCAL_FIT_IMAGES of ``images``, spread evenly), as the checkpoint's ``local`` entry."""
+    from sfrs_edge.train.local_features import LocalConfig, fit_local_head, head_state
+
+    step = max(1, len(images) // LOCAL_FIT_IMAGES)
+    return head_state(fit_local_head(net, images[::step][:LOCAL_FIT_IMAGES], LocalConfig()))
+
+
 @click.command("init")
 @click.option(
     "--backbone",
@@ -112,12 +121,8 @@ def init_command(
         net, provenance = build_offtheshelf(images, cfg, progress=report, device=dev)
     extra = None
     if rerank:
-        from sfrs_edge.train.local_features import LocalConfig, fit_local_head, head_state
-
-        step = max(1, len(images) // LOCAL_FIT_IMAGES)
-        head = fit_local_head(net, images[::step][:LOCAL_FIT_IMAGES], LocalConfig())
-        extra = {"local": head_state(head)}
-        click.echo(f"local features for re-ranking: {head.config.to_dict()}", err=as_json)
+        extra = {"local": rerank_head_state(net, images)}
+        click.echo(f"local features for re-ranking: {extra['local']['config']}", err=as_json)
     output = output or paths.default_checkpoint()
     save_checkpoint(net, output, provenance, extra=extra)
     if as_json:
