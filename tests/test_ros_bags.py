@@ -499,6 +499,17 @@ def test_failure_midway_leaves_no_result_bag(tiny_onnx, lat_map, day, tmp_path):
     )
     assert code == 1 and "message 4 (1700000000.400000000)" in text.splitlines()[-1]
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    # an earlier result file survives a failed run untouched; a folder output is never replaced
+    out.write_bytes(b"earlier results")
+    code, _ = run_cli(["localize", "--bag", str(bag), "--image-topic", "/cam", "-o", str(out),
+                       "--map", str(lat_map.path), "--model", str(tiny_onnx)])  # fmt: skip
+    assert code == 1 and out.read_bytes() == b"earlier results"
+    (tmp_path / "folder_out").mkdir()
+    code, text = run_cli(["localize", "--bag", str(bag), "--image-topic", "/cam", "-o",
+                          str(tmp_path / "folder_out"), "--map", str(lat_map.path),
+                          "--model", str(tiny_onnx)])  # fmt: skip
+    assert code == 1 and "folder_out: exists; remove it or choose another output" in text
+    assert not any((tmp_path / "folder_out").iterdir())
 
 
 def test_bag_reader_errors_directly(tmp_path, day):
