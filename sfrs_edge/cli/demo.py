@@ -29,6 +29,7 @@ from .options import PcaDim
 
 TOLERANCE = 2
 DEFAULT_FRAME = 100  # the middle of the 200-frame walk
+MAP_TOP = 5  # matches ringed on the map picture
 FRAME_CHOICE = "the default frame: the middle of the walk, fixed in advance (--frame N for another)"
 
 
@@ -329,7 +330,8 @@ def _show_frame(loc, plain, files, results, filtered, qset, frame, home, say) ->
     say(f"        global:    {g.best.name} (similarity {g.best.similarity:.3f}): "
         f"{_verdict(g.best.name, frame)}")  # fmt: skip
     say(
-        f"        re-ranked: {r.best.name} (similarity {r.best.similarity:.3f}, "
+        f"        re-ranked: {r.best.name} (score {r.best.score:.3f}, similarity "
+        f"{r.best.similarity:.3f}, "
         f"{r.best.inliers} inliers, confidence {r.confidence:.2f}): {_verdict(r.best.name, frame)}"
     )
     say(f"        filtered:  {f.name}: {_verdict(f.name, frame)}")
@@ -362,7 +364,8 @@ def _pictures(loc, image, result, frame: int, home: Path) -> dict[str, str]:
     write_picture(sheet, answer)
     scores = loc.map.similarities(loc.engine.embed_frame(image))[0]
     truth = [i for i, p in enumerate(loc.map.all_places()) if _right(p.name, frame)]
-    picture, _ = map_picture(loc.map, result, scores, truth=truth)
+    shown = replace(result, matches=result.matches[:MAP_TOP])  # 20 rings would hide the route
+    picture, _ = map_picture(loc.map, shown, scores, truth=truth)
     the_map = home / "demo_map.png"
     write_picture(picture, the_map)
     return {"answer": str(answer), "map": str(the_map)}
