@@ -5,10 +5,11 @@
     python benchmarks/latency.py --full     # + FP16, VGG16, 240x320, batch 32, 4096-d, 100k
                                             # maps, 100 reps, 20 s per cell: hours
 
-Run time of the default, measured on the shared 2-core machine at load average about 20 (other
-jobs beside it; an idle machine is faster, not measured): 25 min for a first run, of which
-6 min build the real base descriptors (cached in benchmarks/results/cache for later runs) and
-5 min the FP16 export the default no longer makes. The last log line gives yours.
+Run time of the default, measured on the shared 2-core machine: 53 s lightly loaded (load
+average under 2) with the real base descriptors cached in benchmarks/results/cache by an
+earlier run; 11 min at load average about 20 with the cache, 25 min at that load for a first
+run (6 min of it the base descriptors, 5 min an FP16 export the default no longer makes).
+The last log line gives yours.
     python benchmarks/latency.py --device cuda   # GPU: torch on CUDA, onnxruntime CUDA/TensorRT
     python benchmarks/latency.py --cpu-table ... # model variants, threads, map build, localize
                                                  # (benchmarks/cpu_variants.py)
