@@ -124,7 +124,7 @@ body {{ font-family: sans-serif; margin: 24px; color: #222; max-width: 1300px; }
 table {{ border-collapse: collapse; }} td {{ padding: 2px 12px; border-bottom: 1px solid #ddd; }}
 table.setup th {{ text-align: left; padding: 2px 12px 2px 0; color: #555; font-weight: normal; }}
 figure {{ margin: 12px 0; }} figcaption {{ font-size: 13px; color: #555; }}
-.charts img {{ margin-right: 16px; border: 1px solid #eee; }}
+.charts img {{ margin-right: 12px; border: 1px solid #eee; max-width: 47%; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <table class="setup">{setup}</table>

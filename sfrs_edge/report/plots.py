@@ -57,7 +57,7 @@ def line_chart(
     xlim: tuple[float, float],
     ylim: tuple[float, float] = (0.0, 100.0),
     xticks: Sequence[float] | None = None,
-    size: tuple[int, int] = (640, 420),
+    size: tuple[int, int] = (600, 400),
 ) -> np.ndarray:
     """A line chart (axes, grid, ticks, legend) as a BGR image of ``size`` (width, height).
 
