@@ -269,8 +269,8 @@ def test_map_add_with_another_model_names_the_differing_property(tmp_path, image
         return e
 
     out = tmp_path / "map"
-    build_map(with_info(), images, out)
-    other = with_info(pca_dim=16)  # same weights, another whitening cut
+    build_map(with_info(weights="w1", fingerprint=""), images, out)
+    other = with_info(weights="w1", fingerprint="", pca_dim=16)  # same weights, another cut
     with pytest.raises(MapError, match=r"its PCA dim differs \(map: None, this model: 16\)"):
         add_to_map(other, out, images / "Image000.jpg")
 

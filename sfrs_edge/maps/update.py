@@ -50,8 +50,9 @@ def add_to_map(
     map_path = Path(map_path).expanduser()
     with atomic_map_dir(map_path) as staging:
         old = Map.open(map_path, load_index=False)
-        # property by property, as localize does: the error names what differs
-        check_map_model(old.manifest.get("model") or {}, engine.info, str(map_path))
+        if old.fingerprint != engine.fingerprint:  # property by property, as localize does
+            check_map_model(old.manifest.get("model") or {}, engine.info, str(map_path))
+            Map.open(map_path, expect_fingerprint=engine.fingerprint, load_index=False)
         dup = old.find_names([f.name for f in files])
         if dup:
             shown = ", ".join(dup[:5]) + (f" and {len(dup) - 5} more" if len(dup) > 5 else "")
