@@ -324,6 +324,15 @@ def test_localize_bag_writes_one_fix_per_frame_and_recall_matches_evaluate(
     assert 0 < from_messages < 100  # the test can tell right from wrong
     rows = (tmp_path / "ev" / "queries.jsonl").read_text().splitlines()
     assert json.loads(rows[0])["query"] == "/cam@1700000000.000000000"
+    # without --json and -o: one line per frame on stdout, a summary on stderr
+    r = CliRunner().invoke(
+        main, ["localize", "--bag", str(night_bag), "--image-topic", "/cam", *base]
+    )
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == N and all(x.startswith(f"frame {i} ") for i, x in enumerate(lines))
+    assert "| seq " in lines[-1] and lines[-1].endswith("| fix, matches")
+    assert f"{N} frames of /cam localized" in r.stderr
 
 
 def test_localize_bag_pose_messages_for_xy_maps(engine, day, tmp_path):
