@@ -21,6 +21,16 @@ def _query_files(args: tuple[Path, ...]) -> list[Path]:
     return out
 
 
+CONFIDENT = 0.5  # the confidence threshold whose precision the summary prints
+
+
+def rerank_line(rerank: dict | None) -> str:
+    """Whether (and how) answers were re-ranked, in a few words."""
+    if not rerank:
+        return "re-ranking off (global descriptor order)"
+    return f"re-ranking on (top {rerank['k']} by verified local evidence)"
+
+
 def run_evaluation(loc, files, truth, out_dir: Path | None, show_progress: bool = True):
     """Evaluate and write ``queries.jsonl`` + ``report.html`` into ``out_dir`` (when given).
 
@@ -158,7 +168,13 @@ def evaluate_command(
         f"{ev.queries} queries against {ev.map_path}; right when {ev.ground_truth}"
         + (f"; {ev.without_positives} have no right place" if ev.without_positives else "")
     )
+    click.echo(f"model {ev.setup['model']['path']}; {rerank_line(ev.setup.get('rerank'))}")
     click.echo("  ".join(f"R@{n} {v:.1f}" for n, v in ev.recall.items()))
+    share, right = ev.confident(CONFIDENT)
+    click.echo(
+        f"answers with confidence >= {CONFIDENT:g}: {share:.1f} % of queries, right "
+        + (f"{right:.1f} % of those" if right is not None else "- (none)")
+    )
     click.echo(f"per-query results: {written['jsonl']}\nreport: {written['html']}")
 
 

@@ -393,7 +393,7 @@ def info_command(map_path, as_json, no_verify):
         f"index:       {index['type']}" + (f" ({params})" if params else ""),
         f"positions:   {pos.get('count', 0)} of {info['count']}"
         + (f" ({pos['kind']}, from {pos.get('source')})" if pos.get("kind") else ""),
-        f"storage:     {info['segments']} segment(s), {info['indexed']} rows in the index",
+        f"storage:     {info['segments']} segment(s), {_searched(info)}",
         f"size:        {_human(info['size_bytes'])} ({_human(info['bytes_per_image'])} per image)",
         "per place:   "
         + ", ".join(f"{k} {_human(v)}" for k, v in info["bytes_per_place"].items() if v),
@@ -403,6 +403,18 @@ def info_command(map_path, as_json, no_verify):
         f"updated {info['updated']}",
     ]
     click.echo("\n".join(lines))
+
+
+def _searched(info: dict) -> str:
+    """How the rows are searched: an exact index scans all of them, an HNSW graph holds the
+    first ``indexed`` and the rows added since are scanned exactly."""
+    count, indexed = info["count"], info["indexed"]
+    if info["index"]["type"] != "hnsw":
+        return f"all {count} rows searched exactly"
+    newer = count - indexed
+    return f"{indexed} rows in the HNSW graph" + (
+        f", {newer} added since searched exactly" if newer else ""
+    )
 
 
 @map_group.command("verify")
