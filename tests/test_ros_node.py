@@ -124,7 +124,7 @@ class Published:
 
 
 def test_node_loop_localizes_drops_stale_frames_and_resets(localizer, night_msgs):
-    core = LocalizationCore(localizer, FilterConfig("seq", window=3))
+    core = LocalizationCore(localizer, FilterConfig("seq", window=3), in_flight=1)
     streams = []
     real_stream = localizer.stream
 
@@ -193,7 +193,7 @@ def test_node_parameters_and_the_example_yaml(localizer):
                         filter="hmm", window=4, frame_id="world")  # fmt: skip
     core = mapped.build_core()
     assert core.loc.k == 2 and core.filter.method == "hmm" and core.filter.window == 4
-    assert core.config.frame_id == "world"
+    assert core.config.frame_id == "world" and core.in_flight == 1
 
 
 @pytest.mark.skipif(HAVE_RCLPY, reason="rclpy is installed: the missing-ROS message cannot show")
