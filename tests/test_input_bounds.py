@@ -241,3 +241,32 @@ def test_cli_turns_unexpected_exceptions_into_one_line(monkeypatch, tmp_path):
     assert isinstance(r.exception, RuntimeError)
     monkeypatch.setenv("SFRS_EDGE_DEBUG", "1")
     assert isinstance(CliRunner().invoke(main, args).exception, RuntimeError)
+
+
+@pytest.mark.parametrize("number", [-1, -2, 2**31, True])
+def test_camera_number_out_of_range_is_refused(number):
+    from sfrs_edge.video import VideoError, VideoSource
+
+    # VideoCapture(-1) segfaults in OpenCV's V4L2 backend when no camera exists
+    with pytest.raises(VideoError, match="not a camera number"):
+        VideoSource(number)
+
+
+def test_cli_negative_camera_is_an_option_error_not_a_signal(tmp_path, gardens_point, tiny_onnx):
+    from sfrs_edge.engine import Engine
+    from sfrs_edge.maps import build_map
+
+    build_map(
+        Engine.open(tiny_onnx), sorted((gardens_point / "day_left").iterdir())[:3], tmp_path / "m"
+    )
+    code = "from sfrs_edge.cli import main; main()"
+    for number, rc, text in (("-1", 2, "--camera"), (str(2**31), 1, "not a camera number")):
+        args = ["localize", "--model", str(tiny_onnx), "--map", str(tmp_path / "m")]
+        r = subprocess.run(
+            [sys.executable, "-c", code, *args, "--camera", number],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert r.returncode == rc, (r.returncode, r.stderr[-500:])
+        assert text in r.stderr

@@ -64,7 +64,12 @@ def _print_human(result, show_timings: bool) -> None:
     default=None,
     help="Localize the frames of a video file as a camera stream.",
 )
-@click.option("--camera", type=int, default=None, help="Localize a live camera (device number).")
+@click.option(
+    "--camera",
+    type=click.IntRange(min=0),  # VideoSource checks the upper end
+    default=None,
+    help="Localize a live camera (device number: 0 is the first camera).",
+)
 @click.option(
     "--fps",
     type=click.FloatRange(min=0, min_open=True),
