@@ -20,6 +20,7 @@ when they hold NaN or inf, before they become 8-bit. Every OpenCV error becomes 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2  # OPENCV_IO_MAX_IMAGE_PIXELS is already set: sfrs_edge/__init__ runs first
@@ -29,6 +30,7 @@ from ._opencv_limits import MAX_PIXELS
 from .bounded_read import display_name, read_bounded
 from .errors import ImageError
 from .image_header import HeaderError, read_header
+from .jpeg_damage import decode_watching_libjpeg
 from .model_info import Preprocessing
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -114,14 +116,36 @@ def _check_size(w: int, h: int, source: str, max_pixels: int | None = None, kind
         )
 
 
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded image and, for a JPEG whose data libjpeg found damaged (and decoded anyway,
+    filling what it could not read), libjpeg's warning."""
+
+    image: np.ndarray
+    damage: str | None = None
+
+
 def decode_image(data: bytes, source: str = "image") -> np.ndarray:
     """Decode encoded image bytes (JPEG, PNG, ...) to uint8 BGR HxWx3.
 
     The header's dimensions are checked before decoding against the decoder's peak memory
     (see the module docstring); 16-bit images are reduced to their high byte and alpha is
     dropped by the decoder itself; float images are decoded as floats, refused when they hold
-    NaN or inf, and scaled like float frames (:func:`to_bgr8`).
+    NaN or inf, and scaled like float frames (:func:`to_bgr8`). A JPEG with damaged data is
+    refused (:func:`decode_image_tolerant` decodes it and says so).
     """
+    decoded = decode_image_tolerant(data, source)
+    if decoded.damage is not None:
+        raise ImageError(
+            f"{source}: damaged JPEG data (libjpeg: {decoded.damage}); the file is corrupt, "
+            "copy it again"
+        )
+    return decoded.image
+
+
+def decode_image_tolerant(data: bytes, source: str = "image") -> Decoded:
+    """:func:`decode_image`, except that a JPEG with damaged data is decoded the way libjpeg
+    can and returned with its warning in :attr:`Decoded.damage` (every other check holds)."""
     if len(data) == 0:
         raise ImageError(f"{source}: file is empty (0 bytes)")
     try:
@@ -141,13 +165,18 @@ def decode_image(data: bytes, source: str = "image") -> np.ndarray:
     if header.float_samples:
         flags |= cv2.IMREAD_ANYDEPTH  # else OpenCV casts to 8-bit: NaN and 0..1 become 0
     buf = np.frombuffer(data, dtype=np.uint8)
+    warnings: list[str] = []
     try:
-        image = cv2.imdecode(buf, flags)
+        if header.format == "JPEG":
+            image, warnings = decode_watching_libjpeg(lambda: cv2.imdecode(buf, flags))
+        else:
+            image = cv2.imdecode(buf, flags)
     except cv2.error as exc:
         raise ImageError(f"{source}: not a readable image ({opencv_message(exc)})") from None
     if image is None:
         raise ImageError(f"{source}: not a readable image (corrupt or unsupported format)")
-    return _to_bgr8(image, source, owned=True)
+    damage = "; ".join(dict.fromkeys(warnings))[:300] if warnings else None
+    return Decoded(_to_bgr8(image, source, owned=True), damage)
 
 
 def opencv_message(exc: Exception) -> str:
@@ -157,10 +186,18 @@ def opencv_message(exc: Exception) -> str:
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as uint8 BGR HxWx3, with a clear error naming the file."""
+    """Read an image file as uint8 BGR HxWx3, with a clear error naming the file (a JPEG with
+    damaged data is refused)."""
     check_utf8_name(path)
     data = read_bounded(path, MAX_FILE_BYTES, "image", ImageError)
     return decode_image(data, str(Path(path)))
+
+
+def read_image_tolerant(path: str | os.PathLike) -> Decoded:
+    """:func:`read_image`, with damaged JPEG data decoded and reported (:class:`Decoded`)."""
+    check_utf8_name(path)
+    data = read_bounded(path, MAX_FILE_BYTES, "image", ImageError)
+    return decode_image_tolerant(data, str(Path(path)))
 
 
 def resize_for_model(

@@ -34,6 +34,7 @@ threads (calls are serialised by a lock); it allocates no session or buffers per
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
@@ -46,11 +47,13 @@ import numpy as np
 
 from .engine import Engine
 from .errors import ConfigError, MapError
-from .images import read_image
+from .images import read_image_tolerant
 from .maps.index import check_k, top_k
 from .model_info import check_map_model
 from .stream.filtering import partial_scores
 from .threads import blas_limit
+
+log = logging.getLogger(__name__)
 
 CANDIDATES = 32
 # One frame's exact search is a matrix-vector product: memory-bound, no faster on more BLAS
@@ -83,6 +86,7 @@ class LocalizationResult:
     timings: dict[str, float] = field(default_factory=dict)
     source: str | None = None
     reranked: bool = False  # True: order and confidence come from verified local evidence
+    damaged: bool = False  # the frame's JPEG data was damaged (decoded as far as libjpeg could)
 
     @property
     def best(self) -> Match:
@@ -244,10 +248,24 @@ class Localizer:
         return localize_stream(self, frames, config)
 
     def localize_file(self, path: str | os.PathLike) -> LocalizationResult:
-        """Read an image file (clear ImageError when unreadable) and localize it."""
+        """Read an image file (clear ImageError when unreadable) and localize it.
+
+        A JPEG whose data is damaged is still answered (a robot's frame is better judged than
+        dropped), with ``damaged=True`` in the result and a warning logged: the answer may be
+        wrong. Map images with damaged data are refused instead (they would stay wrong).
+        """
         t0 = time.perf_counter()
-        frame = read_image(path)
-        return self._localize(frame, {"decode": time.perf_counter() - t0}, str(path), t0)
+        decoded = read_image_tolerant(path)
+        result = self._localize(decoded.image, {"decode": time.perf_counter() - t0}, str(path), t0)
+        if decoded.damage is None:
+            return result
+        log.warning(
+            "%s: damaged JPEG data (libjpeg: %s); answered anyway, marked damaged — the answer "
+            "may be wrong",
+            path,
+            decoded.damage,
+        )
+        return replace(result, damaged=True)
 
     # --- internals ----------------------------------------------------------------------
 

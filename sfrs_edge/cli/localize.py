@@ -41,6 +41,7 @@ def _print_human(result, show_timings: bool) -> None:
     click.echo(
         f"{result.source}: {best.name} (similarity {best.similarity:.3f}), "
         f"position {where}, confidence {result.confidence:.2f}"
+        + (" [damaged JPEG data: the answer may be wrong]" if result.damaged else "")
     )
     for rank, m in enumerate(result.matches, 1):
         pos = _fmt_pos(m.position, result.position_kind) if m.position is not None else ""
@@ -204,13 +205,13 @@ def localize_command(
 
 def _show(loc, frames: list[Path], out: Path, as_json: bool) -> None:
     """Localize one frame and draw it beside its matches into ``out`` (PNG)."""
-    from ..images import read_image
+    from ..images import read_image_tolerant
     from ..report.pictures import match_sheet
     from ..report.plots import write_png
 
     if len(frames) != 1:
         raise click.UsageError(f"--show draws one frame; got {len(frames)}")
-    frame = read_image(frames[0])
+    frame = read_image_tolerant(frames[0]).image
     result = loc.localize_file(frames[0])
     img, drawn = match_sheet(frame, result, loc.map)
     write_png(img, out)
