@@ -247,6 +247,20 @@ class Engine:
             f"{self.backend.name}, fingerprint {self.fingerprint})"
         )
 
+    def close(self) -> None:
+        """Release the backend's resources now (TensorRT: stream, device and pinned memory;
+        onnxruntime sessions are freed with the engine). Idempotent; use ``with Engine.open(...)``."""
+        close = getattr(self.backend, "close", None)
+        if close is not None:
+            with self._lock:
+                close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     # --- inference --------------------------------------------------------------------
 
     def embed(self, batch_uint8_nhwc: np.ndarray) -> np.ndarray:
