@@ -141,6 +141,7 @@ class Engine:
         backend: str = "auto",
         threads: int | None = None,
         spin: bool | None = None,
+        allow_unverified: bool = False,
     ) -> Engine:
         """Load an ``.onnx`` model (onnxruntime) or a TensorRT ``.engine`` (native TensorRT).
 
@@ -148,6 +149,8 @@ class Engine:
         has), ``cpu``, ``cuda`` or ``tensorrt``. ``threads``: CPU threads for inference
         (None: the machine's physical cores, :func:`sfrs_edge.threads.physical_cores`).
         ``spin``: let idle inference threads spin-wait (None: off unless ``SFRS_EDGE_SPIN=1``).
+        ``allow_unverified``: open an ONNX model that has no content digest (refused otherwise;
+        also ``SFRS_EDGE_ALLOW_UNVERIFIED_MODEL=1``), with a warning; ``verified`` is False.
         """
         path = Path(model_path).expanduser()
         if backend not in BACKENDS:
@@ -182,7 +185,7 @@ class Engine:
             from .backends.onnx import OnnxBackend
 
             # one walk over the file (digest and metadata) before onnxruntime parses it
-            checked = check_model_file(path)
+            checked = check_model_file(path, allow_unverified)
             verified = checked.verified
             runner = OnnxBackend(path, backend, threads, spin, checked.metadata)
             info = cls._parse_info(runner.metadata(), path)

@@ -123,16 +123,22 @@ class Localizer:
         margin_scale: float = 0.25,
         near_radius: float | None = None,
         rerank: int | Any | None = None,
+        allow_unverified: bool = False,
     ) -> None:
         """``rerank``: re-rank the top-``rerank`` candidates by local evidence (an int K or a
         :class:`~sfrs_edge.rerank.RerankConfig`); off when None. With a model or map without
-        local features it logs one warning and answers from the global descriptor."""
+        local features it logs one warning and answers from the global descriptor.
+        ``allow_unverified``: accept a model without a content digest (:meth:`Engine.open`)."""
         check_k(k)
         # checked before the model and map are opened: a bad option fails fast
         Estimator(np.zeros((0, 0)), None, far_radius, far_frames, margin_scale, near_radius)
         from .maps import Map  # hnswlib only when localizing
 
-        self.engine = model if isinstance(model, Engine) else Engine.open(model, backend, threads)
+        self.engine = (
+            model
+            if isinstance(model, Engine)
+            else Engine.open(model, backend, threads, allow_unverified=allow_unverified)
+        )
         self.map = Map.open(map) if isinstance(map, (str, os.PathLike)) else map
         # property by property, so the message names what differs (input size, weights, ...)
         section = getattr(self.map, "manifest", {}).get("model") or {
