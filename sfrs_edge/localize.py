@@ -33,6 +33,7 @@ from .engine import Engine
 from .errors import MapError
 from .estimate import CANDIDATES, Estimator
 from .images import read_image_tolerant
+from .maps.contents import check_similarities
 from .maps.index import check_k, top_k
 from .model_info import check_map_model
 from .results import LocalizationResult, Match
@@ -81,12 +82,15 @@ def search(
     similarity (exact maps: one matrix product serves both; HNSW maps: the candidates, the
     ``focus`` rows and a fixed sample exactly, see
     :func:`~sfrs_edge.stream.filtering.partial_scores`)."""
+    where = str(getattr(the_map, "path", "map"))
     with blas_limit(SEARCH_BLAS_THREADS):
         if all_scores and the_map.index_type == "exact":
             scores = np.asarray(the_map.similarities(descriptor)[0], np.float32)
             ids, sims = top_k(scores[None], n)
+            check_similarities(sims, where)  # a unit query: beyond ±1 means damaged rows
             return Candidates(ids[0], sims[0], scores)
         ids, sims = the_map.search(descriptor, n, ef)
+        check_similarities(sims, where)
         if not all_scores:
             return Candidates(ids[0], sims[0])
         scores, stats = partial_scores(the_map, descriptor, ids[0], sims[0], focus)
@@ -141,10 +145,15 @@ class Localizer:
         )
         self.map = Map.open(map) if isinstance(map, (str, os.PathLike)) else map
         # property by property, so the message names what differs (input size, weights, ...)
-        section = getattr(self.map, "manifest", {}).get("model") or {
-            "fingerprint": self.map.fingerprint
-        }
-        check_map_model(section, self.engine.info, str(getattr(self.map, "path", "map")))
+        where = str(getattr(self.map, "path", "map"))
+        manifest = getattr(self.map, "manifest", None)
+        if manifest is not None:  # a map on disk: its manifest must describe its model
+            check_map_model(manifest.get("model"), self.engine.info, where)
+        elif self.map.fingerprint != self.engine.fingerprint:  # the caller's in-memory map
+            raise MapError(
+                f"{where}: this map was built by a different model: its fingerprint differs "
+                f"(map: {self.map.fingerprint}, this model: {self.engine.fingerprint})"
+            )
         if self.map.dim != self.engine.dim:
             raise MapError(
                 f"map holds {self.map.dim}-d descriptors, the model makes {self.engine.dim}-d"
