@@ -613,6 +613,8 @@ def _frame(case) -> str:
 def worker(category: str, n: int, start: int, mem_gib: float) -> None:
     limit = int(mem_gib * 2**30)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    import sfrs_edge  # noqa: F401  first, as in the CLI: it sets OpenCV's limit before cv2 loads
+
     cases = build_cases(category, n)
     for i in range(start, len(cases)):
         with tempfile.TemporaryDirectory() as d:

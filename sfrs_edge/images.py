@@ -162,8 +162,9 @@ def decode_image_tolerant(data: bytes, source: str = "image") -> Decoded:
     note = f" for {kind} images" if peak != DEFAULT_DECODE_PEAK else ""
     _check_size(header.width, header.height, source, MAX_DECODE_BYTES // peak, note)
     flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
-    if header.float_samples:
-        flags |= cv2.IMREAD_ANYDEPTH  # else OpenCV casts to 8-bit: NaN and 0..1 become 0
+    if header.float_samples:  # else OpenCV casts to 8-bit: NaN and 0..1 become 0
+        # ANYCOLOR: OpenCV cannot expand a one-channel float TIFF to colour (to_bgr8 does)
+        flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR | cv2.IMREAD_IGNORE_ORIENTATION
     buf = np.frombuffer(data, dtype=np.uint8)
     warnings: list[str] = []
     try:

@@ -172,8 +172,10 @@ def test_float_files_with_nan_or_inf_are_refused_before_8_bit(tmp_path):
     decoded as floats and checked first."""
     good = np.full((32, 32, 3), 0.5, np.float32)
     for ext in (".pfm", ".tiff"):
-        ok, buf = cv2.imencode(ext, good)
-        assert np.all(decode_image(buf.tobytes(), "ok" + ext) == 127)  # 0.5 of 0..1, not 0
+        for image in (good, good[:, :, 0]):  # colour and grey
+            ok, buf = cv2.imencode(ext, image)
+            out = decode_image(buf.tobytes(), "ok" + ext)
+            assert out.shape == (32, 32, 3) and np.all(out == 127)  # 0.5 of 0..1, not 0
         for bad in (np.nan, np.inf, -np.inf):
             image = good.copy()
             image[3, 3, 1] = bad
