@@ -16,10 +16,11 @@ Two paths:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +118,41 @@ def _run(what: str, fn: Callable, *args):
         raise ModelError(f"{what}: inference failed ({msg})") from exc
 
 
+class _NoGate:
+    """A lock that never blocks (backends that run calls concurrently)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+class _FrameSlot:
+    """One caller's preallocated network input and outputs, bound to the backend once."""
+
+    def __init__(self, engine: Engine) -> None:
+        pre = engine.info.preprocessing
+        self.inp = np.zeros((1, pre.height, pre.width, 3), np.uint8)
+        self.out = np.zeros((1, engine.info.descriptor_dim), np.float32)
+        self.run: Callable[[], None] = engine.backend.bind(self.inp, self.out)
+        self.all: dict[str, np.ndarray] | None = None  # every output, bound at first use
+        self.run_all: Callable[[], None] | None = None
+
+    def bound_all(self, engine: Engine) -> Callable[[], None] | None:
+        """The runner over buffers for every output (None: the backend cannot bind them)."""
+        bind = getattr(engine.backend, "bind_all", None)
+        if bind is None:
+            return None
+        if self.run_all is None:
+            bufs = {OUTPUT_NAME: np.zeros((1, engine.dim), np.float32)}
+            for name, (shape, dtype) in engine.extra_outputs.items():
+                bufs[name] = np.zeros((1, *shape), dtype)
+            self.run_all = bind(self.inp, bufs)
+            self.all = bufs
+        return self.run_all
+
+
 class Engine:
     """A loaded model. Create with :meth:`Engine.open`."""
 
@@ -125,12 +161,35 @@ class Engine:
         self.info = info
         self.backend = backend
         self.verified = verified  # content digest checked at open
-        pre = info.preprocessing
-        self._frame_in = np.zeros((1, pre.height, pre.width, 3), np.uint8)
-        self._frame_out = np.zeros((1, info.descriptor_dim), np.float32)
-        self._run_frame: Callable[[], None] = backend.bind(self._frame_in, self._frame_out)
-        self._lock = threading.Lock()
+        self._first = _FrameSlot(self)
+        self._free = [self._first]  # slots not in use; a single caller always gets the first
+        self._free_lock = threading.Lock()
+        # backends that run one call at a time (TensorRT contexts) get one caller at a time
+        concurrent = bool(getattr(backend, "concurrent", False))
+        self._gate = _NoGate() if concurrent else threading.Lock()
         self.last_timings: dict[str, float] = {}
+
+    @property
+    def _frame_in(self) -> np.ndarray:
+        return self._first.inp
+
+    @property
+    def _frame_out(self) -> np.ndarray:
+        return self._first.out
+
+    @contextlib.contextmanager
+    def _slot(self) -> Iterator[_FrameSlot]:
+        """A free frame slot (a new one when every slot is busy and the backend runs calls
+        concurrently: frames in flight each run on their own bound buffers)."""
+        with self._gate:
+            with self._free_lock:
+                slot = self._free.pop() if self._free else None
+            slot = slot or _FrameSlot(self)
+            try:
+                yield slot
+            finally:
+                with self._free_lock:
+                    self._free.append(slot)
 
     # --- construction -----------------------------------------------------------------
 
@@ -321,36 +380,45 @@ class Engine:
             return {OUTPUT_NAME: self.embed_frame(frame_bgr, timings)}
         t0 = time.perf_counter()
         frame = to_bgr8(frame_bgr, "frame")
-        with self._lock:
-            resize_for_model(frame, self.info.preprocessing, out=self._frame_in[0])
+        with self._slot() as slot:
+            resize_for_model(frame, self.info.preprocessing, out=slot.inp[0])
             t1 = time.perf_counter()
-            out = self.embed_all(self._frame_in)
+            run = slot.bound_all(self)
+            if run is None:  # a backend without multi-output binding
+                out = {name: value[0] for name, value in self.embed_all(slot.inp).items()}
+            else:
+                _run(str(self.path), run)
+                out = {name: buf[0].copy() for name, buf in slot.all.items()}
+                what = f"{self.path}: frame descriptor"
+                check_descriptors(out[OUTPUT_NAME][None], self.dim, what)
             t2 = time.perf_counter()
-            self.last_timings = {"preprocess": t1 - t0, "inference": t2 - t1}
-            if timings is not None:
-                timings.update(self.last_timings)
-        return {name: value[0] for name, value in out.items()}
+        self.last_timings = {"preprocess": t1 - t0, "inference": t2 - t1}
+        if timings is not None:
+            timings.update(self.last_timings)
+        return out
 
     def embed_frame(
         self, frame_bgr: np.ndarray, timings: dict[str, float] | None = None
     ) -> np.ndarray:
         """Descriptor (dim,) of one frame (any size; uint8 BGR, or gray/BGRA/16-bit converted).
 
-        Reuses preallocated buffers; thread-safe (a lock serialises callers). The returned
-        array is a fresh copy. Stage times in seconds (``preprocess``, ``inference``) go to
-        :attr:`last_timings` and, when given, into ``timings`` (safe with several callers).
+        Reuses preallocated buffers; thread-safe: callers at the same time each run on their
+        own bound buffers (one at a time on backends that cannot run calls concurrently). The
+        returned array is a fresh copy. Stage times in seconds (``preprocess``, ``inference``)
+        go to :attr:`last_timings` and, when given, into ``timings`` (safe with several
+        callers).
         """
         t0 = time.perf_counter()
         frame = to_bgr8(frame_bgr, "frame")
-        with self._lock:
-            resize_for_model(frame, self.info.preprocessing, out=self._frame_in[0])
+        with self._slot() as slot:
+            resize_for_model(frame, self.info.preprocessing, out=slot.inp[0])
             t1 = time.perf_counter()
-            _run(str(self.path), self._run_frame)
-            desc = self._frame_out[0].copy()
+            _run(str(self.path), slot.run)
+            desc = slot.out[0].copy()
             t2 = time.perf_counter()
-            self.last_timings = {"preprocess": t1 - t0, "inference": t2 - t1}
-            if timings is not None:
-                timings.update(self.last_timings)
+        self.last_timings = {"preprocess": t1 - t0, "inference": t2 - t1}
+        if timings is not None:
+            timings.update(self.last_timings)
         return check_descriptors(desc[None], self.dim, f"{self.path}: frame descriptor")[0]
 
     def embed_files(

@@ -14,14 +14,18 @@ for the position and the confidence is written down). Temporal filtering of a st
 :mod:`sfrs_edge.stream.sequence`. The result types are in :mod:`sfrs_edge.results`.
 
 A :class:`Localizer` holds one model session and one map and is safe to call from several
-threads (calls are serialised by a lock); it allocates no session or buffers per call.
+threads at once (frames in flight: the engine runs each caller on its own bound buffers, the map
+search is thread-safe); it allocates no session or buffers per call. Names and positions are
+held in memory (no metadata query per frame), and numpy's BLAS is held to one thread for the
+process once, at construction (:func:`~sfrs_edge.threads.hold_blas`): a frame's BLAS work is
+matrix-vector products and small matches, memory-bound, and a BLAS pool spinning beside the
+network's took its cores (measured 11.1 → 18.5 frames/s with BLAS held to one).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -37,8 +41,8 @@ from .maps.contents import check_similarities
 from .maps.index import check_k, top_k
 from .model_info import check_map_model
 from .results import LocalizationResult, Match
-from .stream.filtering import partial_scores
-from .threads import blas_limit
+from .stream.filtering import FrameScores, frame_scores
+from .threads import hold_blas
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +64,23 @@ SEARCH_BLAS_THREADS = 1
 
 @dataclass(frozen=True)
 class Candidates:
-    """One frame's ranked map candidates (``ids``, ``sims``: (n,)). With ``scores``: the frame's
-    similarity to every map place (N,) float32 for a temporal filter, and ``stats``, the
-    z-score statistics of the estimated rows (None when every row is exact)."""
+    """One frame's ranked map candidates (``ids``, ``sims``: (n,)). With ``frame``: the
+    similarities a temporal filter uses (:class:`~sfrs_edge.stream.filtering.FrameScores`)."""
 
     ids: np.ndarray
     sims: np.ndarray
-    scores: np.ndarray | None = None
-    stats: tuple[float, float] | None = None
+    frame: FrameScores | None = None
+
+    @property
+    def scores(self) -> np.ndarray | None:
+        """The frame's similarity to every map place (N,) float32 (O(N): exact maps hold it,
+        HNSW maps give the sample mean for rows not scored)."""
+        return None if self.frame is None else self.frame.dense()
+
+    @property
+    def stats(self) -> tuple[float, float] | None:
+        """z-score statistics of the estimated rows (None when every row is exact)."""
+        return None if self.frame is None else self.frame.stats
 
 
 def search(
@@ -78,23 +91,21 @@ def search(
     all_scores: bool = False,
     focus: np.ndarray | None = None,
 ) -> Candidates:
-    """The ``n`` best places for one (1, D) descriptor; with ``all_scores`` also every place's
-    similarity (exact maps: one matrix product serves both; HNSW maps: the candidates, the
-    ``focus`` rows and a fixed sample exactly, see
-    :func:`~sfrs_edge.stream.filtering.partial_scores`)."""
+    """The ``n`` best places for one (1, D) descriptor; with ``all_scores`` also the frame's
+    :class:`~sfrs_edge.stream.filtering.FrameScores` for a temporal filter (exact maps: one
+    matrix product serves both; HNSW maps: the candidates, the ``focus`` rows and a fixed
+    sample scored exactly, :func:`~sfrs_edge.stream.filtering.frame_scores`)."""
     where = str(getattr(the_map, "path", "map"))
-    with blas_limit(SEARCH_BLAS_THREADS):
-        if all_scores and the_map.index_type == "exact":
-            scores = np.asarray(the_map.similarities(descriptor)[0], np.float32)
-            ids, sims = top_k(scores[None], n)
-            check_similarities(sims, where)  # a unit query: beyond ±1 means damaged rows
-            return Candidates(ids[0], sims[0], scores)
-        ids, sims = the_map.search(descriptor, n, ef)
-        check_similarities(sims, where)
-        if not all_scores:
-            return Candidates(ids[0], sims[0])
-        scores, stats = partial_scores(the_map, descriptor, ids[0], sims[0], focus)
-        return Candidates(ids[0], sims[0], scores, stats)
+    if all_scores and the_map.index_type == "exact":
+        scores = np.asarray(the_map.similarities(descriptor)[0], np.float32)
+        ids, sims = top_k(scores[None], n)
+        check_similarities(sims, where)  # a unit query: beyond ±1 means damaged rows
+        return Candidates(ids[0], sims[0], FrameScores.exact(scores, ids[0], sims[0], focus))
+    ids, sims = the_map.search(descriptor, n, ef)
+    check_similarities(sims, where)
+    if not all_scores:
+        return Candidates(ids[0], sims[0])
+    return Candidates(ids[0], sims[0], frame_scores(the_map, descriptor, ids[0], sims[0], focus))
 
 
 def rerank_candidates(
@@ -104,11 +115,10 @@ def rerank_candidates(
     the frame's local features), and the :class:`~sfrs_edge.rerank.RerankResult`. A temporal
     filter sees the fused (verified) scores of the re-ranked candidates."""
     ids, sims, verified = stage.apply(outputs, found.ids, found.sims)
-    scores = found.scores
-    if scores is not None:
-        scores = scores.copy()
-        scores[ids[: len(verified.scores)]] = verified.scores
-    return Candidates(ids, sims, scores, found.stats), verified
+    frame = found.frame
+    if frame is not None:
+        frame = frame.with_values(ids[: len(verified.scores)], verified.scores)
+    return Candidates(ids, sims, frame), verified
 
 
 class Localizer:
@@ -163,10 +173,16 @@ class Localizer:
         self.k, self.ef = k, ef
         self.position_kind: str | None = self.map.position_kind
         self._positions = self.map.positions()  # (N, d), NaN where unknown
+        self._names, self._no_names = None, None
+        try:
+            table = getattr(self.map, "name_table", None)
+            self._names = table() if table is not None else self.map.names
+        except MapError as exc:  # a map without metadata (in-memory): searches still work
+            self._no_names = exc
+        hold_blas(SEARCH_BLAS_THREADS)
         self.estimator = Estimator(
             self._positions, self.position_kind, far_radius, far_frames, margin_scale, near_radius
         )
-        self._lock = threading.Lock()
         self.reranker = None
         if rerank is not None:
             from .rerank import RerankConfig, RerankStage
@@ -211,8 +227,9 @@ class Localizer:
         ``focus`` rows and a fixed sample of rows, and the sample's mean for every other place
         (:func:`~sfrs_edge.stream.filtering.partial_scores`).
         """
-        result, scores, _ = self.localize_for_filter(frame_bgr)
-        return result, scores
+        t0 = time.perf_counter()
+        result, found = self._localize(frame_bgr, {"decode": 0.0}, None, t0, True)
+        return result, found.scores
 
     def localize_for_filter(
         self, frame_bgr: np.ndarray, focus: np.ndarray | None = None
@@ -220,9 +237,19 @@ class Localizer:
         """:meth:`localize_scores` for a temporal filter: also scores the rows ``focus`` (the
         filter's :meth:`~sfrs_edge.stream.filtering.TemporalFilter.focus`) exactly and returns
         the z-score statistics for ``TemporalFilter.update`` (None when every row is exact)."""
+        result, frame = self.localize_evidence(frame_bgr, focus)
+        return result, frame.dense(), frame.stats
+
+    def localize_evidence(
+        self, frame_bgr: np.ndarray, focus: np.ndarray | None = None
+    ) -> tuple[LocalizationResult, FrameScores]:
+        """:meth:`localize` for a temporal filter: the result and the frame's
+        :class:`~sfrs_edge.stream.filtering.FrameScores` (the rows that carry evidence, with
+        ``focus`` scored exactly), for :meth:`TemporalFilter.observe`. O(k + focus) after
+        the search on HNSW maps."""
         t0 = time.perf_counter()
         result, found = self._localize(frame_bgr, {"decode": 0.0}, None, t0, True, focus)
-        return result, found.scores, found.stats
+        return result, found.frame
 
     def localize_descriptors(
         self, descriptors: np.ndarray, sources: list[str] | None = None
@@ -236,43 +263,62 @@ class Localizer:
             self._result(i, s, None, {}, src) for i, s, src in zip(ids, sims, sources, strict=True)
         ]
 
-    def match(self, place_id: int, similarity: float) -> Match:
+    def match(self, place_id: int, similarity: float, score: float | None = None) -> Match:
         """A :class:`Match` for map row ``place_id`` (its name and position)."""
-        return self.matches([place_id], [similarity])[0]
+        return self.matches([place_id], [similarity], None if score is None else [score])[0]
 
-    def matches(self, ids, similarities) -> list[Match]:
-        """:class:`Match` es for map rows ``ids`` (names read from the map in one query)."""
+    def matches(self, ids, similarities, scores=None) -> list[Match]:
+        """:class:`Match` es for map rows ``ids`` (names and positions held in memory);
+        ``scores``: their ordering scores when re-ranked (default: the similarities)."""
+        if self._names is None:
+            raise self._no_names
         out = []
-        for place, s in zip(self.map.places(ids), similarities, strict=True):
-            pos = self._positions[place.id] if self._positions.shape[1] else None
+        n = len(self._names)
+        scores = similarities if scores is None else scores
+        for i, s, f in zip(ids, similarities, scores, strict=True):
+            i = int(i)
+            if not 0 <= i < n:
+                raise MapError(f"place id {i} is not in this map (0..{n - 1})")
+            pos = self._positions[i] if self._positions.shape[1] else None
             known = pos is not None and not np.isnan(pos).any()
             out.append(
                 Match(
-                    id=int(place.id),
-                    name=place.name,
+                    id=i,
+                    name=self._names[i],
                     similarity=round(float(s), 6),
                     position=tuple(float(v) for v in pos) if known else None,
+                    score=round(float(f), 6),
                 )
             )
         return out
 
-    def stream(self, frames, filter="seq", window: int = 5, **filter_options: Any):  # noqa: A002
+    def stream(
+        self,
+        frames,
+        filter="seq",  # noqa: A002
+        window: int = 5,
+        in_flight: int | None = None,
+        **filter_options: Any,
+    ):
         """Localize an iterable of frames lazily: one :class:`~sfrs_edge.stream.sequence.StreamResult`
-        per frame, with the per-frame and the temporally filtered answer.
+        per frame, in frame order, with the per-frame and the temporally filtered answer.
 
         ``frames``: uint8 BGR arrays or :class:`~sfrs_edge.video.Frame` s (e.g. a
         :class:`~sfrs_edge.stream.FrameStream`). ``filter``: ``seq`` (the default everywhere, see
         :class:`~sfrs_edge.stream.filtering.FilterConfig`), ``hmm`` or ``none``, or a
         ``FilterConfig``; ``window`` and ``filter_options`` (its other fields) configure it.
+        ``in_flight``: frames localized at the same time (None:
+        :data:`~sfrs_edge.stream.sequence.DEFAULT_IN_FLIGHT`).
         """
         from .stream.filtering import FilterConfig
-        from .stream.sequence import localize_stream
+        from .stream.sequence import DEFAULT_IN_FLIGHT, localize_stream
 
         if isinstance(filter, FilterConfig):
             config = filter
         else:
             config = FilterConfig(method=filter, window=window, **filter_options)
-        return localize_stream(self, frames, config)
+        flight = DEFAULT_IN_FLIGHT if in_flight is None else in_flight
+        return localize_stream(self, frames, config, flight)
 
     def localize_file(self, path: str | os.PathLike) -> LocalizationResult:
         """Read an image file (clear ImageError when unreadable) and localize it.
@@ -309,20 +355,20 @@ class Localizer:
         """Embed → search → re-rank → estimate; ``times`` collects seconds per stage."""
         rk = self.reranker.config.k if self.reranker is not None else 0
         n = min(len(self.map), max(self.k, CANDIDATES, rk))
-        with self._lock:
-            if self.reranker is not None:
-                outputs = self.engine.embed_frame_all(frame, times)
-                desc = outputs["descriptor"]
-            else:
-                desc = self.engine.embed_frame(frame, times)
-            t = time.perf_counter()
-            found = search(self.map, desc, n, self.ef, all_scores, focus)
-            times["search"] = time.perf_counter() - t
+        if self.reranker is not None:
+            outputs = self.engine.embed_frame_all(frame, times)
+            desc = outputs["descriptor"]
+        else:
+            desc = self.engine.embed_frame(frame, times)
+        t = time.perf_counter()
+        found = search(self.map, desc, n, self.ef, all_scores, focus)
+        times["search"] = time.perf_counter() - t
         verified = None
         if self.reranker is not None:
-            t = time.perf_counter()
+            t, cpu = time.perf_counter(), time.thread_time()
             found, verified = rerank_candidates(self.reranker, outputs, found)
             times["rerank"] = time.perf_counter() - t
+            times["rerank_cpu"] = time.thread_time() - cpu  # this thread's: no hidden pools
         result = self._result(found.ids, found.sims, verified, times, source, t0)
         return result, found
 
@@ -335,11 +381,24 @@ class Localizer:
         source: str | None,
         t0: float | None = None,
     ) -> LocalizationResult:
-        """The answer for ranked candidates (``verified``: the re-ranking result, or None)."""
+        """The answer for ranked candidates (``verified``: the re-ranking result, or None).
+
+        The estimate weighs the scores the candidates are ordered by: the fused scores of the
+        re-ranked head, then the global similarities of the rest (no evidence: fused equals
+        similarity), so the best match printed first is the one the position centres on."""
+        scores = sims
+        if verified is not None:
+            head = np.asarray(verified.scores, np.float64)
+            tail = np.asarray(sims[len(head) :], np.float64)
+            if len(head) and len(tail) and tail[0] > head[-1]:
+                # a fusion on another scale (e.g. z-scores): the rest stays below the head, in
+                # its own order, so the scores remain the ranking
+                tail = tail - (tail[0] - head[-1]) - 1e-6
+            scores = np.concatenate([head, tail])
         est = self.estimator.estimate(
-            ids, sims, self.k, None if verified is None else verified.evidence
+            ids, scores, self.k, None if verified is None else verified.evidence
         )
-        matches = self.matches(ids[: self.k], sims[: self.k])
+        matches = self.matches(ids[: self.k], sims[: self.k], scores[: self.k])
         if verified is not None:
             inl = verified.inliers
             matches = [

@@ -101,6 +101,20 @@ def blas_limit(threads: int | None) -> Iterator[None]:
         yield
 
 
+def hold_blas(threads: int) -> None:
+    """Hold numpy's BLAS to ``threads`` for the rest of the process.
+
+    For a :class:`~sfrs_edge.localize.Localizer`: set once at construction instead of a
+    :func:`blas_limit` around every frame, which shrank and regrew OpenBLAS's pool per frame,
+    and left the re-ranking's small matrix products on the full pool, whose threads spin after
+    each call beside onnxruntime's."""
+    n = resolve(threads)
+    ctl = _controller()
+    if ctl is not None:
+        ctl.limit(limits=n, user_api="blas")  # not undone: process-wide, like limit_process
+    log.debug("numpy BLAS held to %d thread(s)", n)
+
+
 def limit_process(threads: int | None) -> int:
     """Hold BLAS, OpenCV and torch (when already imported) to ``threads`` for the rest of the
     process.

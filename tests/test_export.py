@@ -322,10 +322,45 @@ def test_cli_export_defaults_after_init(tiny_checkpoint, monkeypatch):
     home = paths.home()
     home.mkdir(parents=True)
     (home / "checkpoint.pt").write_bytes(tiny_checkpoint.read_bytes())
+    (home / "model.onnx").write_bytes(b"the FP32 model a map was built with")
     result = CliRunner().invoke(main, ["export", "--fp16", "--verify-count", "2"])
     assert result.exit_code == 0, result.output
     assert "min cosine" in result.output and "on 2 images" in result.output
-    assert metadata(paths.default_model()).precision == "fp16"
+    assert metadata(home / "model-fp16.onnx").precision == "fp16"
+    assert (home / "model.onnx").read_bytes() == b"the FP32 model a map was built with"
+    assert "model.onnx is kept" in result.output and "--model" in result.output
+
+
+def test_cli_export_in_a_fresh_home_says_how_to_make_a_checkpoint():
+    result = CliRunner().invoke(main, ["export"])
+    assert result.exit_code == 1
+    assert "no such checkpoint file" in result.output and "sfrs-edge init" in result.output
+
+
+@pytest.mark.slow
+def test_cli_export_rerank_keeps_the_fitted_local_pca(tmp_path, tiny_checkpoint, monkeypatch):
+    """`export --rerank` of a checkpoint without a local-feature PCA fits one and keeps it in
+    the checkpoint; the next export reuses it (fitting again would fail here)."""
+    import sfrs_edge.train.local_features as lf
+    from sfrs_edge.train.checkpoint import read_checkpoint
+
+    ckpt = tmp_path / "ckpt.pt"
+    ckpt.write_bytes(tiny_checkpoint.read_bytes())
+    assert not read_checkpoint(ckpt).get("local")
+    args = ["export", str(ckpt), "--rerank", "--verify-count", "2", "-o"]
+    result = CliRunner().invoke(main, [*args, str(tmp_path / "a.onnx")])
+    assert result.exit_code == 0, result.output
+    assert f"kept in {ckpt}" in result.output
+    assert read_checkpoint(ckpt)["local"]["components"].ndim == 2
+
+    def refit(*a, **k):
+        raise AssertionError("refitted a local-feature PCA the checkpoint holds")
+
+    monkeypatch.setattr(lf, "fit_local_head", refit)
+    result = CliRunner().invoke(main, [*args, str(tmp_path / "b.onnx")])
+    assert result.exit_code == 0, result.output
+    assert "fitted the local-feature PCA" not in result.output
+    assert metadata(tmp_path / "b.onnx").local == metadata(tmp_path / "a.onnx").local
 
 
 def _bad_checkpoints(folder: Path, tiny_checkpoint: Path) -> dict[str, Path]:

@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 
 from sfrs_edge.errors import ConfigError
-from sfrs_edge.stream.filtering import FilterConfig, TemporalFilter, sequence_scores, standardise
+from sfrs_edge.maps.index import top_k
+from sfrs_edge.stream.filtering import (
+    FilterConfig,
+    FrameScores,
+    TemporalFilter,
+    frame_scores,
+    partial_scores,
+    sequence_scores,
+    standardise,
+)
 
 N_PLACES = 120
 
@@ -139,3 +148,194 @@ def test_step_must_not_go_back():
     f.update(np.arange(5.0), 10)
     with pytest.raises(ConfigError, match="went back"):
         f.update(np.arange(5.0), 9)
+
+
+# --- the sparse filter (rows that carry evidence) against the dense reference ----------------
+
+
+class ArrayMap:
+    """The two things the filters' scoring needs of a map: its size and exact row scores."""
+
+    def __init__(self, x: np.ndarray) -> None:
+        self.x = x
+        self.scored: list[np.ndarray] = []
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def score(self, q: np.ndarray, ids) -> np.ndarray:
+        ids = np.asarray(ids, np.int64)
+        self.scored.append(ids)
+        return (q[None] @ self.x[ids].T).astype(np.float32)
+
+
+def unit_rows(rng, n: int, dim: int = 32) -> np.ndarray:
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def walk_queries(x: np.ndarray, rng, rows: np.ndarray, noise: float) -> np.ndarray:
+    q = x[rows] + noise * rng.standard_normal((len(rows), x.shape[1])).astype(np.float32)
+    return q / np.linalg.norm(q, axis=1, keepdims=True)
+
+
+def exact_frame(scores: np.ndarray, focus, c: int = 32) -> FrameScores:
+    ids, sims = top_k(scores[None], c)
+    return FrameScores.exact(scores, ids[0], sims[0], focus)
+
+
+@pytest.mark.parametrize("method", ["seq", "hmm", "none"])
+@pytest.mark.parametrize("window", [1, 4, 10])
+def test_sparse_filter_equals_dense_on_exact_maps(method, window):
+    """Same answer and score as the dense filter on every frame, dropped frames included."""
+    sims = noisy_sequence(np.arange(20, 100), seed=11 + window).astype(np.float32)
+    steps = np.cumsum(np.random.default_rng(window).integers(1, 3, len(sims)))
+    cfg = FilterConfig(method=method, window=window)
+    dense, sparse = TemporalFilter(cfg), TemporalFilter(cfg)
+    for s, step in zip(sims, steps, strict=True):
+        out = dense.update(s, step)
+        best, score = sparse.observe(exact_frame(s, sparse.focus()), step)
+        assert best == int(np.argmax(out))
+        assert score == pytest.approx(float(out[best]), rel=1e-12, abs=1e-15)
+
+
+def test_sparse_seq_falls_back_when_a_line_off_the_candidates_may_win():
+    """Every frame's evidence flat: no line through a candidate beats the bound, so the dense
+    filter answers (and the answer is still the dense one)."""
+    rng = np.random.default_rng(3)
+    cfg = FilterConfig(method="seq", window=5)
+    dense, sparse = TemporalFilter(cfg), TemporalFilter(cfg)
+    for _ in range(8):
+        s = (0.5 + 0.01 * rng.standard_normal(300)).astype(np.float32)
+        out = dense.update(s)
+        assert sparse.observe(exact_frame(s, sparse.focus(), c=2))[0] == int(np.argmax(out))
+    assert sparse.fallbacks > 0
+
+
+@pytest.mark.parametrize("method", ["seq", "hmm"])
+def test_sparse_filter_on_partial_frames_matches_the_dense_one(method):
+    """HNSW-like frames (candidates, focus, sample): seq gives the dense answer over the same
+    partial vectors; hmm (sample rows left out of its likelihood) agrees on ≥ 95 % of frames."""
+    rng = np.random.default_rng(5)
+    x = unit_rows(rng, 3000)
+    m = ArrayMap(x)
+    rows = np.arange(200, 280)
+    cfg = FilterConfig(method=method, window=6)
+    dense, sparse = TemporalFilter(cfg), TemporalFilter(cfg)
+    same = []
+    for q in walk_queries(x, rng, rows, 0.25):
+        ids, sims = top_k((x @ q)[None], 32)
+        fd = frame_scores(m, q, ids[0], sims[0], dense.focus())
+        out = dense.update(fd.dense(), stats=fd.stats)
+        best, _ = sparse.observe(frame_scores(m, q, ids[0], sims[0], sparse.focus()))
+        same.append(best == int(np.argmax(out)))
+    agree = float(np.mean(same))
+    assert agree == 1.0 if method == "seq" else agree >= 0.95
+
+
+def test_sparse_filter_on_hnsw_frames_tracks_the_exact_dense_filter():
+    """Partial frames answer like the dense filter over every true similarity within the
+    tolerance stated in docs/STREAMING.md (here ≥ 95 % of frames within one row)."""
+    rng = np.random.default_rng(8)
+    x = unit_rows(rng, 4000)
+    m = ArrayMap(x)
+    rows = np.arange(1000, 1100)
+    for method in ("seq", "hmm"):
+        cfg = FilterConfig(method=method, window=5)
+        dense, sparse = TemporalFilter(cfg), TemporalFilter(cfg)
+        near = []
+        for q in walk_queries(x, rng, rows, 0.3):
+            s = x @ q
+            ids, sims = top_k(s[None], 32)
+            a = int(np.argmax(dense.update(s)))
+            b, _ = sparse.observe(frame_scores(m, q, ids[0], sims[0], sparse.focus()))
+            near.append(abs(a - b) <= 1)
+        assert np.mean(near) >= 0.95, method
+
+
+def test_sparse_filter_cost_does_not_read_the_whole_map():
+    """On a partial frame the filter touches only the known rows: a frame over a 2-million-row
+    map is answered without any (N,) array (memory stays far below 8 bytes × N × window)."""
+    import tracemalloc
+
+    n = 2_000_000
+    cfg = FilterConfig(method="seq", window=5)
+    f = TemporalFilter(cfg)
+    rng = np.random.default_rng(0)
+    tracemalloc.start()
+    for t in range(8):
+        rows = np.unique(np.concatenate([500_000 + t + np.arange(-5, 30), rng.integers(0, n, 200)]))
+        vals = 0.5 + 0.05 * rng.standard_normal(len(rows))
+        vals[rows == 500_000 + t] += 0.4
+        f.observe(FrameScores(rows, vals, n, 0.5, 0.05), t)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < n  # bytes: less than one byte per map row
+    assert f.fallbacks == 0
+    assert f.observe(FrameScores(rows, vals, n, 0.5, 0.05), 8)[0] in range(500_000, 500_040)
+
+
+def test_frame_scores_and_partial_scores():
+    rng = np.random.default_rng(2)
+    x = unit_rows(rng, 1000)
+    m = ArrayMap(x)
+    q = x[10]
+    s = x @ q
+    ids, sims = top_k(s[None], 8)
+    focus = np.arange(500, 511)
+    fs = frame_scores(m, q, ids[0], sims[0], focus, sample=50)
+    spread = np.unique(np.linspace(0, 999, 50).astype(np.int64))
+    expect_rows = np.union1d(np.union1d(ids[0], focus), spread)
+    assert (fs.rows == expect_rows).all()
+    assert np.allclose(fs.values, s[fs.rows], atol=1e-6)
+    # candidates are not scored again; the sample gives the statistics
+    assert not np.isin(ids[0], np.concatenate(m.scored)).any()
+    assert fs.mean == pytest.approx(float(s[spread].mean()), abs=1e-6)
+    assert fs.std == pytest.approx(float(s[spread].std()), abs=1e-6)
+    assert (fs.sampled == ~np.isin(fs.rows, np.union1d(ids[0], focus))).all()
+    dense, stats = partial_scores(m, q, ids[0], sims[0], focus, sample=50)
+    assert stats == (fs.mean, fs.std)
+    unknown = np.setdiff1d(np.arange(1000), fs.rows)
+    assert np.allclose(dense[unknown], fs.mean) and np.allclose(dense[fs.rows], fs.values)
+    # a sample bigger than the map scores every row once
+    every = frame_scores(m, q, ids[0], sims[0], None, sample=5000)
+    assert (every.rows == np.arange(1000)).all()
+
+
+def test_exact_frame_bound_and_rerank_values():
+    s = np.linspace(0.0, 1.0, 50).astype(np.float32)
+    fs = exact_frame(s, np.array([3, 4]), c=5)
+    assert set(fs.rows) == {3, 4, 45, 46, 47, 48, 49}
+    assert fs.bound == pytest.approx(float(s[45]))  # no other row beats the lowest candidate
+    assert fs.mean == pytest.approx(float(s.astype(np.float64).mean()))
+    fused = fs.with_values(np.array([45, 49]), np.array([2.0, 0.0]))
+    assert fused.full[45] == 2.0 and fused.values[list(fused.rows).index(49)] == 0.0
+    assert fused.mean > fs.mean and fs.full[45] == pytest.approx(float(s[45]))
+    with pytest.raises(ValueError):
+        fs.with_values(np.array([10]), np.array([1.0]))
+    assert exact_frame(s, None, c=50).bound is None
+
+
+@pytest.mark.parametrize("method", ["seq", "hmm"])
+def test_focus_covers_the_next_update_and_stays_in_the_map(method):
+    cfg = FilterConfig(method=method, window=5, speed=2.0)
+    f = TemporalFilter(cfg)
+    assert f.focus() is None
+    s = np.zeros(400)
+    s[200] = 1.0
+    f.update(s)
+    focus = f.focus()
+    fastest = max(cfg.velocities) if method == "seq" else cfg.velocity + 3 * cfg.sigma
+    reach = int(np.ceil(fastest * cfg.speed * (cfg.window + 1))) + 2
+    assert (focus == np.arange(200 - reach, 200 + reach + 1)).all()
+    # every cell of a line the next frame's answer (moved at most the fastest speed) can
+    # use lies in the focus
+    ahead = int(np.ceil(fastest * cfg.speed))
+    assert {200 + ahead, 200 + ahead - int(fastest * cfg.speed * cfg.window)} <= set(focus)
+    s = np.zeros(400)
+    s[3] = 1.0
+    f.reset()
+    f.update(s)
+    assert f.focus()[0] == 0 and f.focus(margin=0)[-1] == 3 + reach - 2
+    f.reset()
+    assert f.focus() is None

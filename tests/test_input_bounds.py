@@ -274,8 +274,8 @@ def test_cli_turns_unexpected_exceptions_into_one_line(monkeypatch, tmp_path):
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 2, r.output
     assert r.stderr.strip().splitlines() == [
-        "error: internal error (RuntimeError: unforeseen second line); rerun with --debug or "
-        "SFRS_EDGE_DEBUG=1 for the traceback and report it"
+        "error: internal error (RuntimeError: unforeseen second line); rerun as "
+        "`sfrs-edge --debug map ...` (or with SFRS_EDGE_DEBUG=1) for the traceback and report it"
     ]
     r = CliRunner().invoke(main, ["--debug", *args])
     assert isinstance(r.exception, RuntimeError)

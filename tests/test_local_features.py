@@ -123,6 +123,18 @@ def test_export_emits_static_local_outputs_and_engine_reports_them(local_onnx, g
     np.testing.assert_allclose(all_out["descriptor"], engine.embed(batch), atol=1e-6)
     empty = engine.embed_all(batch[:0])
     assert empty[LOCAL_XY].shape == (0, 32, 2)
+    # one frame through the preallocated, bound outputs: the same values as the batch path,
+    # and each call's arrays are its own (not views of buffers the next frame overwrites)
+    from sfrs_edge.images import read_image
+
+    frames = [read_image(p) for p in files[:2]]
+    first = engine.embed_frame_all(frames[0])
+    second = engine.embed_frame_all(frames[1])
+    for name, value in engine.embed_all(batch[:2]).items():
+        np.testing.assert_allclose(first[name], value[0], atol=1e-3)
+        np.testing.assert_allclose(second[name], value[1], atol=1e-3)
+        assert first[name].dtype == value.dtype
+    assert not np.allclose(first[LOCAL_FEATURES], second[LOCAL_FEATURES])
 
 
 @pytest.fixture(scope="module")
@@ -168,9 +180,25 @@ def test_map_without_local_features_answers_globally_and_says_so(local_map, gard
         loc = Localizer(engine, plain, k=5, rerank=5)
     assert loc.reranker is None
     assert "stores no local features" in caplog.text
+    assert f"map build {plain.manifest['history'][0]['source']} --model" in caplog.text
     result = loc.localize_file(frame)
     assert not result.reranked
     assert result.best.id == Localizer(engine, plain, k=5).localize_file(frame).best.id
+
+
+def test_model_without_local_features_names_both_steps_at_once(
+    local_map, tiny_onnx, gardens_point, caplog
+):
+    """One warning says everything re-ranking needs: the export and the map rebuild."""
+    from sfrs_edge.localize import Localizer
+
+    _, plain, _ = local_map
+    with caplog.at_level(logging.WARNING):
+        loc = Localizer(Engine.open(tiny_onnx), plain, k=5, rerank=5)
+    assert loc.reranker is None
+    (line,) = [r.getMessage() for r in caplog.records if "re-ranking off" in r.getMessage()]
+    assert "sfrs-edge export --rerank" in line and "sfrs-edge map build" in line
+    assert f"-o {plain.path}" in line
 
 
 def test_cli_localize_rerank(local_onnx, local_map, gardens_point):

@@ -106,6 +106,7 @@ def test_stage_promotes_the_candidate_whose_own_stored_features_align():
     globally better 5 with many inliers, the others get none and keep their global order."""
     from sfrs_edge.localize import Candidates, rerank_candidates
     from sfrs_edge.rerank import RerankStage
+    from sfrs_edge.stream.filtering import FrameScores
 
     rng = np.random.default_rng(3)
     qf, qxy = scene(rng)
@@ -124,7 +125,7 @@ def test_stage_promotes_the_candidate_whose_own_stored_features_align():
     assert res.inliers[1:].max() <= 6
     # a temporal filter sees the fused score of each re-ranked id, the rest unchanged
     scores = np.linspace(0.0, 0.1, 12).astype(np.float32)
-    found = Candidates(ids, sims, scores)
+    found = Candidates(ids, sims, FrameScores.exact(scores, ids, sims))
     fused, verified = rerank_candidates(stage, outputs, found)
     assert fused.ids.tolist() == [9, 5, 2, 7, 11]
     assert fused.scores[9] == pytest.approx(0.58 + 0.2) and fused.scores[5] == pytest.approx(0.6)
@@ -145,3 +146,21 @@ def test_stage_keeps_the_top_candidate_when_its_own_features_align():
     )
     assert new_ids.tolist() == [0, 1, 2] and res.evidence.tolist() == [1.0, 0.0, 0.0]
     assert res.inliers[0] >= 50
+
+
+def test_a_registered_scorer_is_the_one_config_names(monkeypatch):
+    from sfrs_edge.rerank import stage
+
+    monkeypatch.setattr(stage, "SCORERS", dict(stage.SCORERS))  # undone after the test
+
+    @stage.scorer("second_only")
+    def second_only(qf, qxy, cf, cxy, config):  # evidence for the candidate whose features are 2
+        return 0, 40 if cf[0, 0] == 2 else 0
+
+    feats = np.stack([np.full((3, 2), v, np.float32) for v in (1, 2, 3)])
+    xy = np.zeros((3, 3, 2), np.float32)
+    sims = np.array([0.9, 0.8, 0.7])
+    res = rerank(feats[0], xy[0], feats, xy, sims, RerankConfig(k=3, scorer="second_only"))
+    assert res.order.tolist() == [1, 0, 2] and res.inliers.tolist() == [40, 0, 0]
+    with pytest.raises(ConfigError, match="unknown re-ranking scorer 'nope'; known: .*inliers"):
+        rerank(feats[0], xy[0], feats, xy, sims, RerankConfig(k=3, scorer="nope"))

@@ -109,3 +109,24 @@ def test_every_command_takes_threads(command):
 
     r = CliRunner().invoke(main, [*command, "--help"])
     assert r.exit_code == 0 and "--threads" in r.output
+
+
+def test_hold_blas_sets_the_pool_for_the_process():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def blas_threads():
+        return {
+            i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"
+        }
+
+    np.dot(np.ones((4, 4)), np.ones((4, 4)))
+    before = blas_threads()
+    if not before:
+        pytest.skip("numpy has no BLAS threadpool threadpoolctl can see")
+    try:
+        threads.hold_blas(1)
+        assert blas_threads() == {1}
+        np.dot(np.ones((64, 64)), np.ones((64, 64)))
+        assert blas_threads() == {1}  # held after the call, not restored
+    finally:
+        threadpoolctl.threadpool_limits(max(before))

@@ -92,9 +92,12 @@ def create_session(
 
 
 class OnnxBackend:
-    """One onnxruntime session, created once and reused for every call."""
+    """One onnxruntime session, created once and reused for every call (and by several
+    threads at once: ``InferenceSession.run`` is thread-safe, each caller binds its own
+    buffers)."""
 
     max_batch = None
+    concurrent = True
 
     def __init__(
         self,
@@ -173,6 +176,20 @@ class OnnxBackend:
         binding = self.session.io_binding()
         binding.bind_ortvalue_input(INPUT_NAME, ort.OrtValue.ortvalue_from_numpy(inp))
         binding.bind_ortvalue_output(OUTPUT_NAME, ort.OrtValue.ortvalue_from_numpy(out))
+        session = self.session
+
+        def runner() -> None:
+            session.run_with_iobinding(binding)
+
+        return runner
+
+    def bind_all(self, inp: np.ndarray, outs: dict[str, np.ndarray]) -> Callable[[], None]:
+        """:meth:`bind` for every output: ``outs`` maps each output name to its preallocated
+        buffer (the multi-output path of re-ranking models allocates nothing per call)."""
+        binding = self.session.io_binding()
+        binding.bind_ortvalue_input(INPUT_NAME, ort.OrtValue.ortvalue_from_numpy(inp))
+        for name, buf in outs.items():
+            binding.bind_ortvalue_output(name, ort.OrtValue.ortvalue_from_numpy(buf))
         session = self.session
 
         def runner() -> None:

@@ -91,21 +91,39 @@ def similarities(queries: np.ndarray, block: np.ndarray) -> np.ndarray:
     return out
 
 
+def search_copy(block: np.ndarray | None) -> np.ndarray | None:
+    """The float32 array an exact search multiplies: ``block`` itself when float32 (a memory
+    map stays one), else converted once.
+
+    Converting float16 per query cost 15–22× the float32 product (numpy converts at a few ns
+    per value; onnxruntime's float16 MatMul and Cast were 2.4–3.5× slower than float32 here,
+    docs/BENCHMARKS.md), so a float16 map halves disk and download, not search memory."""
+    if block is None or block.dtype == np.float32:  # None: rows only the HNSW graph holds
+        return block
+    out = np.empty(block.shape, np.float32)
+    for a in range(0, len(block), BLOCK_ROWS):  # bounded temporaries from a memory map
+        out[a : a + BLOCK_ROWS] = block[a : a + BLOCK_ROWS]
+    out.setflags(write=False)
+    return out
+
+
 class ExactIndex:
     """Brute force over one or more row blocks (float32 or float16): ``queries @ rows.T``.
 
-    ``blocks``: one (n, dim) array, or a list of them (segments, rows in order)."""
+    ``blocks``: one (n, dim) array, or a list of them (segments, rows in order). float16
+    blocks are converted to float32 once, here (:func:`search_copy`)."""
 
     type = "exact"
 
     def __init__(self, blocks: np.ndarray | list[np.ndarray]) -> None:
-        self.blocks = [blocks] if isinstance(blocks, np.ndarray) else list(blocks)
+        blocks = [blocks] if isinstance(blocks, np.ndarray) else list(blocks)
+        self.blocks = [search_copy(b) for b in blocks]
 
     @property
     def descriptors(self) -> np.ndarray:
-        if len(self.blocks) == 1 and self.blocks[0].dtype == np.float32:
+        if len(self.blocks) == 1:
             return self.blocks[0]
-        return np.concatenate([np.asarray(b, np.float32) for b in self.blocks])
+        return np.concatenate(self.blocks)
 
     def __len__(self) -> int:
         return sum(len(b) for b in self.blocks)

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import MapError
 from .index import ExactIndex, HnswIndex
-from .metadata import MetadataReader, Place
+from .metadata import MetadataReader, NameTable, Place
 from .reader import Segment, read_generation
 from .search import MapSearch
 
@@ -147,6 +147,10 @@ class Map:
     @property
     def names(self) -> list[str]:
         return self._meta.names()
+
+    def name_table(self) -> NameTable:
+        """Every place's name by id, held compactly (:class:`.metadata.NameTable`)."""
+        return self._meta.name_table()
 
     def all_places(self) -> list[Place]:
         return self._meta.all_places()

@@ -132,6 +132,29 @@ def read_metadata(path: Path) -> list[Place]:
     return [place_from_row(r) for r in rows]
 
 
+class NameTable:
+    """Every place's name by row, held compactly in memory (one UTF-8 buffer and offsets, about
+    the names' length plus 8 bytes per place): a frame's matches are named without a query."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        encoded = [n.encode() for n in names]
+        self._offsets = np.zeros(len(encoded) + 1, np.int64)
+        np.cumsum([len(e) for e in encoded], out=self._offsets[1:])
+        self._blob = b"".join(encoded)
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def __getitem__(self, row: int) -> str:
+        if not 0 <= row < len(self):
+            raise IndexError(f"place {row} is not in this map (0..{len(self) - 1})")
+        return self._blob[self._offsets[row] : self._offsets[row + 1]].decode()
+
+    @property
+    def nbytes(self) -> int:
+        return len(self._blob) + self._offsets.nbytes
+
+
 class MetadataReader:
     """The places of an opened map: SQL over its segments' read-only connections, in row order
     (thread-safe: one lock serialises the connections)."""
@@ -161,6 +184,20 @@ class MetadataReader:
         if self._names is None:
             self._names = [r[0] for r in self.query("SELECT name FROM places ORDER BY id")]
         return list(self._names)
+
+    def name_table(self) -> NameTable:
+        """Every place's name by id in a :class:`NameTable` (read segment by segment)."""
+        names: list[str] = []
+        with self._lock:
+            for con in self.connections:
+                if con is None:
+                    raise MapError(f"{self.where}: this map has no metadata (in-memory map)")
+                try:
+                    cur = con.execute("SELECT name FROM places ORDER BY id")
+                    names += (r[0] for r in cur)
+                except sqlite3.Error as exc:
+                    raise MapError(f"{self.where}: map metadata is corrupt ({exc})") from None
+        return NameTable(names)
 
     def all_places(self) -> list[Place]:
         return [place_from_row(r) for r in self.query(f"SELECT {_COLUMNS} FROM places")]

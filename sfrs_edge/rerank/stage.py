@@ -130,25 +130,43 @@ def map_local_fingerprint(the_map: Any) -> str | None:
     return (info.get("local") or {}).get("fingerprint")
 
 
+def _map_source(the_map: Any) -> str:
+    """The folder the map was built from (its manifest's first build event), else IMAGES."""
+    for event in getattr(the_map, "manifest", {}).get("history", []) or []:
+        if event.get("op") == "build" and event.get("source"):
+            return str(event["source"])
+    return "IMAGES"
+
+
+def rebuild_command(engine: Any, the_map: Any) -> str:
+    """The ``map build`` command that gives ``the_map`` this model's local features."""
+    where = getattr(the_map, "path", "MAP")
+    return f"`sfrs-edge map build {_map_source(the_map)} --model {engine.path} -o {where}`"
+
+
 def why_not(engine: Any, the_map: Any) -> str | None:
-    """Why re-ranking cannot run with this model and map (None: it can)."""
+    """Why re-ranking cannot run with this model and map (None: it can), with every step that
+    makes it run: a model without local features also needs the map rebuilt with it."""
     local = engine.info.local
+    map_name = f"map {getattr(the_map, 'path', '')}"
     if not local or LOCAL_FEATURES not in engine.extra_outputs:
         return (
-            f"{engine.path.name} emits no local features (export it with "
-            "`sfrs-edge export --rerank`)"
+            f"{engine.path.name} emits no local features; two steps make re-ranking run: "
+            f"re-export the model with local features (`sfrs-edge export --rerank -o "
+            f"{engine.path}`), then rebuild the map with it "
+            f"({rebuild_command(engine, the_map)}: the map must store that model's features)"
         )
     names = set(getattr(the_map, "extras", ()) or ())
     if not {LOCAL_FEATURES, LOCAL_XY} <= names:
         return (
-            f"map {getattr(the_map, 'path', '')} stores no local features (rebuild it with a "
-            "model exported with --rerank)"
+            f"{map_name} stores no local features; rebuild it with this model: "
+            f"{rebuild_command(engine, the_map)}"
         )
     if map_local_fingerprint(the_map) != local.get("fingerprint"):
         return (
-            f"map {getattr(the_map, 'path', '')} holds local features of another local head "
+            f"{map_name} holds local features of another local head "
             f"({map_local_fingerprint(the_map)}, the model's is {local.get('fingerprint')}); "
-            "rebuild the map with this model"
+            f"rebuild the map with this model: {rebuild_command(engine, the_map)}"
         )
     return None
 

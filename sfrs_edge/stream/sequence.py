@@ -11,25 +11,33 @@ of the frame) to result.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..results import LocalizationResult, Match
-from .filtering import FilterConfig, TemporalFilter
+from .filtering import FilterConfig, FrameScores, TemporalFilter
 
 
 class FrameLocalizer(Protocol):
     """What a stream needs of a :class:`~sfrs_edge.localize.Localizer` (which calls this module
     from ``Localizer.stream``, so the dependency runs one way only)."""
 
-    def localize_for_filter(
+    def localize_evidence(
         self, frame_bgr: np.ndarray, focus: np.ndarray | None = None
-    ) -> tuple[LocalizationResult, np.ndarray, tuple[float, float] | None]: ...
+    ) -> tuple[LocalizationResult, FrameScores]: ...
 
     def match(self, place_id: int, similarity: float) -> Match: ...
+
+
+# Frames localized at the same time by default. Measured on the 2-core machine (Lite0 360x640,
+# re-ranking k=10, seq; docs/BENCHMARKS.md "Camera loop at scale"): see IN_FLIGHT_NOTE there.
+DEFAULT_IN_FLIGHT = 1
 
 
 @dataclass(frozen=True)
@@ -67,29 +75,40 @@ def localize_stream(
     localizer: FrameLocalizer,
     frames: Iterable[Any],
     config: FilterConfig | None = None,
+    in_flight: int = DEFAULT_IN_FLIGHT,
 ) -> Iterator[StreamResult]:
-    """Results for ``frames`` one by one (lazy: a frame is read only when the last is done).
+    """Results for ``frames`` one by one, in frame order (lazy: at most ``in_flight`` frames
+    are read ahead of the last result).
 
+    ``in_flight`` > 1 localizes that many frames at the same time on worker threads (the
+    network, search and re-ranking release the GIL, so they use as many cores); the temporal
+    filter then runs in frame order as each result comes back, and a frame's search scores the
+    focus of the filter as it stood when the frame was read (up to ``in_flight − 1`` frames
+    older; the focus reaches ``window + 1`` steps around the belief, which covers it).
     ``dropped`` of each result is ``frames.dropped`` when the input counts dropped frames
     (a :class:`~sfrs_edge.stream.FrameStream`), else 0.
     """
+    if isinstance(in_flight, bool) or not isinstance(in_flight, int) or in_flight < 1:
+        raise ConfigError(f"frames in flight must be a whole number >= 1, got {in_flight!r}")
     config = config or FilterConfig()
     filt = TemporalFilter(config) if config.method != "none" else None
-    for n, item in enumerate(frames):
-        index, ts, image, captured = _unpack(item, n)
-        result, scores, stats = localizer.localize_for_filter(
-            image, filt.focus() if filt is not None else None
-        )
+
+    def work(image: np.ndarray, focus: np.ndarray | None):
+        return localizer.localize_evidence(image, focus)
+
+    def finish(meta, result, frame) -> StreamResult:
+        index, ts, captured = meta
         filtered = score = None
         t0 = time.perf_counter()
         if filt is not None:
-            smoothed = filt.update(scores, index, stats)
-            best = int(np.argmax(smoothed))
-            filtered, score = localizer.match(best, float(scores[best])), float(smoothed[best])
+            best, score = filt.observe(frame, index)
+            # a place among the frame's own matches keeps its similarity and (fused) score
+            known = {m.id: m for m in result.matches}
+            filtered = known.get(best) or localizer.match(best, frame.similarity(best))
         t_filter = time.perf_counter() - t0
         latency = (time.perf_counter() - captured) * 1000.0
         timings = dict(result.timings, filter=round(t_filter * 1000.0, 3))
-        yield StreamResult(
+        return StreamResult(
             index=index,
             timestamp=ts,
             result=result,
@@ -99,3 +118,26 @@ def localize_stream(
             dropped=int(getattr(frames, "dropped", 0)),
             timings=timings,
         )
+
+    if in_flight == 1:
+        for n, item in enumerate(frames):
+            index, ts, image, captured = _unpack(item, n)
+            result, frame = work(image, filt.focus() if filt is not None else None)
+            yield finish((index, ts, captured), result, frame)
+        return
+    pending: deque = deque()
+    with ThreadPoolExecutor(in_flight, thread_name_prefix="sfrs-edge-frame") as pool:
+        try:
+            for n, item in enumerate(frames):
+                index, ts, image, captured = _unpack(item, n)
+                focus = filt.focus() if filt is not None else None
+                pending.append(((index, ts, captured), pool.submit(work, image, focus)))
+                if len(pending) >= in_flight:
+                    meta, fut = pending.popleft()
+                    yield finish(meta, *fut.result())
+            while pending:
+                meta, fut = pending.popleft()
+                yield finish(meta, *fut.result())
+        finally:
+            for _, fut in pending:  # the consumer stopped early: drop what is still queued
+                fut.cancel()

@@ -25,6 +25,7 @@ source; memory per frame is one decoded frame (3 bytes per pixel) plus FFmpeg's 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -62,9 +63,26 @@ class Frame:
     captured: float
 
 
+@contextlib.contextmanager
+def _quiet_opencv() -> Iterator[None]:
+    """OpenCV's own log below ERROR off: a failed open prints ``[ WARN ...]`` lines of every
+    backend it tried, before (and instead of) the one-line error this module raises."""
+    logging_api = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging_api is None:  # pragma: no cover - OpenCV builds without the logging module
+        yield
+        return
+    level = logging_api.getLogLevel()
+    logging_api.setLogLevel(logging_api.LOG_LEVEL_ERROR)
+    try:
+        yield
+    finally:
+        logging_api.setLogLevel(level)
+
+
 def _capture(source: str | int, name: str) -> cv2.VideoCapture:
     try:
-        return cv2.VideoCapture(source)
+        with _quiet_opencv():
+            return cv2.VideoCapture(source)
     except cv2.error as exc:
         raise VideoError(f"{name}: cannot be opened ({opencv_message(exc)})") from None
 

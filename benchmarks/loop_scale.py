@@ -1,0 +1,553 @@
+"""The camera loop at scale: what a frame costs after inference, at 1k to 1M places.
+
+Three parts (``--parts``), each written to ``benchmarks/results/loop_scale.json`` (a list of
+row objects; ``part`` says which):
+
+- ``after``: per-frame time of everything after inference (search k=32, temporal filter,
+  re-ranking k=10 from the map's memory-mapped local features, metadata, position) through
+  ``Localizer.stream``, for maps of ``--sizes`` places (512-d HNSW, local features included,
+  positions along the route), filters ``none|seq|hmm``, re-ranking off and on, interleaved frame
+  by frame. Descriptors are grown from real ones exactly as :mod:`benchmarks.search` does
+  (Lite0 NetVLAD of Gardens Point + Corridor, 512-d); each place's local features are those of
+  a real Gardens Point image (``--model``: a re-ranking export), query frames the night
+  traversal's. Inference is replaced by a stand-in engine that hands out the precomputed
+  outputs, so the figure is the loop's own cost. Each size runs in a fresh process: resident
+  memory (RSS) and open time are that process's.
+- ``fp16``: exact search over float32 vs float16 maps (converted at open, the runtime's rule)
+  vs the per-query conversion used before, interleaved; top-1 agreement; conversion time.
+- ``camera``: frames/s and CPU time per frame of ``Localizer.stream`` over Gardens Point night
+  as an MJPG video (every frame, no drops), filter ``seq``, re-ranking off/on, 1 and 2 inference
+  threads, 1 and 2 frames in flight, interleaved in chunks.
+
+    python -m benchmarks.loop_scale --model /tmp/i21/lite0_rr.onnx --map /tmp/i21/gp_map \\
+        --sizes 1000 10000 100000 1000000
+    python -m benchmarks.loop_scale --model M --map MAP --sizes 1000 100000 --quick
+    python -m benchmarks.loop_scale --report benchmarks/results/loop_scale.json
+
+HNSW graphs (M=16, ef_construction=100) and maps are cached under ``--work`` (built once,
+``nice``); a cached graph is reused when the map directory is rewritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import RESULTS, data_root, log, plt_module, rss_bytes, savefig
+
+REPO = Path(__file__).resolve().parents[1]
+DIM = 512
+FILTERS = ("none", "seq", "hmm")
+
+
+# --- grown maps ---------------------------------------------------------------------------
+
+
+def base(work: Path) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Real 512-d base descriptors and traversal index arrays (cached in ``work``)."""
+    from benchmarks import models, search
+
+    path = work / "base_512.npz"
+    if path.is_file():
+        z = np.load(path)
+        return z["base"], [z[f"seq{i}"] for i in range(int(z["n"]))]
+    net = models.quick_offtheshelf()
+    raw, seqs = search.base_descriptors(net, data_root(), (180, 320), cache=work)
+    b = search.to_dim(raw, DIM, 0)
+    np.savez(path, base=b, n=len(seqs), **{f"seq{i}": s for i, s in enumerate(seqs)})
+    return b, seqs
+
+
+def grown(work: Path, size: int, seed: int = 0) -> np.ndarray:
+    from benchmarks import search
+
+    b, seqs = base(work)
+    return search.grow(b, seqs, size, np.random.default_rng(seed))
+
+
+def local_pool(model: Path, map_dir: Path) -> dict[str, np.ndarray]:
+    """Real local features: the map's (one per Gardens Point day image) and the night
+    queries' (computed once with the model, cached beside the map)."""
+    from sfrs_edge.maps import Map
+
+    m = Map.open(map_dir)
+    pool = {n: np.asarray(m.extra(n)) for n in ("local_features", "local_xy")}
+    cache = map_dir.parent / f"{map_dir.name}.night_outputs.npz"
+    if not cache.is_file():
+        from sfrs_edge.engine import Engine
+        from sfrs_edge.images import list_images, read_image
+
+        eng = Engine.open(model, threads=1)
+        outs = [
+            eng.embed_frame_all(read_image(p))
+            for p in list_images(data_root() / "gardens_point" / "night_right")
+        ]
+        np.savez(cache, **{k: np.stack([o[k] for o in outs]) for k in outs[0]})
+    z = np.load(cache)
+    return {**pool, **{f"query_{k}": z[k] for k in z.files}}
+
+
+GRAPH_M, GRAPH_EFC = 16, 100
+
+
+def _graph_config():
+    from sfrs_edge.maps.index import IndexConfig
+
+    return IndexConfig("hnsw", GRAPH_M, GRAPH_EFC, 128)
+
+
+def graph(work: Path, size: int, desc: np.ndarray | None = None):
+    """The HNSW graph over ``size`` grown places, built once and cached in ``work``."""
+    from sfrs_edge.maps.index import HnswIndex
+
+    path = work / f"graph_{size}.bin"
+    if path.is_file():
+        return HnswIndex.load(path, DIM, size, _graph_config())
+    desc = grown(work, size) if desc is None else desc
+    t0 = time.perf_counter()
+    index = HnswIndex.build(desc, _graph_config())
+    index.save(path)
+    log(f"loop_scale: HNSW graph of {size} built in {time.perf_counter() - t0:.0f} s")
+    return index
+
+
+def build_grown_map(work: Path, size: int, pool: dict[str, np.ndarray], info) -> Path:
+    """A 512-d HNSW map of ``size`` grown places with local features and xy positions."""
+    from sfrs_edge.maps import writer
+    from sfrs_edge.maps.index import HnswIndex
+    from sfrs_edge.maps.manifest import new_manifest
+    from sfrs_edge.maps.metadata import Place
+    from sfrs_edge.maps.store import atomic_map_dir
+
+    path = work / f"map_{size}"
+    if (path / "manifest.json").is_file():
+        return path
+    desc = grown(work, size)
+    config = _graph_config()
+    index = graph(work, size, desc)
+    src = pool["local_features"]
+    which = np.arange(size) % len(src)
+    extras = {}
+    for name in ("local_features", "local_xy"):  # written chunk by chunk: 17 GB at 1M
+        arr = np.lib.format.open_memmap(
+            work / f"src_{name}_{size}.npy", "w+", pool[name].dtype, (size, *pool[name].shape[1:])
+        )
+        for a in range(0, size, 50_000):
+            arr[a : a + 50_000] = pool[name][which[a : a + 50_000]]
+        arr.flush()
+        extras[name] = arr
+    places = [
+        Place(i, f"p{i:08d}", "grown", (float(i), 0.0), "xy") for i in range(size)
+    ]  # positions along the route: one unit per row
+    real_build = HnswIndex.build
+    HnswIndex.build = classmethod(lambda cls, d, c: index)  # the cached graph
+    try:
+        with atomic_map_dir(path) as staging:
+            man = new_manifest(
+                dim=DIM,
+                model=writer.model_section(_StandIn(info)),
+                index=config.to_manifest(),
+                count=size,
+                positions={"kind": "xy", "source": "grown", "count": size},
+            )
+            writer.write_map(staging, man, writer.Rows(desc, places, extras), config, "float32")
+    finally:
+        HnswIndex.build = real_build
+        for name in extras:
+            (work / f"src_{name}_{size}.npy").unlink(missing_ok=True)
+    return path
+
+
+@dataclasses.dataclass
+class _StandIn:
+    info: object
+
+    @property
+    def fingerprint(self) -> str:
+        return self.info.fingerprint
+
+    @property
+    def dim(self) -> int:
+        return self.info.descriptor_dim
+
+
+def stand_in_info(model: Path):
+    """The re-ranking model's info with a 512-d descriptor and a 16x16 input (the stand-in
+    engine's: preprocessing a frame then costs nothing)."""
+    from sfrs_edge.engine import Engine
+
+    info = Engine.open(model, threads=1).info
+    pre = dataclasses.replace(info.preprocessing, height=16, width=16)
+    return dataclasses.replace(info, descriptor_dim=DIM, preprocessing=pre)
+
+
+class OutputsBackend:
+    """An engine backend that hands out precomputed outputs, one frame after another."""
+
+    name = "precomputed"
+    max_batch = None
+
+    def __init__(self, outputs: dict[str, np.ndarray]) -> None:
+        self.outputs = outputs
+        self.i = 0
+
+    def extra_outputs(self):
+        return {k: (v.shape[1:], v.dtype) for k, v in self.outputs.items() if k != "descriptor"}
+
+    def _next(self, bufs: dict[str, np.ndarray]) -> None:
+        n = len(self.outputs["descriptor"])
+        for k, buf in bufs.items():
+            buf[0] = self.outputs[k][self.i % n]
+        self.i += 1
+
+    def bind(self, inp, out):
+        return lambda: self._next({"descriptor": out})
+
+    def bind_all(self, inp, outs):
+        return lambda: self._next(outs)
+
+
+# --- part: after inference ------------------------------------------------------------------
+
+_AFTER = """
+import json, sys, time
+sys.path.insert(0, {repo!r})
+from benchmarks.loop_scale import after_child
+print(json.dumps(after_child({args!r})))
+"""
+
+
+def after_child(a: dict) -> list[dict]:
+    """One map size in this (fresh) process: open, then every (filter, rerank) interleaved."""
+    from benchmarks.common import rss_bytes
+    from sfrs_edge.engine import Engine
+    from sfrs_edge.localize import Localizer
+    from sfrs_edge.maps import Map
+
+    work, size = Path(a["work"]), a["size"]
+    z = np.load(work / "queries.npz")
+    q = {k: z[k] for k in z.files}
+    import pickle
+
+    info = pickle.loads(bytes.fromhex(a["info"]))
+    rss0 = rss_bytes()
+    t0 = time.perf_counter()
+    the_map = Map.open(work / f"map_{size}")
+    open_s = time.perf_counter() - t0
+    rows = []
+    streams = {}
+    frame = np.zeros((16, 16, 3), np.uint8)
+    for rerank in (0, 10):
+        for filt in a["filters"]:
+            backend = OutputsBackend(q if rerank else {"descriptor": q["descriptor"]})
+            eng = Engine(Path("stand-in.onnx"), info, backend)
+            loc = Localizer(eng, the_map, k=5, rerank=rerank or None, threads=1)
+            walk = q["walk"]  # the query route: frame i near map row walk[i]
+            frames = (frame for _ in iter(int, 1))
+            gen = loc.stream(frames, filter=filt, window=5, speed=float(walk[1] - walk[0]))
+            streams[(filt, rerank)] = (gen, [], backend)
+    for _ in range(a["frames"]):
+        for gen, times, _backend in streams.values():
+            t = time.perf_counter()
+            r = next(gen)
+            wall = time.perf_counter() - t
+            inner = r.timings.get("inference", 0.0) + r.timings.get("preprocess", 0.0)
+            times.append(wall * 1000.0 - inner)
+    rss = rss_bytes()
+    for (filt, rerank), (_, times, _) in streams.items():
+        t = np.array(times[10:])
+        rows.append(
+            dict(
+                part="after",
+                places=size,
+                filter=filt,
+                rerank=rerank,
+                p50_ms=round(float(np.percentile(t, 50)), 3),
+                p99_ms=round(float(np.percentile(t, 99)), 3),
+                frames=len(t),
+                rss_mib=round(rss / 2**20, 1),
+                rss_before_open_mib=round(rss0 / 2**20, 1),
+                open_s=round(open_s, 3),
+            )
+        )
+    return rows
+
+
+def run_after(args, info) -> list[dict]:
+    import pickle
+
+    work = args.work
+    pool = local_pool(args.model, args.map)
+    # queries: grown descriptors along a route through the map's rows, the night frames'
+    # local features
+    n_q = args.frames
+    rows = []
+    for size in args.sizes:
+        path = build_grown_map(work, size, pool, info)
+        from sfrs_edge.maps import Map
+
+        m = Map.open(path)
+        start = size // 3
+        walk = start + np.arange(n_q) * max(1, size // 100_000)
+        q = m.vectors(walk % size)
+        rng = np.random.default_rng(1)
+        q = q + 0.02 * rng.standard_normal(q.shape).astype(np.float32)
+        q /= np.linalg.norm(q, axis=1, keepdims=True)
+        del m
+        qn = len(pool["query_descriptor"])
+        np.savez(
+            work / "queries.npz",
+            descriptor=q,
+            walk=walk,
+            local_features=pool["query_local_features"][np.arange(n_q) % qn],
+            local_xy=pool["query_local_xy"][np.arange(n_q) % qn],
+        )
+        child = dict(
+            work=str(work),
+            size=size,
+            filters=list(args.filters),
+            frames=n_q,
+            info=pickle.dumps(info).hex(),
+        )
+        code = _AFTER.format(repo=str(REPO), args=child)
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=_env(1)
+        )
+        if out.returncode != 0:
+            raise RuntimeError(out.stderr[-3000:])
+        got = json.loads(out.stdout.strip().splitlines()[-1])
+        for r in got:
+            log(
+                f"loop_scale: {size} places {r['filter']} rerank {r['rerank']}: "
+                f"p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms RSS {r['rss_mib']} MiB"
+            )
+        rows += got
+    return rows
+
+
+def _env(threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
+    return env
+
+
+# --- part: float16 exact search ---------------------------------------------------------------
+
+
+def run_fp16(args) -> list[dict]:
+    from benchmarks import search
+    from sfrs_edge.threads import hold_blas
+
+    hold_blas(1)
+    b, seqs = base(args.work)
+    shapes = [(20_000, 4096), (5_000, 20480)] if not args.quick else [(5_000, 4096)]
+    rows = []
+    for n, dim in shapes:
+        bd = search.to_dim(b, dim, 0)
+        db = search.grow(bd, seqs, n, np.random.default_rng(0))
+        q = search.grow(bd, seqs, 50, np.random.default_rng(1))
+        rows.append(_fp16_row(db, q, 5 if args.quick else 15))
+        log(f"loop_scale fp16: {rows[-1]}")
+    return rows
+
+
+def _fp16_row(db: np.ndarray, q: np.ndarray, reps: int) -> dict:
+    from benchmarks.common import time_interleaved
+    from sfrs_edge.maps.index import ExactIndex, similarities, top_k
+
+    db16 = db.astype(np.float16)
+    t0 = time.perf_counter()
+    half = ExactIndex(db16)
+    convert_s = time.perf_counter() - t0
+    full = ExactIndex(db)
+    it = iter(range(10**9))
+
+    def one(index):
+        return lambda: index.search(q[next(it) % len(q)][None], 10)
+
+    def per_query():  # the rule before: float16 blocks converted on every query
+        return top_k(similarities(q[next(it) % len(q)][None], db16), 10)
+
+    stats = time_interleaved({"fp32": one(full), "fp16": one(half), "per_query": per_query}, reps)
+    top1 = float(np.mean(half.search(q, 1)[0] == full.search(q, 1)[0]) * 100)
+    return dict(
+        part="fp16",
+        places=len(db),
+        dim=db.shape[1],
+        fp32_p50_ms=round(stats["fp32"].p50, 2),
+        fp16_p50_ms=round(stats["fp16"].p50, 2),
+        fp16_per_query_p50_ms=round(stats["per_query"].p50, 2),
+        ratio_fp16_fp32=round(stats["fp16"].p50 / stats["fp32"].p50, 3),
+        top1_agreement_pct=top1,
+        convert_at_open_s=round(convert_s, 3),
+        load_avg=round(os.getloadavg()[0], 1),
+    )
+
+
+# --- part: camera loop --------------------------------------------------------------------
+
+
+def night_video(work: Path) -> Path:
+    """Gardens Point night_right as an MJPG video (the frames a camera would deliver)."""
+    import cv2
+
+    from sfrs_edge.images import list_images, read_image
+
+    out = work / "night_right.avi"
+    if out.is_file():
+        return out
+    files = list_images(data_root() / "gardens_point" / "night_right")
+    first = read_image(files[0])
+    h, w = first.shape[:2]
+    vw = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (w, h))
+    for p in files:
+        vw.write(read_image(p))
+    vw.release()
+    return out
+
+
+def run_camera(args) -> list[dict]:
+    from sfrs_edge.localize import Localizer
+    from sfrs_edge.maps import Map
+    from sfrs_edge.stream import FrameStream
+
+    video = night_video(args.work)
+    the_map = Map.open(args.map)
+    configs = []
+    for threads in (1, 2):
+        for rerank in (None, 10):
+            loc = Localizer(args.model, the_map, threads=threads, rerank=rerank)
+            for flight in (1, 2):
+                configs.append(dict(threads=threads, rerank=rerank or 0, in_flight=flight, loc=loc))
+    chunk = 25 if args.quick else 50
+    rounds = 1 if args.quick else 4
+    acc = {id(c): dict(frames=0, wall=0.0, cpu=0.0, rerank_cpu=0.0, lat=[]) for c in configs}
+    for _ in range(rounds):
+        for c in configs:
+            with FrameStream(video, drop=False, realtime=False) as frames:
+                gen = c["loc"].stream(_first(frames, chunk), filter="seq", in_flight=c["in_flight"])
+                t0, c0 = time.perf_counter(), time.process_time()
+                n = 0
+                for r in gen:
+                    n += 1
+                    acc[id(c)]["lat"].append(r.latency_ms)
+                    acc[id(c)]["rerank_cpu"] += r.timings.get("rerank_cpu", 0.0)
+                acc[id(c)]["wall"] += time.perf_counter() - t0
+                acc[id(c)]["cpu"] += time.process_time() - c0
+                acc[id(c)]["frames"] += n
+    rows = []
+    for c in configs:
+        a = acc[id(c)]
+        row = dict(
+            part="camera",
+            threads=c["threads"],
+            rerank=c["rerank"],
+            in_flight=c["in_flight"],
+            filter="seq",
+            frames=a["frames"],
+            fps=round(a["frames"] / a["wall"], 2),
+            cpu_ms_per_frame=round(a["cpu"] / a["frames"] * 1000, 2),
+            rerank_cpu_ms_per_frame=round(a["rerank_cpu"] / a["frames"], 2),
+            latency_p50_ms=round(float(np.percentile(a["lat"], 50)), 2),
+            latency_p99_ms=round(float(np.percentile(a["lat"], 99)), 2),
+        )
+        log(f"loop_scale camera: {row}")
+        rows.append(row)
+    return rows
+
+
+def _first(frames, n: int):
+    for i, f in enumerate(frames):
+        if i >= n:
+            return
+        yield f
+
+
+# --- report -------------------------------------------------------------------------------
+
+
+def report(rows: list[dict], out: Path) -> Path | None:
+    """Plot after-inference p50 against map size, one line per (filter, rerank)."""
+    plt = plt_module()
+    after = [r for r in rows if r.get("part") == "after"]
+    if plt is None or not after:
+        return None
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    for filt in FILTERS:
+        for rerank in (0, 10):
+            sel = sorted(
+                (r for r in after if r["filter"] == filt and r["rerank"] == rerank),
+                key=lambda r: r["places"],
+            )
+            if sel:
+                x = [r["places"] for r in sel]
+                label = f"{filt}, rerank {rerank or 'off'}"
+                ax[0].plot(x, [r["p50_ms"] for r in sel], marker="o", label=label)
+    sizes = sorted({r["places"] for r in after})
+    ax[1].plot(sizes, [max(r["rss_mib"] for r in after if r["places"] == s) for s in sizes], "o-")
+    for a, title in zip(
+        ax, ("after-inference ms per frame (p50)", "RSS MiB after open"), strict=True
+    ):
+        a.set_xscale("log")
+        a.set_xlabel("map places (512-d HNSW, local features)")
+        a.set_title(title)
+    ax[0].legend(fontsize=7)
+    return savefig(fig, out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, help="re-ranking export (local features)")
+    ap.add_argument("--map", type=Path, help="Gardens Point day_left map built by --model")
+    ap.add_argument("--sizes", nargs="+", type=int, default=[1000, 10_000, 100_000, 1_000_000])
+    ap.add_argument("--filters", nargs="+", default=list(FILTERS), choices=FILTERS)
+    ap.add_argument(
+        "--parts",
+        nargs="+",
+        default=["after", "fp16", "camera"],
+        choices=["graphs", "after", "fp16", "camera"],
+    )
+    ap.add_argument("--quick", action="store_true", help="fewer frames and repetitions")
+    ap.add_argument("--frames", type=int, default=None, help="frames per configuration")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/i21/loop"))
+    ap.add_argument("--out", type=Path, default=RESULTS / "loop_scale.json")
+    ap.add_argument("--report", type=Path, default=None, help="plot an existing JSON")
+    args = ap.parse_args(argv)
+    if args.report is not None:
+        rows = json.loads(args.report.read_text())
+        print(report(rows, REPO / "docs" / "img" / "loop_scale.png"))
+        return
+    args.frames = args.frames or (60 if args.quick else 200)
+    args.work.mkdir(parents=True, exist_ok=True)
+    if ("after" in args.parts or "camera" in args.parts) and (not args.model or not args.map):
+        ap.error("--model and --map are needed for the after and camera parts")
+    rows: list[dict] = []
+    if "graphs" in args.parts:  # only the cached HNSW graphs (slow at 1M: run it early)
+        for size in args.sizes:
+            graph(args.work, size)
+    if "after" in args.parts:
+        rows += run_after(args, stand_in_info(args.model))
+    if "fp16" in args.parts:
+        rows += run_fp16(args)
+    if "camera" in args.parts:
+        rows += run_camera(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if not rows:
+        return
+    if args.out.is_file():  # keep the other parts' rows of an earlier run
+        parts = {r["part"] for r in rows}
+        rows = [r for r in json.loads(args.out.read_text()) if r.get("part") not in parts] + rows
+    args.out.write_text(json.dumps(rows, indent=1))
+    log(f"loop_scale: wrote {args.out} (rss of this process {rss_bytes() / 2**20:.0f} MiB)")
+
+
+if __name__ == "__main__":
+    main()
