@@ -47,7 +47,8 @@ def metadata(path: Path) -> ModelInfo:
 def norm_input_types(model) -> dict[str, set[int]]:
     """Element types flowing into the L2 norms and the softmax.
 
-    An L2 norm is ReduceSum(x·x) → Sqrt → Clip → Div; we collect the input types of every Sqrt,
+    An L2 norm is ReduceSum(x·x) → Clip (at eps², so the gradient at a zero vector is finite) →
+    Sqrt → Div; we collect the input types of every Sqrt,
     of every ReduceSum feeding a Sqrt (the sum of squares that overflows in fp16), of every Div
     by such a norm, and of every Softmax.
     """
@@ -72,6 +73,9 @@ def norm_input_types(model) -> dict[str, set[int]]:
         if node.op_type == "Sqrt":
             out.setdefault("Sqrt", set()).add(types[node.input[0]])
             reduce = producer[node.input[0]]
+            if reduce.op_type == "Clip":
+                out.setdefault("Clip", set()).add(types[reduce.input[0]])
+                reduce = producer[reduce.input[0]]
             assert reduce.op_type == "ReduceSum", "unexpected norm pattern"
             out.setdefault("ReduceSum", set()).add(types[reduce.input[0]])
             for div in (n for n in downstream(node.output[0]) if n.op_type == "Div"):
@@ -175,7 +179,7 @@ def test_lite0_fp16_keeps_norms_in_fp32(lite_exports):
     assert fp32_w == [[8, 320, 1, 1]] and len(conv_w) > 40
     types = norm_input_types(model)
     assert len([n for n in model.graph.node if n.op_type == "Sqrt"]) == 4  # the four L2 norms
-    for op in ("ReduceSum", "Sqrt", "Div", "Softmax", "MatMul"):
+    for op in ("ReduceSum", "Clip", "Sqrt", "Div", "Softmax", "MatMul"):
         assert types[op] == {FLOAT}, f"{op} of a norm must run in fp32 under --fp16: {types[op]}"
 
 
