@@ -24,6 +24,7 @@ network's took its cores (measured 11.1 → 18.5 frames/s with BLAS held to one)
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, replace
@@ -35,12 +36,15 @@ import numpy as np
 from .engine import Engine
 from .errors import MapError
 from .estimate import CANDIDATES, Estimator
-from .images import read_image
+from .images import read_image_tolerant
+from .maps.contents import check_similarities
 from .maps.index import check_k, top_k
 from .model_info import check_map_model
 from .results import LocalizationResult, Match
 from .stream.filtering import FrameScores, frame_scores
 from .threads import hold_blas
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "CANDIDATES",
@@ -91,11 +95,14 @@ def search(
     :class:`~sfrs_edge.stream.filtering.FrameScores` for a temporal filter (exact maps: one
     matrix product serves both; HNSW maps: the candidates, the ``focus`` rows and a fixed
     sample scored exactly, :func:`~sfrs_edge.stream.filtering.frame_scores`)."""
+    where = str(getattr(the_map, "path", "map"))
     if all_scores and the_map.index_type == "exact":
         scores = np.asarray(the_map.similarities(descriptor)[0], np.float32)
         ids, sims = top_k(scores[None], n)
+        check_similarities(sims, where)  # a unit query: beyond ±1 means damaged rows
         return Candidates(ids[0], sims[0], FrameScores.exact(scores, ids[0], sims[0], focus))
     ids, sims = the_map.search(descriptor, n, ef)
+    check_similarities(sims, where)
     if not all_scores:
         return Candidates(ids[0], sims[0])
     return Candidates(ids[0], sims[0], frame_scores(the_map, descriptor, ids[0], sims[0], focus))
@@ -130,22 +137,33 @@ class Localizer:
         margin_scale: float = 0.25,
         near_radius: float | None = None,
         rerank: int | Any | None = None,
+        allow_unverified: bool = False,
     ) -> None:
         """``rerank``: re-rank the top-``rerank`` candidates by local evidence (an int K or a
         :class:`~sfrs_edge.rerank.RerankConfig`); off when None. With a model or map without
-        local features it logs one warning and answers from the global descriptor."""
+        local features it logs one warning and answers from the global descriptor.
+        ``allow_unverified``: accept a model without a content digest (:meth:`Engine.open`)."""
         check_k(k)
         # checked before the model and map are opened: a bad option fails fast
         Estimator(np.zeros((0, 0)), None, far_radius, far_frames, margin_scale, near_radius)
         from .maps import Map  # hnswlib only when localizing
 
-        self.engine = model if isinstance(model, Engine) else Engine.open(model, backend, threads)
+        self.engine = (
+            model
+            if isinstance(model, Engine)
+            else Engine.open(model, backend, threads, allow_unverified=allow_unverified)
+        )
         self.map = Map.open(map) if isinstance(map, (str, os.PathLike)) else map
         # property by property, so the message names what differs (input size, weights, ...)
-        section = getattr(self.map, "manifest", {}).get("model") or {
-            "fingerprint": self.map.fingerprint
-        }
-        check_map_model(section, self.engine.info, str(getattr(self.map, "path", "map")))
+        where = str(getattr(self.map, "path", "map"))
+        manifest = getattr(self.map, "manifest", None)
+        if manifest is not None:  # a map on disk: its manifest must describe its model
+            check_map_model(manifest.get("model"), self.engine.info, where)
+        elif self.map.fingerprint != self.engine.fingerprint:  # the caller's in-memory map
+            raise MapError(
+                f"{where}: this map was built by a different model: its fingerprint differs "
+                f"(map: {self.map.fingerprint}, this model: {self.engine.fingerprint})"
+            )
         if self.map.dim != self.engine.dim:
             raise MapError(
                 f"map holds {self.map.dim}-d descriptors, the model makes {self.engine.dim}-d"
@@ -303,10 +321,25 @@ class Localizer:
         return localize_stream(self, frames, config, flight)
 
     def localize_file(self, path: str | os.PathLike) -> LocalizationResult:
-        """Read an image file (clear ImageError when unreadable) and localize it."""
+        """Read an image file (clear ImageError when unreadable) and localize it.
+
+        A JPEG whose data is damaged is still answered (a robot's frame is better judged than
+        dropped), with ``damaged=True`` in the result and a warning logged: the answer may be
+        wrong. Map images with damaged data are refused instead (they would stay wrong).
+        """
         t0 = time.perf_counter()
-        frame = read_image(path)
-        return self._localize(frame, {"decode": time.perf_counter() - t0}, str(path), t0)[0]
+        decoded = read_image_tolerant(path)
+        times = {"decode": time.perf_counter() - t0}
+        result = self._localize(decoded.image, times, str(path), t0)[0]
+        if decoded.damage is None:
+            return result
+        log.warning(
+            "%s: damaged JPEG data (libjpeg: %s); answered anyway, marked damaged — the answer "
+            "may be wrong",
+            path,
+            decoded.damage,
+        )
+        return replace(result, damaged=True)
 
     # --- internals ----------------------------------------------------------------------
 

@@ -39,6 +39,7 @@ class LocalizationResult:
     timings: dict[str, float] = field(default_factory=dict)
     source: str | None = None
     reranked: bool = False  # True: order and confidence come from verified local evidence
+    damaged: bool = False  # the frame's JPEG data was damaged (decoded as far as libjpeg could)
 
     @property
     def best(self) -> Match:

@@ -1,4 +1,4 @@
-"""Hand-built ONNX models for engine tests (onnx only, no torch unless ``stamp``)."""
+"""Hand-built ONNX models for engine tests (onnx; torch too for ``stamp``, the default)."""
 
 from __future__ import annotations
 
@@ -19,14 +19,15 @@ def means_model(
     meta_dim: int | None = None,
     static: bool = False,
     weights: str = "",
-    stamp: bool = False,
+    stamp: bool = True,
 ):
     """uint8 (N, h, w, 3) → per-channel means × ``scale``, tiled to ``out_dim`` values
     (→ L2-normalised) (× ``length``: the descriptors' norm) → ``descriptor``.
 
     ``meta_dim``: the descriptor size the metadata claims (default ``out_dim``); ``static``:
     the graph declares its output width; ``weights``: a weights hash (else a fixed fingerprint);
-    ``stamp``: record the content digest as an export does."""
+    ``stamp``: record the content digest as an export does (a model without one is refused
+    unless allowed)."""
     out = "descriptor" if not normalise and length is None else "t"
     nodes = [
         helper.make_node("Cast", ["image"], ["f"], to=TensorProto.FLOAT),

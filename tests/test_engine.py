@@ -140,13 +140,21 @@ def test_bad_image_file_in_batch_names_it(engine, some_images, tmp_path):
 # --- model file errors -------------------------------------------------------------------
 
 
+def _stamped(model, path):
+    """Save with a content digest (as every export does), so the checks after it are reached."""
+    from sfrs_edge.export.onnx_export import stamp_digest
+
+    onnx.save(model, str(path))
+    stamp_digest(path)
+    return path
+
+
 def _with_metadata(src, dst, value: str | None):
     model = onnx.load(str(src))
     del model.metadata_props[:]
     if value is not None:
         model.metadata_props.add(key=METADATA_KEY, value=value)
-    onnx.save(model, str(dst))
-    return dst
+    return _stamped(model, dst)
 
 
 def test_missing_empty_directory_and_garbage_models(tmp_path):

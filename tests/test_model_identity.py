@@ -216,18 +216,58 @@ def test_unwritable_cache_only_means_rehash(tiny_onnx, tmp_path, monkeypatch):
     assert model_digest.verify_model_file(tiny_onnx)
 
 
-def test_model_without_digest_opens_with_one_warning(tiny_onnx, tmp_path, caplog):
+def _without_digest(tiny_onnx, tmp_path):
     model = onnx.load(str(tiny_onnx))
     keep = [p for p in model.metadata_props if p.key != model_digest.DIGEST_KEY]
     del model.metadata_props[:]
     model.metadata_props.extend(keep)
     old = tmp_path / "old.onnx"
     onnx.save(model, str(old))
+    return old
+
+
+def test_model_without_digest_is_refused_unless_allowed(tiny_onnx, tmp_path, caplog, monkeypatch):
+    """Without a digest any weights can wear a map's model metadata: refused by default,
+    accepted (with one warning, ``verified`` False) only when the user says so."""
+    old = _without_digest(tiny_onnx, tmp_path)
+    with pytest.raises(ModelError, match="no content digest.*--allow-unverified-model"):
+        Engine.open(old)
     with caplog.at_level(logging.WARNING, logger="sfrs_edge.model_digest"):
-        eng = Engine.open(old)
+        eng = Engine.open(old, allow_unverified=True)
     assert not eng.verified
     warnings = [r for r in caplog.records if "unverified" in r.getMessage()]
     assert len(warnings) == 1 and "\n" not in warnings[0].getMessage()
+    monkeypatch.setenv(model_digest.ALLOW_UNVERIFIED_ENV, "1")
+    assert not Engine.open(old).verified
+    monkeypatch.setenv(model_digest.ALLOW_UNVERIFIED_ENV, "0")
+    with pytest.raises(ModelError, match="no content digest"):
+        Engine.open(old)
+
+
+def test_cli_refuses_a_model_without_digest_and_names_the_option(
+    tiny_onnx, tmp_path, gardens_point
+):
+    from click.testing import CliRunner
+
+    from sfrs_edge.cli import main
+
+    old = _without_digest(tiny_onnx, tmp_path)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    frames = []
+    for src in sorted((gardens_point / "day_left").iterdir())[:3]:
+        frames.append(folder / src.name)
+        frames[-1].write_bytes(src.read_bytes())
+    args = ["map", "build", str(folder), "--model", str(old), "-o", str(tmp_path / "m")]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 1 and "--allow-unverified-model" in r.stderr
+    assert not (tmp_path / "m").exists()
+    r = CliRunner().invoke(main, [*args, "--allow-unverified-model"])
+    assert r.exit_code == 0, r.output
+    assert model_digest.ALLOW_UNVERIFIED_ENV not in os.environ  # only for that command
+    loc = ["localize", str(frames[0]), "--model", str(old), "--map", str(tmp_path / "m")]
+    assert CliRunner().invoke(main, loc).exit_code == 1
+    assert CliRunner().invoke(main, [*loc, "--allow-unverified-model"]).exit_code == 0
 
 
 def _plain_model(path, **kwargs):

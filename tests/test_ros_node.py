@@ -109,9 +109,11 @@ class Published:
         self.messages: queue.Queue = queue.Queue()
         self.gate = threading.Event()
         self.gate.set()
+        self.entered = threading.Event()  # the worker reached publish
 
     def __call__(self, m) -> None:
-        self.gate.wait(10)
+        self.entered.set()
+        self.gate.wait(30)
         self.messages.put(m)
 
     def matches(self, n: int, timeout: float = 30.0) -> list[dict]:
@@ -124,7 +126,7 @@ class Published:
 
 
 def test_node_loop_localizes_drops_stale_frames_and_resets(localizer, night_msgs):
-    core = LocalizationCore(localizer, FilterConfig("seq", window=3))
+    core = LocalizationCore(localizer, FilterConfig("seq", window=3), in_flight=1)
     streams = []
     real_stream = localizer.stream
 
@@ -142,15 +144,14 @@ def test_node_loop_localizes_drops_stale_frames_and_resets(localizer, night_msgs
         assert first["frame"] == 0 and first["stamp"] == "1700000000.000000000"
         # the worker is busy (publishing blocked) while 4 frames arrive: only the newest waits
         pub.gate.clear()
+        pub.entered.clear()
         loop.on_image(night_msgs[1], "sensor_msgs/msg/CompressedImage")
-        threading.Event().wait(0.5)  # the worker takes frame 1 and blocks in publish
+        assert pub.entered.wait(30)  # the worker localized frame 1 and waits in publish
         for m in night_msgs[2:6]:
             loop.on_image(m, "sensor_msgs/msg/CompressedImage")
         pub.gate.set()
-        got = pub.matches(2)
-        frames = [g["frame"] for g in got]
-        assert frames[-1] == 5 and frames == sorted(set(frames))
-        assert loop.dropped == 5 - len(frames) and loop.dropped >= 2
+        assert [g["frame"] for g in pub.matches(2)] == [1, 5]  # 2, 3, 4 were stale
+        assert loop.dropped == 3
         assert len(streams) == 1
         # reset: a new stream (a fresh filter) for the next frame, nothing lost
         assert "reset" in loop.reset()
@@ -160,9 +161,10 @@ def test_node_loop_localizes_drops_stale_frames_and_resets(localizer, night_msgs
         bad = image_msg(typestore(), np.zeros((32, 32, 3), np.uint8), frame_stamp(7))
         bad.encoding = "32FC1"
         loop.on_image(bad, "sensor_msgs/msg/Image")
-        deadline = threading.Event()
-        while not errors and not deadline.wait(0.05):
-            pass
+        tick = threading.Event()
+        for _ in range(600):  # up to 30 s
+            if errors or tick.wait(0.05):
+                break
         assert "unsupported image encoding '32FC1'" in errors[0] and core.failed == 1
         status = core.diagnostics(0).fields["status"][0]
         assert status["level"] == bytes([2]) and "32FC1" in status["message"]
@@ -193,7 +195,7 @@ def test_node_parameters_and_the_example_yaml(localizer):
                         filter="hmm", window=4, frame_id="world")  # fmt: skip
     core = mapped.build_core()
     assert core.loc.k == 2 and core.filter.method == "hmm" and core.filter.window == 4
-    assert core.config.frame_id == "world"
+    assert core.config.frame_id == "world" and core.in_flight == 1
 
 
 @pytest.mark.skipif(HAVE_RCLPY, reason="rclpy is installed: the missing-ROS message cannot show")

@@ -45,6 +45,9 @@ def _fmt_pos(pos, kind: str | None) -> str:
     return "(" + ", ".join(f"{v:.2f}" for v in pos) + ")"
 
 
+DAMAGED = " [damaged JPEG data: the answer may be wrong]"
+
+
 def _print_human(result, show_timings: bool, rerank=None, rule: str | None = None) -> None:
     """The answer line, then the matches in the order they rank. Re-ranked answers print the
     score they are ordered by (fused: similarity + weight x evidence) beside the similarity.
@@ -57,12 +60,12 @@ def _print_human(result, show_timings: bool, rerank=None, rule: str | None = Non
             f"{result.source}: {best.name} (score {best.score:.3f}, similarity "
             f"{best.similarity:.3f}, {best.inliers} inliers), position {where}, confidence "
             f"{result.confidence:.2f}  [{how}; score = similarity + "
-            f"{rerank.weight if rerank else 'w'} x evidence]"
+            f"{rerank.weight if rerank else 'w'} x evidence]" + DAMAGED * result.damaged
         )
     else:
         click.echo(
             f"{result.source}: {best.name} (similarity {best.similarity:.3f}), "
-            f"position {where}, confidence {result.confidence:.2f}"
+            f"position {where}, confidence {result.confidence:.2f}" + DAMAGED * result.damaged
         )
     for rank, m in enumerate(result.matches, 1):
         pos = _fmt_pos(m.position, result.position_kind) if m.position is not None else ""
@@ -94,7 +97,12 @@ def _print_human(result, show_timings: bool, rerank=None, rule: str | None = Non
     default=None,
     help="Localize the frames of a video file as a camera stream.",
 )
-@click.option("--camera", type=int, default=None, help="Localize a live camera (device number).")
+@click.option(
+    "--camera",
+    type=click.IntRange(min=0),  # VideoSource checks the upper end
+    default=None,
+    help="Localize a live camera (device number: 0 is the first camera).",
+)
 @click.option(
     "--bag",
     type=click.Path(path_type=Path),
@@ -275,11 +283,11 @@ def localize_command(
 
 def _show(loc, frames: list[Path], out: Path, as_json: bool) -> None:
     """Localize one frame and draw it beside its matches into ``out`` (PNG or JPEG)."""
-    from ..images import read_image
+    from ..images import read_image_tolerant
     from ..report.pictures import match_sheet
     from ..report.plots import write_picture
 
-    frame = read_image(frames[0])
+    frame = read_image_tolerant(frames[0]).image
     result = loc.localize_file(frames[0])
     img, drawn = match_sheet(frame, result, loc.map)
     write_picture(img, out)

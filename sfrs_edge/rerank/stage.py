@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -171,12 +171,21 @@ def why_not(engine: Any, the_map: Any) -> str | None:
     return None
 
 
+# Frames re-ranked without one candidate getting evidence before the stage says so (once):
+# real frames have some matches; none at all over a run means broken local features (NaN,
+# another model's) and every answer silently falls back to the global order.
+NO_EVIDENCE_FRAMES = 20
+
+
 @dataclass
 class RerankStage:
     """Re-ranks a query's global candidates with the map's stored local features."""
 
     config: RerankConfig
     map: Any  # reads candidates' rows of the map extras (memory-mapped)
+    frames: int = field(default=0, init=False)  # frames re-ranked so far
+    frames_with_evidence: int = field(default=0, init=False)
+    _warned: bool = field(default=False, init=False, repr=False)
 
     @classmethod
     def create(cls, engine: Any, the_map: Any, config: RerankConfig) -> RerankStage | None:
@@ -202,6 +211,21 @@ class RerankStage:
         result = rerank(
             outputs[LOCAL_FEATURES], outputs[LOCAL_XY], feats, xy, sims[:k], self.config
         )
+        self._note_evidence(result)
         new_ids = np.concatenate([head[result.order], ids[k:]])
         new_sims = np.concatenate([sims[:k][result.order], sims[k:]])
         return new_ids, new_sims, result
+
+    def _note_evidence(self, result: RerankResult) -> None:
+        """Count frames with any evidence; warn once when a run has none at all."""
+        self.frames += 1
+        if len(result.evidence) and result.evidence.max() > 0:
+            self.frames_with_evidence += 1
+        if self.frames >= NO_EVIDENCE_FRAMES and not self.frames_with_evidence and not self._warned:
+            self._warned = True
+            log.warning(
+                "re-ranking found no verified local evidence for any candidate in %d frames: "
+                "the map's local features may be damaged or from another model (check it with "
+                "`sfrs-edge map verify`); answers keep the global order",
+                self.frames,
+            )

@@ -146,8 +146,13 @@ class LocalizationCore:
         localizer: Localizer,
         filter: FilterConfig | None = None,  # noqa: A002 - the name every entry point uses
         config: CoreConfig | None = None,
+        in_flight: int | None = None,
     ) -> None:
+        """``in_flight``: frames localized at the same time by ``Localizer.stream`` (None: its
+        default). More than 1 reads frames ahead of the results: fine offline (bags), not
+        for a live node, where a frame's result would wait for the next frame."""
         self.loc = localizer
+        self.in_flight = in_flight
         self.filter = filter or FilterConfig()
         self.config = config or CoreConfig()
         self.rule = CovarianceRule.for_localizer(localizer)
@@ -175,7 +180,7 @@ class LocalizationCore:
                 self._pending[f.index] = (f.stamp_ns, keep)
                 yield f
 
-        for r in self.loc.stream(feed(), self.filter):
+        for r in self.loc.stream(feed(), self.filter, in_flight=self.in_flight):
             stamp, image = self._pending.pop(r.index)
             yield r, self.outputs(r, stamp, image)
 

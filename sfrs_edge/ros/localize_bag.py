@@ -29,12 +29,14 @@ def localize_bag(
     filter: FilterConfig | None = None,  # noqa: A002 - the name every entry point uses
     config: CoreConfig | None = None,
     output: str | os.PathLike | None = None,
+    in_flight: int | None = None,
 ) -> Iterator[tuple[StreamResult, list[OutMessage]]]:
     """Yield (result, messages) per frame of ``image_topic``, in order; see the module doc.
 
     The output bag is complete when the iteration ends; closing the iterator early (or an
-    error) discards it."""
-    core = LocalizationCore(loc, filter, config)
+    error) discards it. ``in_flight``: frames localized at the same time (offline, more
+    than one only reads ahead; results stay in frame order)."""
+    core = LocalizationCore(loc, filter, config, in_flight)
     with Bag.open(bag_path) as bag:
         frames = BagFrames(bag, image_topic)
         if output is None:

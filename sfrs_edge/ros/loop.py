@@ -107,7 +107,8 @@ class NodeConfig:
         )
         filt = FilterConfig(method=self.filter, window=self.window, speed=self.speed)
         core = CoreConfig(self.frame_id, self.child_frame_id, self.debug_image)
-        return LocalizationCore(loc, filt, core)
+        # one frame in flight: a live frame's result must not wait for the next frame
+        return LocalizationCore(loc, filt, core, in_flight=1)
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,10 @@ log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv")
 MAX_BAD_FRAMES = 25
+# Camera numbers are /dev/videoN-style indices. OpenCV's VideoCapture(-1) ("any camera")
+# segfaults inside its V4L2 backend when no camera exists, so negatives are refused here; the
+# upper end is what OpenCV's C ``int`` index holds.
+MAX_CAMERA = 2**31 - 1
 
 
 class VideoError(ImageError):
@@ -121,6 +125,11 @@ class VideoSource:
                     "file; OpenCV's FFmpeg backend reads .mp4/.avi/.mkv/...)"
                 )
         else:
+            if isinstance(source, bool) or not 0 <= source <= MAX_CAMERA:
+                raise VideoError(
+                    f"camera {source!r}: not a camera number (0, 1, ... up to {MAX_CAMERA}; "
+                    "0 is the first camera)"
+                )
             self._cap = _capture(int(source), self.name)
             if not self._cap.isOpened():
                 self._cap.release()
