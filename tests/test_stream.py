@@ -159,7 +159,9 @@ def test_frames_in_flight_give_the_same_results_in_frame_order(loc, walk, method
         many = list(loc.stream(images, filter=method, in_flight=flight))
         assert [r.index for r in many] == list(range(30))
         assert [r.result.matches for r in many] == [r.result.matches for r in one]
-        near = np.mean([abs(a.filtered.id - b.filtered.id) <= 2 for a, b in zip(many, one, strict=True)])
+        near = np.mean(
+            [abs(a.filtered.id - b.filtered.id) <= 2 for a, b in zip(many, one, strict=True)]
+        )
         assert near >= 0.9
     gen = loc.stream(iter(images), in_flight=2)
     assert next(gen).index == 0
