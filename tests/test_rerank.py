@@ -106,6 +106,7 @@ def test_stage_promotes_the_candidate_whose_own_stored_features_align():
     globally better 5 with many inliers, the others get none and keep their global order."""
     from sfrs_edge.localize import Candidates, rerank_candidates
     from sfrs_edge.rerank import RerankStage
+    from sfrs_edge.stream.filtering import FrameScores
 
     rng = np.random.default_rng(3)
     qf, qxy = scene(rng)
@@ -124,7 +125,7 @@ def test_stage_promotes_the_candidate_whose_own_stored_features_align():
     assert res.inliers[1:].max() <= 6
     # a temporal filter sees the fused score of each re-ranked id, the rest unchanged
     scores = np.linspace(0.0, 0.1, 12).astype(np.float32)
-    found = Candidates(ids, sims, scores)
+    found = Candidates(ids, sims, FrameScores.exact(scores, ids, sims))
     fused, verified = rerank_candidates(stage, outputs, found)
     assert fused.ids.tolist() == [9, 5, 2, 7, 11]
     assert fused.scores[9] == pytest.approx(0.58 + 0.2) and fused.scores[5] == pytest.approx(0.6)
