@@ -33,7 +33,19 @@ if os.environ.get("FUZZ_SRC"):  # test another checkout: bypass this tree's edit
     sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
     sys.path.insert(0, os.environ["FUZZ_SRC"])
 
-CATEGORIES = ("image", "special", "frame", "exif", "positions", "tracks_csv", "gpx")
+CATEGORIES = (
+    "image",
+    "special",
+    "frame",
+    "exif",
+    "positions",
+    "tracks_csv",
+    "gpx",
+    "float_file",
+    "jpeg_flip",
+    "camera",
+    "map",
+)
 DATA = Path(
     os.environ.get("SFRS_EDGE_DATA", Path(__file__).resolve().parents[2] / "shared" / "datasets")
 )
@@ -256,9 +268,74 @@ def gpx_cases(n: int) -> list[tuple[str, bytes]]:
     return cases
 
 
+def float_cases(n: int) -> list[tuple[str, bytes, bool]]:
+    """(ext, bytes, has NaN/inf) float PFM/TIFF files: a bad value must be refused."""
+    import cv2
+    import numpy as np
+
+    rnd = random.Random(5)
+    cases = []
+    while len(cases) < n:
+        ext = rnd.choice([".pfm", ".tiff"])
+        arr = np.random.default_rng(len(cases)).random((32, 32, rnd.choice([1, 3])), np.float32)
+        bad = rnd.random() < 0.7
+        if bad:
+            for _ in range(rnd.randint(1, 5)):
+                arr.flat[rnd.randrange(arr.size)] = rnd.choice([np.nan, np.inf, -np.inf])
+        cases.append((ext, cv2.imencode(ext, arr.squeeze())[1].tobytes(), bad))
+    return cases
+
+
+def jpeg_flip_cases(n: int) -> list[tuple[str, bytes]]:
+    """Gardens Point JPEGs with 1-4 bits flipped, mostly in the entropy-coded data."""
+    rnd = random.Random(23)
+    files = sorted((DATA / "gardens_point" / "day_left").glob("*.jpg"))
+    cases = []
+    for _ in range(n):
+        data = bytearray(rnd.choice(files).read_bytes())
+        sos = data.find(b"\xff\xda")
+        for _ in range(rnd.randint(1, 4)):
+            lo = sos + 14 if rnd.random() < 0.9 else 2
+            data[rnd.randrange(lo, len(data) - 2)] ^= 1 << rnd.randrange(8)
+        cases.append((".jpg", bytes(data)))
+    return cases
+
+
+# (what is edited, how, whether a correct check must refuse it); checksums are recomputed
+MAP_EDITS = [
+    ("desc", "scale", 10.0, True),
+    ("desc", "scale", 0.0, True),
+    ("desc", "scale", -1.0, False),  # still unit length: a valid (if useless) map
+    ("desc", "nan_row", None, True),
+    ("desc", "inf_value", None, True),
+    ("index", "link_id", 10**6, True),
+    ("index", "link_count", 200, True),
+    ("index", "upper_size", 12345, True),
+    ("index", "label", 10**9, True),
+    ("index", "vector_nan", None, True),
+    ("index", "link_id_in_range", 1, False),  # another valid graph
+]
+
+
+def map_cases(n: int) -> list:
+    cases = []
+    for k in range(n):
+        where, how, value, refuse = MAP_EDITS[k % len(MAP_EDITS)]
+        cases.append((where, how, value, refuse, k // len(MAP_EDITS)))
+    return cases
+
+
 def build_cases(category: str, n: int) -> list:
     if category == "image":
         return image_cases(n)
+    if category == "float_file":
+        return float_cases(n)
+    if category == "jpeg_flip":
+        return jpeg_flip_cases(n)
+    if category == "camera":
+        return [-(2**40), -(2**31), -2, -1, 2**31, 2**40, True, 99, 1000, 2**31 - 1]
+    if category == "map":
+        return map_cases(n)
     if category == "exif":
         return exif_cases(n)
     if category == "positions":
@@ -348,9 +425,127 @@ def run_case(category: str, case, tmp: Path) -> str:
             return _special(case, tmp)
         if category == "frame":
             return _frame(case)
+        if category == "float_file":
+            from sfrs_edge.images import read_image
+
+            ext, data, bad = case
+            p = tmp / f"case{ext}"
+            p.write_bytes(data)
+            read_image(p)
+            return "silent_wrong" if bad else "valid"
+        if category == "jpeg_flip":
+            from sfrs_edge.images import read_image
+
+            p = tmp / "case.jpg"
+            p.write_bytes(case[1])
+            read_image(p)  # the map-image path: damaged data must be refused
+            return "valid"
+        if category == "camera":
+            from sfrs_edge.video import VideoSource
+
+            VideoSource(case).close()
+            return "valid"
+        if category == "map":
+            return _map_case(case, tmp)
     except SfrsEdgeError:
         return "clear"
     raise AssertionError(category)
+
+
+_HNSW = struct.Struct("<6QiI3QdQ")  # hnswlib 0.8 index.bin header
+
+
+class _PixelEngine:
+    """A stand-in model: the 8x6 grey thumbnail, mean-removed and L2-normalised (48-d)."""
+
+    def __init__(self) -> None:
+        from sfrs_edge.model_info import ModelInfo, Preprocessing
+
+        self.info = ModelInfo(
+            backbone="fake",
+            preprocessing=Preprocessing(height=6, width=8, mean=(0, 0, 0), std=(1, 1, 1)),
+            descriptor_dim=48,
+            num_clusters=1,
+            local_dim=48,
+            pca_dim=None,
+            whitening=False,
+            fingerprint="fuzz0123456789ab",
+        )
+        self.dim, self.fingerprint = 48, self.info.fingerprint
+
+    def embed(self, batch):
+        import cv2
+        import numpy as np
+
+        out = []
+        for img in batch:
+            v = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.float32).ravel()
+            v -= v.mean()
+            out.append(v / (np.linalg.norm(v) + 1e-12))
+        return np.stack(out).astype(np.float32)
+
+    def embed_files(self, paths, batch_size=8, progress=None):
+        from sfrs_edge.embedding import embed_images
+
+        return embed_images(self, paths, batch_size).descriptors
+
+
+def _restamp(out: Path, name: str, data: bytes) -> None:
+    import hashlib
+
+    (out / name).write_bytes(data)
+    man = json.loads((out / "manifest.json").read_text())
+    man["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    (out / "manifest.json").write_text(json.dumps(man))
+
+
+def _map_case(case, tmp: Path) -> str:
+    """A tampered map (checksums recomputed): open it, search it, verify it."""
+    import numpy as np
+
+    from sfrs_edge.maps import Map, build_map, verify_map
+
+    where, how, value, refuse, rep = case
+    rnd = random.Random(hash((how, rep)) & 0xFFFF)
+    src = tmp / "src"
+    src.mkdir()
+    for f in sorted((DATA / "gardens_point" / "day_left").glob("*.jpg"))[rep : rep + 40 : 2]:
+        (src / f.name).symlink_to(f)
+    out = tmp / "map"
+    build_map(_PixelEngine(), src, out, index="hnsw" if where == "index" else "exact")
+    if where == "desc":
+        name = next(p.name for p in out.iterdir() if p.name.endswith(".desc.npy"))
+        arr = np.load(out / name)
+        row = rnd.randrange(len(arr))
+        if how == "scale":
+            arr *= value
+        elif how == "nan_row":
+            arr[row] = np.nan
+        else:
+            arr[row, rnd.randrange(arr.shape[1])] = np.inf
+        np.save(tmp / "edited.npy", arr)
+        _restamp(out, name, (tmp / "edited.npy").read_bytes())
+    else:
+        data = bytearray((out / "index.bin").read_bytes())
+        head = _HNSW.unpack_from(data, 0)
+        count, per_el, maxm0 = head[2], head[3], head[9]
+        at = _HNSW.size + rnd.randrange(count) * per_el
+        if how in ("link_id", "link_id_in_range"):
+            struct.pack_into("<H", data, at, max(1, struct.unpack_from("<H", data, at)[0]))
+            struct.pack_into("<I", data, at + 4, value if how == "link_id" else count - 1)
+        elif how == "link_count":
+            struct.pack_into("<H", data, at, value)
+        elif how == "upper_size":
+            struct.pack_into("<I", data, _HNSW.size + count * per_el, value)
+        elif how == "label":
+            struct.pack_into("<Q", data, at + per_el - 8, value)
+        else:
+            struct.pack_into("<f", data, at + 4 + 4 * maxm0, float("nan"))
+        _restamp(out, "index.bin", bytes(data))
+    m = Map.open(out)
+    m.search(m.vectors(np.arange(len(m))), k=3)
+    verify_map(out)
+    return "silent_wrong" if refuse else "valid"
 
 
 def _special(case: str, tmp: Path) -> str:
@@ -418,6 +613,8 @@ def _frame(case) -> str:
 def worker(category: str, n: int, start: int, mem_gib: float) -> None:
     limit = int(mem_gib * 2**30)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    import sfrs_edge  # noqa: F401  first, as in the CLI: it sets OpenCV's limit before cv2 loads
+
     cases = build_cases(category, n)
     for i in range(start, len(cases)):
         with tempfile.TemporaryDirectory() as d:

@@ -1,7 +1,15 @@
 """Latency benchmark: one frame through decode → preprocess → inference → search, per backend.
 
-    python benchmarks/latency.py            # defaults: a few minutes on a 2-core CPU
-    python benchmarks/latency.py --full     # more reps, batch 32 everywhere, 100k search maps
+    python benchmarks/latency.py            # default: Lite0 480x640, torch vs onnxruntime FP32,
+                                            # batches 1 and 8, 512-d search maps of 1k/10k
+    python benchmarks/latency.py --full     # + FP16, VGG16, 240x320, batch 32, 4096-d, 100k
+                                            # maps, 100 reps, 20 s per cell: hours
+
+Run time of the default, measured on the shared 2-core machine: 53 s lightly loaded (load
+average under 2) with the real base descriptors cached in benchmarks/results/cache by an
+earlier run; 11 min at load average about 20 with the cache, 25 min at that load for a first
+run (6 min of it the base descriptors, 5 min an FP16 export the default no longer makes).
+The last log line gives yours.
     python benchmarks/latency.py --device cuda   # GPU: torch on CUDA, onnxruntime CUDA/TensorRT
     python benchmarks/latency.py --cpu-table ... # model variants, threads, map build, localize
                                                  # (benchmarks/cpu_variants.py)
@@ -10,6 +18,9 @@ Backends run side by side in one process, interleaved call by call (A B C A B C 
 ratios hold on a noisy shared machine: PyTorch eager FP32 (the torch SFRSNet fed the same uint8
 image through the same input adapter), onnxruntime FP32 and FP16 through the runtime's
 ``Engine``, and CUDA/TensorRT providers when present.
+
+Progress goes to stderr (one clock-stamped line per step). Ctrl-C stops the run with
+one line and still writes what was measured so far (``"interrupted": true`` in the JSON).
 """
 
 from __future__ import annotations
@@ -59,17 +70,20 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="Lite0 checkpoint to time (default: a quick "
         "off-the-shelf Lite0 built on Gardens Point + a random 4096-d PCA layer)",
     )
-    p.add_argument("--backbones", default="efficientnet_lite0,vgg16")
-    p.add_argument("--input-sizes", default="480x640,240x320")
+    p.add_argument("--backbones", default="efficientnet_lite0", help="comma list (+ vgg16)")
+    p.add_argument("--input-sizes", default="480x640", help="comma list of HxW")
     p.add_argument(
         "--pca-dim",
         default="4096",
         help="PCA layer of the timed models "
         "(random orthonormal weights; 'none': raw NetVLAD; 'keep': the checkpoint's)",
     )
-    p.add_argument("--batches", default="1,8,32")
+    p.add_argument(
+        "--precisions", default="fp32", help="ONNX exports timed: fp32 and/or fp16 (comma list)"
+    )
+    p.add_argument("--batches", default="1,8")
     p.add_argument("--reps", type=int, default=30, help="max timed repetitions per cell")
-    p.add_argument("--budget-s", type=float, default=4.0, help="time per cell and backend")
+    p.add_argument("--budget-s", type=float, default=2.0, help="time per cell and backend")
     p.add_argument(
         "--max-call-s",
         type=float,
@@ -77,13 +91,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="skip a throughput batch whose single call would take longer (not --full)",
     )
     p.add_argument("--sizes", default="1000,10000", help="search map sizes")
-    p.add_argument("--dims", default="4096,512", help="search descriptor dims")
+    p.add_argument("--dims", default="512", help="search descriptor dims")
     p.add_argument("--efs", default="16,32,64,128,256")
     p.add_argument("--queries", type=int, default=200)
     p.add_argument(
         "--base-limit",
         type=int,
-        default=0,
+        default=60,
         help="real base descriptors: first N frames per traversal (0: all 822 images)",
     )
     p.add_argument(
@@ -97,7 +111,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--full",
         action="store_true",
-        help="100k search maps, batch 32 everywhere, 100 reps, 20 s budget per cell",
+        help="Lite0 and VGG16 at 480x640 and 240x320, batches 1,8,32, 4096-d and 512-d maps "
+        "of 1k/10k/100k, all 822 base frames, 100 reps, 20 s budget per cell (hours)",
     )
     p.add_argument(
         "--smoke",
@@ -106,8 +121,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--out", type=Path, default=RESULTS)
     a = p.parse_args(argv)
-    if a.full:
-        a.sizes = "1000,10000,100000" if a.sizes == "1000,10000" else a.sizes
+    if a.full:  # every default widened; flags given explicitly are kept
+        wide = {
+            "backbones": ("efficientnet_lite0", "efficientnet_lite0,vgg16"),
+            "input_sizes": ("480x640", "480x640,240x320"),
+            "batches": ("1,8", "1,8,32"),
+            "sizes": ("1000,10000", "1000,10000,100000"),
+            "dims": ("512", "4096,512"),
+            "base_limit": (60, 0),
+            "precisions": ("fp32", "fp32,fp16"),
+        }
+        for key, (default, full) in wide.items():
+            if getattr(a, key) == default:
+                setattr(a, key, full)
         a.reps, a.budget_s, a.max_call_s = max(a.reps, 100), max(a.budget_s, 20.0), 1e9
     if a.smoke:
         a.backbones, a.input_sizes, a.batches = "efficientnet_lite0", "96x160", "1,2"
@@ -217,7 +243,7 @@ def bench_model(net, size, args, verify, jpeg, base, seqs, tmp: Path) -> dict:
     res: dict = {"backbone": net.config.backbone, "input": f"{size[0]}x{size[1]}", "dim": dim}
     stem = f"{net.config.backbone}_{size[0]}x{size[1]}"
     paths, errors = {}, {}
-    for prec in ("fp32", "fp16"):
+    for prec in args.precisions.split(","):
         rep, err = models.export(net, tmp / f"{stem}_{prec}.onnx", prec == "fp16", verify)
         if rep is not None:
             paths[prec.upper()] = rep.path
@@ -284,7 +310,8 @@ def bench_model(net, size, args, verify, jpeg, base, seqs, tmp: Path) -> dict:
     return res
 
 
-def search_only(args, base, seqs) -> list[dict]:
+def search_only(args, base, seqs, rows: list) -> list[dict]:
+    """Exact vs HNSW rows, appended to ``rows`` as they are measured."""
     cfg = search.SearchConfig(
         dims=ints(args.dims),
         sizes=ints(args.sizes),
@@ -292,7 +319,7 @@ def search_only(args, base, seqs) -> list[dict]:
         queries=args.queries,
         timed_queries=min(args.queries, 100),
     )
-    rows = search.run(base, seqs, cfg)
+    search.run(base, seqs, cfg, rows)
     search.speedups(rows)
     return rows
 
@@ -433,7 +460,7 @@ def plots(results: dict, out: Path) -> list[Path]:
     plt = plt_module()
     ms = results.get("models", [])
     if ms:
-        fig, axes = plt.subplots(1, len(ms), figsize=(2.6 * len(ms), 3.2), squeeze=False)
+        fig, axes = plt.subplots(1, len(ms), figsize=(3.4 * len(ms), 4.2), squeeze=False)
         for ax, m in zip(axes[0], ms, strict=True):
             names = list(m["frame"])
             bottom = np.zeros(len(names))
@@ -447,14 +474,12 @@ def plots(results: dict, out: Path) -> list[Path]:
                     n.replace("onnxruntime ", "ORT ").replace("PyTorch eager ", "torch ")
                     for n in names
                 ],
-                rotation=60,
-                fontsize=6,
+                rotation=45,
                 ha="right",
             )
-            ax.set_title(f"{m['backbone']}\n{m['input']}", fontsize=7)
-            ax.tick_params(axis="y", labelsize=6)
+            ax.set_title(f"{m['backbone']}\n{m['input']}")
         axes[0][0].set_ylabel("ms per frame (p50)")
-        axes[0][0].legend(fontsize=6)
+        axes[0][0].legend()
         figs.append(savefig(fig, out / "latency_stages.png"))
     if results.get("search"):
         figs.append(search.plot(results["search"], out / "search_tradeoff.png"))
@@ -471,6 +496,39 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()}}
+    try:
+        code = measure(args, results)
+    except KeyboardInterrupt:
+        results["interrupted"] = True
+        if results.get("search"):
+            search.speedups(results["search"])
+        js, _ = finish(args, results, t_start)
+        print(
+            f"interrupted after {results['seconds']:.0f} s: what was measured is in {js}",
+            file=sys.stderr,
+        )
+        return 130
+    if code:
+        return code
+    js, md = finish(args, results, t_start)
+    log(f"wrote {js} and {md} in {results['seconds']} s")
+    return 0
+
+
+def plan(args) -> str:
+    """What the run will measure, in one line (printed first)."""
+    models_ = len(args.backbones.split(",")) * len(args.input_sizes.split(","))
+    parts = []
+    if args.only in ("all", "inference"):
+        parts.append(f"{models_} model(s) x batches {args.batches}")
+    if args.only in ("all", "search"):
+        parts.append(f"search maps {args.sizes} x {args.dims}-d")
+    return "; ".join(parts)
+
+
+def measure(args, results: dict) -> int:
+    """Fill ``results`` step by step (models and search rows as each completes)."""
+    log(f"latency benchmark: {plan(args)}; progress below, Ctrl-C keeps what is measured")
     if args.device == "cuda":
         import torch
 
@@ -483,6 +541,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
         limit_threads(args.threads)
     # the Lite0 net: real ImageNet backbone + k-means NetVLAD (checkpoint or quick build)
+    log("building the Lite0 model (ImageNet backbone + k-means NetVLAD on real images)")
     if args.checkpoint:
         lite0 = models.load_net(args.checkpoint)
     elif args.smoke:
@@ -491,6 +550,7 @@ def main(argv=None) -> int:
         lite0 = models.quick_offtheshelf()
     # real base descriptors (GP + Corridor) for the search maps
     base_size = (96, 160) if args.smoke else (180, 320)
+    log("real base descriptors for the search maps (cached after the first run)")
     base, seqs = search.base_descriptors(
         lite0,
         data_root(),
@@ -520,30 +580,44 @@ def main(argv=None) -> int:
         verify = models.gp_images(2, "day_left")
         jpeg = verify[0].read_bytes()
         results["models"] = []
+        sizes = [parse_size(s) for s in args.input_sizes.split(",")]
+        total, done = len(nets) * len(sizes), 0
         with tempfile.TemporaryDirectory(prefix="sfrs-bench-") as tmp:
-            for net in nets.values():
-                for size in [parse_size(s) for s in args.input_sizes.split(",")]:
+            for name, net in nets.items():
+                for size in sizes:
+                    done += 1
+                    log(f"[{done}/{total}] {name} {size[0]}x{size[1]}: export, frame, batches")
                     results["models"].append(
                         bench_model(net, size, args, verify, jpeg, base, seqs, Path(tmp))
                     )
     if args.only in ("all", "search"):
-        results["search"] = search_only(args, base, seqs)
+        log(f"search: exact vs HNSW on maps {args.sizes} x {args.dims}-d")
+        results["search"] = []
+        search_only(args, base, seqs, results["search"])
         results["search_note"] = (
             f"Maps grown from {len(base)} real Lite0 NetVLAD descriptors of Gardens Point + "
             "Corridor (see benchmarks/search.py): consecutive-frame interpolation + noise. "
             f"HNSW M=16, ef_construction=200; {args.queries} queries for agreement."
         )
+    return 0
+
+
+def finish(args, results: dict, t_start: float) -> tuple[Path, Path]:
+    """Goals, plots, JSON and Markdown of whatever ``results`` holds (complete or not)."""
     results["goals"] = goals(results)
     results["seconds"] = round(time.perf_counter() - t_start, 1)
-    figs = plots(results, args.out)
+    try:
+        figs = plots(results, args.out)
+    except KeyboardInterrupt:  # a second Ctrl-C: keep the numbers, skip the pictures
+        figs = []
     intro = (
-        f"Run time: {results['seconds']} s. Model weights: Lite0 = ImageNet backbone + "
+        f"Run time: {results['seconds']} s"
+        + (" (interrupted: partial results)" if results.get("interrupted") else "")
+        + ". Model weights: Lite0 = ImageNet backbone + "
         "k-means NetVLAD (real); VGG16 = random weights (speed only); PCA layers = random "
         f"orthonormal {args.pca_dim}-d (speed only)."
     )
-    js, md = write_results("latency", args.out, results, tables(results), intro, figs)
-    log(f"wrote {js} and {md} in {results['seconds']} s")
-    return 0
+    return write_results("latency", args.out, results, tables(results), intro, figs)
 
 
 if __name__ == "__main__":

@@ -180,7 +180,7 @@ def table(rows: list[dict]) -> str:
 
 def plot(rows: list[dict], path: Path) -> Path:
     plt = plt_module()
-    fig, ax = plt.subplots(1, 2, figsize=(8, 3.2))
+    fig, ax = plt.subplots(1, 2, figsize=(9, 4))
     for dim in sorted({r["dim"] for r in rows}):
         rs = sorted((r for r in rows if r["dim"] == dim), key=lambda r: r["size"])
         x = [r["size"] for r in rs]
@@ -192,8 +192,8 @@ def plot(rows: list[dict], path: Path) -> Path:
         a.set_yscale("log")
         a.set_xlabel("map size (places)")
         a.set_ylabel(lab)
-        a.legend(fontsize=7)
-    fig.suptitle("HNSW maps (M=16): one query, k=10, through Map.search", fontsize=9)
+        a.legend()
+    fig.suptitle("HNSW maps (M=16): one query, k=10, through Map.search")
     fig.tight_layout()
     return savefig(fig, path)
 

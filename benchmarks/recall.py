@@ -310,7 +310,7 @@ def plot_pr(rows: list[dict], sets: list[str], out: Path) -> list[Path]:
     plt = plt_module()
     figs = []
     for i, s in enumerate(sets):
-        fig, ax = plt.subplots(figsize=(3.6, 3.0))
+        fig, ax = plt.subplots(figsize=(5, 4))
         for r in rows:
             if "recall" not in r:
                 continue
@@ -326,10 +326,12 @@ def plot_pr(rows: list[dict], sets: list[str], out: Path) -> list[Path]:
             ax.plot(rc, pr, lw=1, label=f"{r['model']} {r['dim']}-d {r['backend']}")
         ax.set_xlabel("recall")
         ax.set_ylabel("precision")
-        ax.set_ylim(0, 1.02)
+        ax.set_ylim(0, 1.0)
         ax.set_xlim(0, 1.0)
-        ax.set_title(s, fontsize=8)
-        ax.legend(fontsize=5)
+        for line in ax.get_lines():
+            line.set_clip_on(False)  # precision 1.0 is on the frame, not above it
+        ax.set_title(s)
+        ax.legend(fontsize=7)
         figs.append(savefig(fig, out / f"recall_pr_{i}.png"))
     return figs
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import Table, log, plt_module, rss_bytes, savefig, time_fn
+from benchmarks.common import Table, log, percent_axis, plt_module, rss_bytes, savefig, time_fn
 
 ISO_NOISE = 0.25  # norm of the isotropic Gaussian part, relative to a unit descriptor
 DIR_NOISE = 0.25  # norm of the part along real descriptor deviations
@@ -112,11 +112,15 @@ def hnsw_bytes_per_vector(dim: int, M: int) -> float:
     return level0 + upper
 
 
-def run(base: np.ndarray, sequences: list[np.ndarray], cfg: SearchConfig) -> list[dict]:
-    """Benchmark exact and HNSW search at every (dim, size); returns one dict per row."""
+def run(
+    base: np.ndarray, sequences: list[np.ndarray], cfg: SearchConfig, rows: list | None = None
+) -> list[dict]:
+    """Benchmark exact and HNSW search at every (dim, size); returns one dict per row.
+
+    ``rows``: a list to append to as rows are measured (an interrupted run keeps them)."""
     from sfrs_edge.maps.index import ExactIndex, HnswIndex, IndexConfig
 
-    rows = []
+    rows = [] if rows is None else rows
     for dim in cfg.dims:
         rng = np.random.default_rng(cfg.seed)
         b = to_dim(base, dim, cfg.seed)
@@ -241,7 +245,7 @@ def table(rows: list[dict], note: str) -> Table:
 def plot(rows: list[dict], path: Path) -> Path:
     """Speed-up vs top-1 agreement per (dim, size), one line per map over ef."""
     plt = plt_module()
-    fig, ax = plt.subplots(figsize=(5, 3.4))
+    fig, ax = plt.subplots(figsize=(6, 4))
     keys = sorted({(r["dim"], r["size"]) for r in rows if r["index"] == "hnsw"})
     for dim, size in keys:
         rs = [r for r in rows if r["index"] == "hnsw" and r["dim"] == dim and r["size"] == size]
@@ -257,8 +261,10 @@ def plot(rows: list[dict], path: Path) -> Path:
     ax.set_yscale("log")
     ax.axhline(10, color="grey", lw=0.5, ls="--")
     ax.axvline(99, color="grey", lw=0.5, ls="--")
-    ax.legend(fontsize=6)
-    ax.set_title("exact vs HNSW (points: ef)", fontsize=9)
+    if keys:
+        ax.legend()
+    percent_axis(ax, "x")
+    ax.set_title("exact vs HNSW (points: ef)")
     return savefig(fig, path)
 
 

@@ -13,7 +13,10 @@ before anything appears in the cache:
   exactly 200 JPEG files that start with a JPEG header.
 
 Extraction goes to a temporary folder beside the cache entry, which is renamed into place
-only when complete, so an interrupted download never leaves a half dataset behind.
+only when complete, so an interrupted download never leaves a half dataset behind. A cache
+entry that is a symbolic link (the data kept on another disk) is filled at the link's target;
+the link stays. Member names longer than a file name may be (255 bytes) are refused before
+anything is written, and any error writing the files is one :class:`DatasetError` line.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ GARDENS_POINT = "gardens_point"
 TRAVERSALS = ("day_left", "day_right", "night_right")
 IMAGES_PER_TRAVERSAL = 200
 MAX_UNCOMPRESSED = 2 << 30  # 2 GiB: the real archive is ~100 MB; refuse zip bombs
+MAX_NAME_BYTES = 255  # NAME_MAX of ext4, NTFS, APFS
 JPEG_MAGIC = b"\xff\xd8\xff"
 
 
@@ -109,7 +113,14 @@ def fetch_gardens_point(
     dest = Path(dest)
     if _complete(dest):
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.is_symlink():  # keep the link: the data goes where it points
+        dest = dest.resolve()
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatasetError(
+            f"cannot create the dataset folder {dest.parent} ({exc.strerror})"
+        ) from None
     zip_path = dest.parent / f"{dest.name}.zip"
     try:
         download(
@@ -140,6 +151,12 @@ def _safe_parts(name: str, source: str) -> tuple[str, ...]:
     parts = tuple(x for x in p.parts if x not in ("", "."))
     if p.is_absolute() or ".." in parts or (parts and ":" in parts[0]):
         raise DatasetError(f"{source}: unsafe member name {name!r} in the zip (path traversal)")
+    long = [x for x in parts if len(x.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES]
+    if long:
+        raise DatasetError(
+            f"{source}: zip member name {long[0][:40]!r}... is {len(long[0])} characters, "
+            f"longer than a file name may be ({MAX_NAME_BYTES} bytes)"
+        )
     return parts
 
 
@@ -200,7 +217,10 @@ def _extract_verified(zip_path: Path, dest: Path, source: str) -> None:
             raise DatasetError(f"{source}: the zip is corrupt ({exc})") from exc
         if bad is not None:
             raise DatasetError(f"{source}: the zip is corrupt (CRC error in {bad!r})")
-        staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.partial."))
+        try:
+            staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.partial."))
+        except OSError as exc:
+            raise DatasetError(f"cannot extract {source} into {dest.parent} ({exc})") from None
         try:
             for t, members in plan.items():
                 (staging / t).mkdir()
@@ -213,6 +233,12 @@ def _extract_verified(zip_path: Path, dest: Path, source: str) -> None:
                 # an incomplete earlier copy: replace it (a complete one returned earlier)
                 shutil.rmtree(dest)
             os.replace(staging, dest)
+        except OSError as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise DatasetError(
+                f"cannot extract {source} into {dest} ({exc.strerror or exc}); check the "
+                "folder's permissions and free space"
+            ) from None
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise

@@ -200,6 +200,7 @@ class Engine:
         backend: str = "auto",
         threads: int | None = None,
         spin: bool | None = None,
+        allow_unverified: bool = False,
     ) -> Engine:
         """Load an ``.onnx`` model (onnxruntime) or a TensorRT ``.engine`` (native TensorRT).
 
@@ -207,6 +208,8 @@ class Engine:
         has), ``cpu``, ``cuda`` or ``tensorrt``. ``threads``: CPU threads for inference
         (None: the machine's physical cores, :func:`sfrs_edge.threads.physical_cores`).
         ``spin``: let idle inference threads spin-wait (None: off unless ``SFRS_EDGE_SPIN=1``).
+        ``allow_unverified``: open an ONNX model that has no content digest (refused otherwise;
+        also ``SFRS_EDGE_ALLOW_UNVERIFIED_MODEL=1``), with a warning; ``verified`` is False.
         """
         path = Path(model_path).expanduser()
         if backend not in BACKENDS:
@@ -241,7 +244,7 @@ class Engine:
             from .backends.onnx import OnnxBackend
 
             # one walk over the file (digest and metadata) before onnxruntime parses it
-            checked = check_model_file(path)
+            checked = check_model_file(path, allow_unverified)
             verified = checked.verified
             runner = OnnxBackend(path, backend, threads, spin, checked.metadata)
             info = cls._parse_info(runner.metadata(), path)
@@ -305,6 +308,20 @@ class Engine:
             f"Engine({self.path.name}, {self.info.backbone}, {h}x{w} → {self.dim}-d, "
             f"{self.backend.name}, fingerprint {self.fingerprint})"
         )
+
+    def close(self) -> None:
+        """Release the backend's resources now (TensorRT: stream, device and pinned memory;
+        onnxruntime sessions are freed with the engine). Idempotent; use ``with Engine.open(...)``."""
+        close = getattr(self.backend, "close", None)
+        if close is not None:
+            with self._lock:
+                close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # --- inference --------------------------------------------------------------------
 

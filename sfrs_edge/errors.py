@@ -19,3 +19,7 @@ class MapError(SfrsEdgeError):
 
 class ConfigError(SfrsEdgeError):
     """An option or input file has a value that cannot work."""
+
+
+class TrainingError(SfrsEdgeError):
+    """Training cannot produce a usable model (every epoch diverged or collapsed)."""

@@ -67,18 +67,28 @@ class GroundTruth:
 def _radius_positives(files, loc: Localizer, poses: str, radius: float) -> list[np.ndarray]:
     from .maps.poses import match_poses, read_poses_csv
 
-    kind = loc.map.position_kind
-    if kind is None:
+    if loc.map.position_kind is None:
         raise ConfigError(
             f"{loc.map.path}: the map has no positions, so --poses cannot judge matches; "
             "use --window N for index-aligned traversals"
         )
     table = read_poses_csv(poses)
     qposes = match_poses([f.name for f in files], table, str(poses))
+    return radius_positives(loc, qposes, radius, str(poses))
+
+
+def radius_positives(
+    loc: Localizer, qposes: Sequence[Any], radius: float, source: str
+) -> list[np.ndarray]:
+    """Map rows within ``radius`` of each query pose (:class:`~sfrs_edge.maps.poses.Pose`:
+    metres for lat/lon, map units for x/y[/z]); ``source`` names where the poses came from."""
+    kind = loc.map.position_kind
+    if kind is None:
+        raise ConfigError(f"{loc.map.path}: the map has no positions to judge matches by")
     kinds = {p.kind for p in qposes if p is not None}
     if kinds - {kind} and not (kinds <= {"xy", "xyz"} and kind in ("xy", "xyz")):
         raise ConfigError(
-            f"{poses}: query positions are {', '.join(sorted(kinds))} but the map's are {kind}"
+            f"{source}: query positions are {', '.join(sorted(kinds))} but the map's are {kind}"
         )
     db = loc.map.positions()
     out = []
@@ -129,6 +139,8 @@ class Evaluation:
     recall: dict[int, float]
     outcomes: list[QueryOutcome] = field(repr=False)
     without_positives: int = 0
+    # what was evaluated: query set, model, re-ranking and filter settings (see run_setup)
+    setup: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -137,6 +149,7 @@ class Evaluation:
             "ground_truth": self.ground_truth,
             "recall": {str(n): v for n, v in self.recall.items()},
             "queries_without_right_place": self.without_positives,
+            "setup": self.setup,
         }
 
     def write_jsonl(self, path: str | os.PathLike) -> Path:
@@ -146,6 +159,13 @@ class Evaluation:
         text = "".join(json.dumps(o.to_dict()) + "\n" for o in self.outcomes)
         atomic_write_bytes(path, text.encode())
         return Path(path)
+
+    def confident(self, threshold: float) -> tuple[float, float | None]:
+        """(% of queries answered with confidence ≥ ``threshold``, % of those right at rank 1
+        or None when there are none): how far the confidence can be trusted."""
+        sure = [o for o in self.outcomes if o.result.confidence >= threshold]
+        share = 100.0 * len(sure) / max(len(self.outcomes), 1)
+        return share, (100.0 * sum(o.right for o in sure) / len(sure) if sure else None)
 
     def confidence_curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Precision and recall of "answer at rank 1 when confidence ≥ t" for every threshold.
@@ -158,6 +178,33 @@ class Evaluation:
         tp = np.cumsum(right[order])
         kept = np.arange(1, len(order) + 1)
         return conf[order], 100.0 * tp / kept, 100.0 * tp / max(len(order), 1)
+
+
+def query_set(files: Sequence[Path]) -> str:
+    """The query set in a few words: its folder (or folders) and how many images."""
+    folders = sorted({str(Path(f).parent) for f in files})
+    where = folders[0] if len(folders) == 1 else f"{len(folders)} folders ({folders[0]}, ...)"
+    return f"{len(files)} images from {where}"
+
+
+def run_setup(loc: Localizer, files: Sequence[Path]) -> dict[str, Any]:
+    """Everything a reader of the recall needs to know produced it: query set, model (path,
+    backbone, dims, precision, fingerprint), re-ranking settings, temporal filter."""
+    info = loc.engine.info
+    rerank = getattr(loc, "rerank", None)
+    return {
+        "queries": query_set(files),
+        "model": {
+            "path": str(getattr(loc.engine, "path", "")),
+            "backbone": info.backbone,
+            "descriptor_dim": info.descriptor_dim,
+            "precision": info.precision,
+            "fingerprint": info.fingerprint,
+        },
+        "k": loc.k,
+        "rerank": rerank.to_dict() if rerank is not None else None,
+        "filter": None,  # every query is localized on its own (no temporal filter)
+    }
 
 
 def _first_right(result: LocalizationResult, positives: np.ndarray) -> int | None:
@@ -191,16 +238,35 @@ def evaluate(
     files: Sequence[str | os.PathLike],
     truth: GroundTruth,
     progress: Callable[[int, int], None] | None = None,
+    results: Sequence[LocalizationResult] | None = None,
 ) -> Evaluation:
     """Localize ``files`` against ``loc``'s map and score them by ``truth``.
 
     ``loc.k`` should be at least 20 for recall@20 (fewer matches cap the N reported).
+    ``results``: answers already computed for ``files`` with ``loc`` (e.g. by a camera loop),
+    scored instead of localizing again.
     """
     files = [Path(f) for f in files]
     if not files:
         raise ConfigError("no query images to evaluate")
     positives = truth.positives(files, loc)
-    results = localize_all(loc, files, progress)
+    if results is None:
+        results = localize_all(loc, files, progress)
+    elif len(results) != len(files):
+        raise ConfigError(f"{len(results)} results for {len(files)} query files")
+    ev = score(loc, results, positives, truth.describe(loc.map.position_kind))
+    ev.setup = run_setup(loc, files)
+    return ev
+
+
+def score(
+    loc: Localizer,
+    results: Sequence[LocalizationResult],
+    positives: Sequence[np.ndarray],
+    ground_truth: str,
+) -> Evaluation:
+    """Recall@N and per-query outcomes of ``results`` judged by ``positives`` (right map rows
+    per query); ``ground_truth`` describes the rule for the report."""
     outcomes = [
         QueryOutcome(i, r, p, _first_right(r, p))
         for i, (r, p) in enumerate(zip(results, positives, strict=True))
@@ -210,9 +276,10 @@ def evaluate(
     recall = {n: float(100.0 * (ranks <= n).mean()) for n in RECALL_NS if n <= k}
     return Evaluation(
         map_path=str(loc.map.path),
-        queries=len(files),
-        ground_truth=truth.describe(loc.map.position_kind),
+        queries=len(results),
+        ground_truth=ground_truth,
         recall=recall,
         outcomes=outcomes,
         without_positives=sum(1 for p in positives if len(p) == 0),
+        setup=run_setup(loc, [Path(r.source or "") for r in results]),
     )

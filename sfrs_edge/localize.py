@@ -24,6 +24,7 @@ network's took its cores (measured 11.1 → 18.5 frames/s with BLAS held to one)
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, replace
@@ -35,12 +36,15 @@ import numpy as np
 from .engine import Engine
 from .errors import MapError
 from .estimate import CANDIDATES, Estimator
-from .images import read_image
+from .images import read_image_tolerant
+from .maps.contents import check_similarities
 from .maps.index import check_k, top_k
 from .model_info import check_map_model
 from .results import LocalizationResult, Match
 from .stream.filtering import FrameScores, frame_scores
 from .threads import hold_blas
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "CANDIDATES",
@@ -91,11 +95,14 @@ def search(
     :class:`~sfrs_edge.stream.filtering.FrameScores` for a temporal filter (exact maps: one
     matrix product serves both; HNSW maps: the candidates, the ``focus`` rows and a fixed
     sample scored exactly, :func:`~sfrs_edge.stream.filtering.frame_scores`)."""
+    where = str(getattr(the_map, "path", "map"))
     if all_scores and the_map.index_type == "exact":
         scores = np.asarray(the_map.similarities(descriptor)[0], np.float32)
         ids, sims = top_k(scores[None], n)
+        check_similarities(sims, where)  # a unit query: beyond ±1 means damaged rows
         return Candidates(ids[0], sims[0], FrameScores.exact(scores, ids[0], sims[0], focus))
     ids, sims = the_map.search(descriptor, n, ef)
+    check_similarities(sims, where)
     if not all_scores:
         return Candidates(ids[0], sims[0])
     return Candidates(ids[0], sims[0], frame_scores(the_map, descriptor, ids[0], sims[0], focus))
@@ -130,22 +137,33 @@ class Localizer:
         margin_scale: float = 0.25,
         near_radius: float | None = None,
         rerank: int | Any | None = None,
+        allow_unverified: bool = False,
     ) -> None:
         """``rerank``: re-rank the top-``rerank`` candidates by local evidence (an int K or a
         :class:`~sfrs_edge.rerank.RerankConfig`); off when None. With a model or map without
-        local features it logs one warning and answers from the global descriptor."""
+        local features it logs one warning and answers from the global descriptor.
+        ``allow_unverified``: accept a model without a content digest (:meth:`Engine.open`)."""
         check_k(k)
         # checked before the model and map are opened: a bad option fails fast
         Estimator(np.zeros((0, 0)), None, far_radius, far_frames, margin_scale, near_radius)
         from .maps import Map  # hnswlib only when localizing
 
-        self.engine = model if isinstance(model, Engine) else Engine.open(model, backend, threads)
+        self.engine = (
+            model
+            if isinstance(model, Engine)
+            else Engine.open(model, backend, threads, allow_unverified=allow_unverified)
+        )
         self.map = Map.open(map) if isinstance(map, (str, os.PathLike)) else map
         # property by property, so the message names what differs (input size, weights, ...)
-        section = getattr(self.map, "manifest", {}).get("model") or {
-            "fingerprint": self.map.fingerprint
-        }
-        check_map_model(section, self.engine.info, str(getattr(self.map, "path", "map")))
+        where = str(getattr(self.map, "path", "map"))
+        manifest = getattr(self.map, "manifest", None)
+        if manifest is not None:  # a map on disk: its manifest must describe its model
+            check_map_model(manifest.get("model"), self.engine.info, where)
+        elif self.map.fingerprint != self.engine.fingerprint:  # the caller's in-memory map
+            raise MapError(
+                f"{where}: this map was built by a different model: its fingerprint differs "
+                f"(map: {self.map.fingerprint}, this model: {self.engine.fingerprint})"
+            )
         if self.map.dim != self.engine.dim:
             raise MapError(
                 f"map holds {self.map.dim}-d descriptors, the model makes {self.engine.dim}-d"
@@ -245,12 +263,13 @@ class Localizer:
             self._result(i, s, None, {}, src) for i, s, src in zip(ids, sims, sources, strict=True)
         ]
 
-    def match(self, place_id: int, similarity: float) -> Match:
+    def match(self, place_id: int, similarity: float, score: float | None = None) -> Match:
         """A :class:`Match` for map row ``place_id`` (its name and position)."""
-        return self.matches([place_id], [similarity])[0]
+        return self.matches([place_id], [similarity], None if score is None else [score])[0]
 
-    def matches(self, ids, similarities) -> list[Match]:
-        """:class:`Match` es for map rows ``ids`` (names and positions held in memory)."""
+    def matches(self, ids, similarities, scores=None) -> list[Match]:
+        """:class:`Match` es for map rows ``ids`` (names and positions held in memory);
+        ``scores``: their ordering scores when re-ranked (default: the similarities)."""
         if self._names is None:
             names = [p.name for p in self.map.places(ids)]
         else:
@@ -260,7 +279,8 @@ class Localizer:
                 raise MapError(f"place id {bad[0]} is not in this map (0..{n - 1})")
             names = [self._names[int(i)] for i in ids]
         out = []
-        for i, s, name in zip(ids, similarities, names, strict=True):
+        scores = similarities if scores is None else scores
+        for i, s, f, name in zip(ids, similarities, scores, names, strict=True):
             i = int(i)
             pos = self._positions[i] if self._positions.shape[1] else None
             known = pos is not None and not np.isnan(pos).any()
@@ -270,6 +290,7 @@ class Localizer:
                     name=name,
                     similarity=round(float(s), 6),
                     position=tuple(float(v) for v in pos) if known else None,
+                    score=round(float(f), 6),
                 )
             )
         return out
@@ -303,10 +324,25 @@ class Localizer:
         return localize_stream(self, frames, config, flight)
 
     def localize_file(self, path: str | os.PathLike) -> LocalizationResult:
-        """Read an image file (clear ImageError when unreadable) and localize it."""
+        """Read an image file (clear ImageError when unreadable) and localize it.
+
+        A JPEG whose data is damaged is still answered (a robot's frame is better judged than
+        dropped), with ``damaged=True`` in the result and a warning logged: the answer may be
+        wrong. Map images with damaged data are refused instead (they would stay wrong).
+        """
         t0 = time.perf_counter()
-        frame = read_image(path)
-        return self._localize(frame, {"decode": time.perf_counter() - t0}, str(path), t0)[0]
+        decoded = read_image_tolerant(path)
+        times = {"decode": time.perf_counter() - t0}
+        result = self._localize(decoded.image, times, str(path), t0)[0]
+        if decoded.damage is None:
+            return result
+        log.warning(
+            "%s: damaged JPEG data (libjpeg: %s); answered anyway, marked damaged — the answer "
+            "may be wrong",
+            path,
+            decoded.damage,
+        )
+        return replace(result, damaged=True)
 
     # --- internals ----------------------------------------------------------------------
 
@@ -348,11 +384,24 @@ class Localizer:
         source: str | None,
         t0: float | None = None,
     ) -> LocalizationResult:
-        """The answer for ranked candidates (``verified``: the re-ranking result, or None)."""
+        """The answer for ranked candidates (``verified``: the re-ranking result, or None).
+
+        The estimate weighs the scores the candidates are ordered by: the fused scores of the
+        re-ranked head, then the global similarities of the rest (no evidence: fused equals
+        similarity), so the best match printed first is the one the position centres on."""
+        scores = sims
+        if verified is not None:
+            head = np.asarray(verified.scores, np.float64)
+            tail = np.asarray(sims[len(head) :], np.float64)
+            if len(head) and len(tail) and tail[0] > head[-1]:
+                # a fusion on another scale (e.g. z-scores): the rest stays below the head, in
+                # its own order, so the scores remain the ranking
+                tail = tail - (tail[0] - head[-1]) - 1e-6
+            scores = np.concatenate([head, tail])
         est = self.estimator.estimate(
-            ids, sims, self.k, None if verified is None else verified.evidence
+            ids, scores, self.k, None if verified is None else verified.evidence
         )
-        matches = self.matches(ids[: self.k], sims[: self.k])
+        matches = self.matches(ids[: self.k], sims[: self.k], scores[: self.k])
         if verified is not None:
             inl = verified.inliers
             matches = [

@@ -25,6 +25,16 @@ from .onnx_proto import Malformed, map_file, metadata_of, scan
 log = logging.getLogger(__name__)
 
 DIGEST_KEY = "sfrs_edge.digest"
+# Every sfrs-edge export records a digest; a model without one is refused unless the user says
+# they know what they load: ``allow_unverified=True`` (Engine.open, Localizer), the CLI's
+# ``--allow-unverified-model`` or this environment variable set to 1.
+ALLOW_UNVERIFIED_ENV = "SFRS_EDGE_ALLOW_UNVERIFIED_MODEL"
+
+
+def unverified_allowed(allow_unverified: bool = False) -> bool:
+    """``allow_unverified``, or the environment variable :data:`ALLOW_UNVERIFIED_ENV` set."""
+    env = os.environ.get(ALLOW_UNVERIFIED_ENV, "").strip().lower()
+    return allow_unverified or env in ("1", "true", "yes", "on")
 
 
 @dataclass(frozen=True)
@@ -52,13 +62,14 @@ def file_digest(path: str | os.PathLike) -> tuple[str, dict[str, str]]:
     return _read(Path(path), lambda data: scan(data, DIGEST_KEY))
 
 
-def check_model_file(path: str | os.PathLike) -> CheckedModel:
+def check_model_file(path: str | os.PathLike, allow_unverified: bool = False) -> CheckedModel:
     """Check the digest recorded in an ONNX file against its content, in one walk over the
     file: the headers only when the verification cache already knows this file version, the
     whole content otherwise.
 
-    ``verified`` is False (with a one-line warning) for a model exported before digests
-    existed; raises :class:`ModelError` when the content does not match.
+    Raises :class:`ModelError` when the content does not match, and when the file has no
+    digest unless :func:`unverified_allowed` (then ``verified`` is False, with a one-line
+    warning): such a file may be any model wearing another's metadata.
     """
     path = Path(path)
     try:
@@ -73,9 +84,16 @@ def check_model_file(path: str | os.PathLike) -> CheckedModel:
     digest, meta = file_digest(path)
     recorded = meta.get(DIGEST_KEY)
     if recorded is None:
+        if not unverified_allowed(allow_unverified):
+            raise ModelError(
+                f"{path}: model has no content digest, so it cannot be verified (every "
+                "sfrs-edge export records one); re-export it with `sfrs-edge export`, or, if "
+                "you know what it is, accept it unverified with --allow-unverified-model "
+                f"(Python: allow_unverified=True; environment: {ALLOW_UNVERIFIED_ENV}=1)"
+            )
         log.warning(
-            "%s: model has no content digest (exported before sfrs-edge recorded one); "
-            "it is used unverified — re-export it to have it verified",
+            "%s: model has no content digest; it is used unverified, as asked "
+            "(--allow-unverified-model) — re-export it to have it verified",
             path,
         )
         return CheckedModel(False, meta)
@@ -88,7 +106,7 @@ def check_model_file(path: str | os.PathLike) -> CheckedModel:
     return CheckedModel(True, meta)
 
 
-def verify_model_file(path: str | os.PathLike) -> bool:
+def verify_model_file(path: str | os.PathLike, allow_unverified: bool = False) -> bool:
     """:func:`check_model_file`'s ``verified``: True when verified, False for a model without
-    a digest; raises :class:`ModelError` when the content does not match."""
-    return check_model_file(path).verified
+    a digest that was allowed; raises :class:`ModelError` otherwise."""
+    return check_model_file(path, allow_unverified).verified

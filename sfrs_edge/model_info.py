@@ -207,45 +207,45 @@ def identity_fingerprint(info: ModelInfo) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def map_model_mismatch(map_model: dict[str, Any], info: ModelInfo) -> str | None:
-    """Why a map whose manifest model section is ``map_model`` cannot be searched with a model
-    described by ``info``, or None when it can.
-
-    With the full info in the manifest (``map_model["info"]``), properties are compared one by
-    one; otherwise only the fingerprints are.
-    """
+def recorded_model(map_model: Any, map_name: str) -> ModelInfo:
+    """The :class:`ModelInfo` a map's manifest records (its ``model.info``), consistent with the
+    fingerprint recorded beside it; :class:`MapError` when it is missing, does not parse or
+    disagrees. Every map writer records it, so comparing fingerprints alone is never enough."""
     recorded = map_model.get("info") if isinstance(map_model, dict) else None
-    if isinstance(recorded, dict):
-        try:
-            built = ModelInfo.from_dict(recorded, "map")
-        except ModelError:
-            built = None
-        if built is not None:
-            stored = map_model.get("fingerprint")
-            if stored is not None and stored != built.fingerprint:
-                return (
-                    f"the manifest is inconsistent: fingerprint {stored} does not match the "
-                    f"model info it records ({built.fingerprint}; this model: {info.fingerprint})"
-                )
-            theirs, ours = identity(built), identity(info)
-            for name, value in theirs.items():
-                if ours[name] != value:
-                    if name == "weights":
-                        return (
-                            f"its weights differ (map built by weights {value}, this model has "
-                            f"{ours[name]})"
-                        )
-                    return f"its {name} differs (map: {value}, this model: {ours[name]})"
-            return None
-    fp = map_model.get("fingerprint") if isinstance(map_model, dict) else None
-    if fp != info.fingerprint:
-        return f"its fingerprint differs (map: {fp}, this model: {info.fingerprint})"
+    damaged = "the manifest is damaged or was edited; rebuild the map (`sfrs-edge map build`)"
+    if not isinstance(recorded, dict):
+        raise MapError(f"{map_name}: the manifest records no model description; {damaged}")
+    try:
+        built = ModelInfo.from_dict(recorded, "map")
+    except ModelError as exc:
+        raise MapError(
+            f"{map_name}: the manifest's model description does not parse ({exc}); {damaged}"
+        ) from None
+    stored = map_model.get("fingerprint")
+    if stored != built.fingerprint:
+        raise MapError(
+            f"{map_name}: the manifest is inconsistent: fingerprint {stored} does not match the "
+            f"model description it records ({built.fingerprint}); {damaged}"
+        )
+    return built
+
+
+def map_model_mismatch(built: ModelInfo, info: ModelInfo) -> str | None:
+    """Why a map built by the model ``built`` (:func:`recorded_model`) cannot be searched with
+    the model ``info``, property by property, or None when it can."""
+    theirs, ours = identity(built), identity(info)
+    for name, value in theirs.items():
+        if ours[name] != value:
+            if name == "weights":
+                return f"its weights differ (map built by weights {value}, this model has {ours[name]})"
+            return f"its {name} differs (map: {value}, this model: {ours[name]})"
     return None
 
 
 def check_map_model(map_model: dict[str, Any], info: ModelInfo, map_name: str) -> None:
-    """Raise :class:`MapError` naming the differing property when the map does not fit."""
-    why = map_model_mismatch(map_model, info)
+    """Raise :class:`MapError` naming the differing property when the map does not fit (or
+    when its manifest's model record is missing, unreadable or inconsistent)."""
+    why = map_model_mismatch(recorded_model(map_model, map_name), info)
     if why is not None:
         raise MapError(
             f"{map_name}: this map was built by a different model: {why}; rebuild the map with "

@@ -74,40 +74,36 @@ def _text(raw: bytes | None) -> str:
     return (raw or b"").decode("utf-8", "replace")
 
 
-def scan(data, skip_key: str | None = None) -> tuple[str, dict[str, str]]:
-    """("sha256:<hex>", metadata) of serialised ONNX bytes (bytes, mmap or memoryview): the
-    hash covers every top-level field except the metadata entry named ``skip_key``."""
+def _walk(data, h=None, skip: bytes | None = None) -> dict[str, str]:
+    """The ``metadata_props`` of serialised ONNX bytes; with ``h``, every top-level field but
+    the metadata entry whose key is ``skip`` is fed to the hash ``h`` on the way."""
     view = memoryview(data)
-    h = hashlib.sha256()
     meta: dict[str, str] = {}
-    skip = skip_key.encode() if skip_key is not None else None
     try:
         for number, wire, begin, payload, stop in fields(view, 0, len(view)):
+            key = None
             if number == METADATA_FIELD and wire == 2:
                 key, value = _entry(view, payload, stop)
                 if key is not None:
                     meta[_text(key)] = _text(value)
-                if skip is not None and key == skip:
-                    continue
-            h.update(view[begin:stop])
+            if h is not None and (skip is None or key != skip):
+                h.update(view[begin:stop])
     finally:
         view.release()
+    return meta
+
+
+def scan(data, skip_key: str | None = None) -> tuple[str, dict[str, str]]:
+    """("sha256:<hex>", metadata) of serialised ONNX bytes (bytes, mmap or memoryview): the
+    hash covers every top-level field except the metadata entry named ``skip_key``."""
+    h = hashlib.sha256()
+    meta = _walk(data, h, skip_key.encode() if skip_key is not None else None)
     return "sha256:" + h.hexdigest(), meta
 
 
 def metadata_of(data) -> dict[str, str]:
     """The ``metadata_props`` of serialised ONNX bytes (headers only; no hashing)."""
-    view = memoryview(data)
-    meta: dict[str, str] = {}
-    try:
-        for number, wire, _, payload, stop in fields(view, 0, len(view)):
-            if number == METADATA_FIELD and wire == 2:
-                key, value = _entry(view, payload, stop)
-                if key is not None:
-                    meta[_text(key)] = _text(value)
-    finally:
-        view.release()
-    return meta
+    return _walk(data)
 
 
 def map_file(path: str | os.PathLike, fn):

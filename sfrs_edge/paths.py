@@ -15,8 +15,11 @@ def default_checkpoint() -> Path:
     return home() / "checkpoint.pt"
 
 
-def default_model() -> Path:
-    return home() / "model.onnx"
+def default_model(precision: str = "fp32") -> Path:
+    """``model.onnx`` (FP32, what commands use by default), or ``model-fp16.onnx`` /
+    ``model-int8.onnx``: one default name per precision, so exporting another precision never
+    replaces the FP32 model a map was built with."""
+    return home() / ("model.onnx" if precision == "fp32" else f"model-{precision}.onnx")
 
 
 def default_map() -> Path:

@@ -8,13 +8,23 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Match:
-    """One retrieved map place."""
+    """One retrieved map place.
+
+    ``similarity``: cosine of the global descriptors. ``score``: what the matches are ordered
+    by and the estimate weighs — the fused score (similarity + weight · verified evidence,
+    :mod:`sfrs_edge.rerank`) for re-ranked answers, else the similarity itself (the default).
+    """
 
     id: int
     name: str
     similarity: float
     position: tuple[float, ...] | None = None
     inliers: int | None = None  # verified local matches (re-ranked candidates only)
+    score: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.score is None:
+            object.__setattr__(self, "score", self.similarity)
 
 
 @dataclass(frozen=True)
@@ -29,6 +39,7 @@ class LocalizationResult:
     timings: dict[str, float] = field(default_factory=dict)
     source: str | None = None
     reranked: bool = False  # True: order and confidence come from verified local evidence
+    damaged: bool = False  # the frame's JPEG data was damaged (decoded as far as libjpeg could)
 
     @property
     def best(self) -> Match:

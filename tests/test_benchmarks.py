@@ -54,6 +54,56 @@ def test_to_dim_keeps_geometry_and_grow_gives_unit_vectors():
     assert (x @ up.T).max(axis=1).min() > 0.5
 
 
+def test_latency_ctrl_c_writes_what_was_measured(tmp_path, monkeypatch, capsys):
+    """Ctrl-C during the run: one line, exit 130, and the rows measured so far on disk."""
+    from benchmarks import latency, models
+
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((40, 32)).astype(np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    net = type("Net", (), {"config": type("C", (), {"backbone": "efficientnet_lite0"})()})()
+    monkeypatch.setattr(models, "quick_offtheshelf", lambda *a, **k: net)
+    monkeypatch.setattr(search, "base_descriptors", lambda *a, **k: (base, [np.arange(40)]))
+    row = {"dim": 32, "size": 1000, "index": "exact", "ef": None, "build_s": 0.0,
+           "bytes_per_vector": 128, "top1_agreement": 100.0, "top10_agreement": 100.0,
+           "latency": common.Stats([0.001, 0.002]).summary()}  # fmt: skip
+
+    def run(base, seqs, cfg, rows=None):
+        rows.append(row)  # one row measured, then the user presses Ctrl-C
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(search, "run", run)
+    code = latency.main(["--only", "search", "--out", str(tmp_path)])
+    assert code == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("interrupted after") and "latency.json" in err[-1]
+    assert "Traceback" not in "\n".join(err)
+    res = json.loads((tmp_path / "latency.json").read_text())
+    assert res["interrupted"] is True and res["search"][0]["size"] == 1000
+    assert "interrupted: partial results" in (tmp_path / "latency.md").read_text()
+
+
+def test_replot_reads_the_committed_tables():
+    from benchmarks import replot
+
+    text = replot.DOC.read_text()
+    title = "#### Search: exact vs HNSW (one query, k=10, through Map.search)"
+    rows = replot.search_rows(replot.tables_after(text, "## HNSW at 100k x 4096-d", title))
+    assert {r["index"] for r in rows} == {"exact", "hnsw"} and len(rows) >= 2
+    assert all(0 < r["top1_agreement"] <= 100 and r["size"] == 100_000 for r in rows)
+    lat = "## Results: latency (`benchmarks/latency.py`)"
+    models = replot.stage_models(replot.tables_after(text, lat, "#### One frame, per stage"))
+    assert models and all(
+        set(f) == set(latency_stages()) for m in models for f in m["frame"].values()
+    )
+
+
+def latency_stages():
+    from benchmarks import latency
+
+    return latency.STAGES
+
+
 def test_pr_curve():
     from benchmarks.recall import pr_curve
 

@@ -73,3 +73,9 @@ def test_evaluate_without_ground_truth_is_one_line_error(tmp_path):
     assert r.exit_code == 1
     assert r.output.strip().startswith("error: ground truth:") and "--window" in r.output
     assert len(r.output.strip().splitlines()) == 1
+
+
+def test_help_says_global_options_go_before_the_command():
+    out = CliRunner().invoke(main, ["--help"]).output
+    assert "sfrs-edge --debug localize" in " ".join(out.split())
+    assert "go before the command" in " ".join(out.split())

@@ -171,3 +171,41 @@ def test_finds_the_real_dataset(gardens_point, monkeypatch):
     monkeypatch.setenv("SFRS_EDGE_DATA", str(gardens_point.parent))
     assert datasets.find_gardens_point() == gardens_point
     assert datasets.gardens_point(download=False) == gardens_point
+
+
+def test_overlong_member_name_is_one_line_error(tmp_path):
+    z = make_zip(tmp_path / "gp.zip", folders=("day_right", "night_right"))
+    with zipfile.ZipFile(z, "a") as zf:
+        for i in range(199):
+            zf.writestr(f"GardensPoint_Walking/day_left/Image{i:03d}.jpg", _jpeg(1))
+        zf.writestr("GardensPoint_Walking/day_left/" + "x" * 296 + ".jpg", _jpeg(2))
+    with pytest.raises(DatasetError, match="300 characters, longer than a file name may be"):
+        fetch_gardens_point(z.as_uri(), tmp_path / "c" / "gp")
+    assert _leftovers(tmp_path / "c") == []
+
+
+def test_symlinked_cache_entry_is_filled_at_its_target(tmp_path):
+    target = tmp_path / "big-disk" / "gardens_point"
+    (target / "day_left").mkdir(parents=True)  # an incomplete earlier copy
+    (target / "day_left" / "Image000.jpg").write_bytes(_jpeg(3))
+    link = tmp_path / "c" / "gardens_point"
+    link.parent.mkdir()
+    link.symlink_to(target)
+    out = fetch_gardens_point(make_zip(tmp_path / "gp.zip").as_uri(), link)
+    assert link.is_symlink() and out == target.resolve()
+    assert len(list((link / "night_right").iterdir())) == 200
+
+
+def test_unwritable_cache_is_one_line_error(tmp_path, monkeypatch):
+    z = make_zip(tmp_path / "gp.zip")
+    real_write = Path.write_bytes
+
+    def full_disk(self, data):
+        if self.suffix == ".jpg" and ".partial." in str(self):
+            raise OSError(28, "No space left on device")
+        return real_write(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    with pytest.raises(DatasetError, match="No space left on device"):
+        fetch_gardens_point(z.as_uri(), tmp_path / "c" / "gp")
+    assert _leftovers(tmp_path / "c") == []

@@ -12,10 +12,10 @@ import pytest
 from sfrs_edge.engine import Engine
 from sfrs_edge.errors import ConfigError, ImageError, ModelError
 from sfrs_edge.images import list_images, read_image
-from sfrs_edge.model_info import METADATA_KEY, ModelInfo, Preprocessing
+from sfrs_edge.model_info import METADATA_KEY
 
 onnx = pytest.importorskip("onnx")
-from onnx import TensorProto, helper  # noqa: E402
+from _onnx_util import means_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -140,13 +140,21 @@ def test_bad_image_file_in_batch_names_it(engine, some_images, tmp_path):
 # --- model file errors -------------------------------------------------------------------
 
 
+def _stamped(model, path):
+    """Save with a content digest (as every export does), so the checks after it are reached."""
+    from sfrs_edge.export.onnx_export import stamp_digest
+
+    onnx.save(model, str(path))
+    stamp_digest(path)
+    return path
+
+
 def _with_metadata(src, dst, value: str | None):
     model = onnx.load(str(src))
     del model.metadata_props[:]
     if value is not None:
         model.metadata_props.add(key=METADATA_KEY, value=value)
-    onnx.save(model, str(dst))
-    return dst
+    return _stamped(model, dst)
 
 
 def test_missing_empty_directory_and_garbage_models(tmp_path):
@@ -207,59 +215,8 @@ def test_backend_choice_errors(tiny_onnx):
 # --- a hand-built graph: no torch needed -------------------------------------------------
 
 
-def _handmade_model(
-    path,
-    scale: float,
-    h: int = 32,
-    w: int = 48,
-    normalise: bool = True,
-    dim: int = 3,
-    length: float | None = None,
-):
-    """uint8 image → per-channel means × ``scale`` (→ L2-normalised) (× ``length``: the
-    descriptors' norm) → descriptor (N, 3); the metadata says ``dim``."""
-    nodes = [
-        helper.make_node("Cast", ["image"], ["f"], to=TensorProto.FLOAT),
-        helper.make_node("ReduceMean", ["f", "axes"], ["m"], keepdims=0),
-        helper.make_node("Mul", ["m", "s"], ["d" if normalise else "descriptor"]),
-    ]
-    if normalise:
-        out = "descriptor" if length is None else "n"
-        nodes.append(helper.make_node("LpNormalization", ["d"], [out], axis=1, p=2))
-    if normalise and length is not None:
-        nodes.append(helper.make_node("Mul", ["n", "len"], ["descriptor"]))
-    inits = [
-        helper.make_tensor("axes", TensorProto.INT64, [2], [1, 2]),
-        helper.make_tensor("s", TensorProto.FLOAT, [], [scale]),
-        helper.make_tensor("len", TensorProto.FLOAT, [], [1.0 if length is None else length]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "handmade",
-        [helper.make_tensor_value_info("image", TensorProto.UINT8, ["N", h, w, 3])],
-        [helper.make_tensor_value_info("descriptor", TensorProto.FLOAT, ["N", "D"])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 8
-    info = ModelInfo(
-        backbone="handmade",
-        preprocessing=Preprocessing(h, w, (0.0,) * 3, (1.0,) * 3),
-        descriptor_dim=dim,
-        num_clusters=1,
-        local_dim=3,
-        pca_dim=None,
-        whitening=False,
-        fingerprint="0123456789abcdef",
-    )
-    model.metadata_props.add(key=METADATA_KEY, value=info.to_json())
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
-
-
 def test_handmade_model_runs(tmp_path, gardens_point):
-    eng = Engine.open(_handmade_model(tmp_path / "ok.onnx", 1.0))
+    eng = Engine.open(means_model(tmp_path / "ok.onnx"))
     frame = read_image(list_images(gardens_point / "day_left")[0])
     d = eng.embed_frame(frame)
     assert d.shape == (3,)
@@ -268,7 +225,7 @@ def test_handmade_model_runs(tmp_path, gardens_point):
 
 
 def test_nan_descriptor_is_a_clear_error(tmp_path):
-    eng = Engine.open(_handmade_model(tmp_path / "nan.onnx", float("nan")))
+    eng = Engine.open(means_model(tmp_path / "nan.onnx", scale=float("nan")))
     with pytest.raises(ModelError, match="NaN/inf"):
         eng.embed_frame(np.zeros((40, 60, 3), np.uint8))
     with pytest.raises(ModelError, match="NaN/inf"):
@@ -283,16 +240,12 @@ def test_norms_just_outside_the_tolerance_are_refused(tmp_path, side):
 
     frame = np.full((40, 60, 3), (10, 80, 200), np.uint8)
     batch = np.full((2, 32, 48, 3), (10, 80, 200), np.uint8)
-    near = Engine.open(
-        _handmade_model(tmp_path / "near.onnx", 1.0, length=1 + side * 0.5 * NORM_TOLERANCE)
-    )
+    near = Engine.open(means_model(tmp_path / "near.onnx", length=1 + side * 0.5 * NORM_TOLERANCE))
     assert abs(np.linalg.norm(near.embed_frame(frame)) - 1) == pytest.approx(
         0.5 * NORM_TOLERANCE, rel=1e-3
     )
     assert near.embed(batch).shape == (2, 3)
-    off = Engine.open(
-        _handmade_model(tmp_path / "off.onnx", 1.0, length=1 + side * 1.5 * NORM_TOLERANCE)
-    )
+    off = Engine.open(means_model(tmp_path / "off.onnx", length=1 + side * 1.5 * NORM_TOLERANCE))
     with pytest.raises(ModelError, match="not unit length"):
         off.embed_frame(frame)
     with pytest.raises(ModelError, match="not unit length"):

@@ -142,6 +142,20 @@ def test_cli_evaluate_writes_jsonl_and_a_self_contained_report(cli_report, engin
     assert all(i.shape[0] >= 100 and i.shape[1] >= 300 for i in imgs)
 
 
+def test_cli_evaluate_says_what_was_evaluated(tiny_onnx, gp_map, gardens_point, tmp_path):
+    frames = list_images(gardens_point / "night_right")[:12]
+    args = ["evaluate", *map(str, frames), "--map", str(gp_map), "--model", str(tiny_onnx)]
+    r = CliRunner().invoke(main, [*args, "--window", "2", "-o", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert f"model {tiny_onnx}; re-ranking off" in r.output
+    rows = [json.loads(x) for x in (tmp_path / "queries.jsonl").read_text().splitlines()]
+    sure = [x for x in rows if x["confidence"] >= 0.5]
+    share = f"{100 * len(sure) / len(rows):.1f} % of queries"
+    assert f"answers with confidence >= 0.5: {share}" in r.output
+    html = (tmp_path / "report.html").read_text()
+    assert "12 images from" in html and str(tiny_onnx) in html
+
+
 def test_report_renders_in_headless_chromium(cli_report, tmp_path):
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
@@ -192,6 +206,23 @@ def test_localize_show_draws_the_returned_matches(tiny_onnx, gp_map, gardens_poi
         assert np.array_equal(img[:150, x : x + 220], expected)
 
 
+def test_show_format_follows_the_extension(tiny_onnx, gp_map, gardens_point, tmp_path):
+    frame = gardens_point / "night_right" / "Image050.jpg"
+    base = ["localize", str(frame), "--map", str(gp_map), "--model", str(tiny_onnx), "-k", "2"]
+    r = CliRunner().invoke(main, [*base, "--show", str(tmp_path / "answer.jpg")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "answer.jpg").read_bytes()[:3] == b"\xff\xd8\xff"  # JPEG, not PNG
+    r = CliRunner().invoke(main, [*base, "--show", str(tmp_path / "answer.png")])
+    assert (tmp_path / "answer.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # an unknown extension fails before any work (here: before the missing model is opened)
+    bad = ["localize", str(frame), "--model", str(tmp_path / "no.onnx"), "--show"]
+    r = CliRunner().invoke(main, [*bad, str(tmp_path / "answer.gif")])
+    assert r.exit_code == 1 and "'.gif'" in r.output and ".png or .jpg" in r.output
+    assert not (tmp_path / "answer.gif").exists()
+    r = CliRunner().invoke(main, ["map", "show", str(tmp_path / "nomap"), "-o", "m.bmp"])
+    assert r.exit_code == 1 and "'.bmp'" in r.output
+
+
 def test_map_show_marks_the_top_k(tiny_onnx, gp_latlon_map, gp_map, gardens_point, tmp_path):
     map_path, _ = gp_latlon_map
     out = tmp_path / "map.png"
@@ -201,8 +232,8 @@ def test_map_show_marks_the_top_k(tiny_onnx, gp_latlon_map, gp_map, gardens_poin
     assert r.exit_code == 0, r.output
     d = json.loads(r.output.strip().splitlines()[-1])
     assert d["marked_ids"] == [mm["id"] for mm in d["result"]["matches"]]
-    assert cv2.imread(str(out)).shape == (480, 720, 3)
+    assert cv2.imread(str(out)).shape == (600, 960, 3)
     # a map without 2-D positions is drawn along its rows, no query needed
     r = CliRunner().invoke(main, ["map", "show", str(gp_map), "-o", str(tmp_path / "m2.png")])
     assert r.exit_code == 0, r.output
-    assert cv2.imread(str(tmp_path / "m2.png")).shape == (480, 720, 3)
+    assert cv2.imread(str(tmp_path / "m2.png")).shape == (600, 960, 3)

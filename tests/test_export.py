@@ -47,7 +47,8 @@ def metadata(path: Path) -> ModelInfo:
 def norm_input_types(model) -> dict[str, set[int]]:
     """Element types flowing into the L2 norms and the softmax.
 
-    An L2 norm is ReduceSum(x·x) → Sqrt → Clip → Div; we collect the input types of every Sqrt,
+    An L2 norm is ReduceSum(x·x) → Clip (at eps², so the gradient at a zero vector is finite) →
+    Sqrt → Div; we collect the input types of every Sqrt,
     of every ReduceSum feeding a Sqrt (the sum of squares that overflows in fp16), of every Div
     by such a norm, and of every Softmax.
     """
@@ -72,6 +73,9 @@ def norm_input_types(model) -> dict[str, set[int]]:
         if node.op_type == "Sqrt":
             out.setdefault("Sqrt", set()).add(types[node.input[0]])
             reduce = producer[node.input[0]]
+            if reduce.op_type == "Clip":
+                out.setdefault("Clip", set()).add(types[reduce.input[0]])
+                reduce = producer[reduce.input[0]]
             assert reduce.op_type == "ReduceSum", "unexpected norm pattern"
             out.setdefault("ReduceSum", set()).add(types[reduce.input[0]])
             for div in (n for n in downstream(node.output[0]) if n.op_type == "Div"):
@@ -175,7 +179,7 @@ def test_lite0_fp16_keeps_norms_in_fp32(lite_exports):
     assert fp32_w == [[8, 320, 1, 1]] and len(conv_w) > 40
     types = norm_input_types(model)
     assert len([n for n in model.graph.node if n.op_type == "Sqrt"]) == 4  # the four L2 norms
-    for op in ("ReduceSum", "Sqrt", "Div", "Softmax", "MatMul"):
+    for op in ("ReduceSum", "Clip", "Sqrt", "Div", "Softmax", "MatMul"):
         assert types[op] == {FLOAT}, f"{op} of a norm must run in fp32 under --fp16: {types[op]}"
 
 
@@ -322,10 +326,45 @@ def test_cli_export_defaults_after_init(tiny_checkpoint, monkeypatch):
     home = paths.home()
     home.mkdir(parents=True)
     (home / "checkpoint.pt").write_bytes(tiny_checkpoint.read_bytes())
+    (home / "model.onnx").write_bytes(b"the FP32 model a map was built with")
     result = CliRunner().invoke(main, ["export", "--fp16", "--verify-count", "2"])
     assert result.exit_code == 0, result.output
     assert "min cosine" in result.output and "on 2 images" in result.output
-    assert metadata(paths.default_model()).precision == "fp16"
+    assert metadata(home / "model-fp16.onnx").precision == "fp16"
+    assert (home / "model.onnx").read_bytes() == b"the FP32 model a map was built with"
+    assert "model.onnx is kept" in result.output and "--model" in result.output
+
+
+def test_cli_export_in_a_fresh_home_says_how_to_make_a_checkpoint():
+    result = CliRunner().invoke(main, ["export"])
+    assert result.exit_code == 1
+    assert "no such checkpoint file" in result.output and "sfrs-edge init" in result.output
+
+
+@pytest.mark.slow
+def test_cli_export_rerank_keeps_the_fitted_local_pca(tmp_path, tiny_checkpoint, monkeypatch):
+    """`export --rerank` of a checkpoint without a local-feature PCA fits one and keeps it in
+    the checkpoint; the next export reuses it (fitting again would fail here)."""
+    import sfrs_edge.train.local_features as lf
+    from sfrs_edge.train.checkpoint import read_checkpoint
+
+    ckpt = tmp_path / "ckpt.pt"
+    ckpt.write_bytes(tiny_checkpoint.read_bytes())
+    assert not read_checkpoint(ckpt).get("local")
+    args = ["export", str(ckpt), "--rerank", "--verify-count", "2", "-o"]
+    result = CliRunner().invoke(main, [*args, str(tmp_path / "a.onnx")])
+    assert result.exit_code == 0, result.output
+    assert f"kept in {ckpt}" in result.output
+    assert read_checkpoint(ckpt)["local"]["components"].ndim == 2
+
+    def refit(*a, **k):
+        raise AssertionError("refitted a local-feature PCA the checkpoint holds")
+
+    monkeypatch.setattr(lf, "fit_local_head", refit)
+    result = CliRunner().invoke(main, [*args, str(tmp_path / "b.onnx")])
+    assert result.exit_code == 0, result.output
+    assert "fitted the local-feature PCA" not in result.output
+    assert metadata(tmp_path / "b.onnx").local == metadata(tmp_path / "a.onnx").local
 
 
 def _bad_checkpoints(folder: Path, tiny_checkpoint: Path) -> dict[str, Path]:

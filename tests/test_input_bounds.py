@@ -140,11 +140,14 @@ def test_gpx_values_checked(tmp_path):
         Track.read(g)
 
 
-def test_opencv_limit_set_before_cv2_loads_and_used_for_other_formats(tmp_path):
-    """Formats without a header parser (here Sun raster) rely on OpenCV's own limit, which
-    must be in the environment before cv2 loads; when cv2 was loaded first they are refused."""
+def test_opencv_limit_set_before_cv2_loads_and_unknown_formats_refused(tmp_path):
+    """OpenCV's own limit is in the environment before cv2 loads (a second line behind the
+    header check); a format without a header parser (JPEG 2000 here) is refused even so: its
+    decoder's memory is not bounded by a header check."""
     ras = tmp_path / "x.ras"
     cv2.imwrite(str(ras), np.zeros((64, 64, 3), np.uint8))
+    jp2 = tmp_path / "x.jp2"
+    jp2.write_bytes(b"\x00\x00\x00\x0cjP  \r\n\x87\n" + bytes(200))
     code = (
         "import os, sys; {pre}"
         "from sfrs_edge.images import read_image\n"
@@ -154,14 +157,51 @@ def test_opencv_limit_set_before_cv2_loads_and_used_for_other_formats(tmp_path):
     )
     env = dict(os.environ, OPENCV_IO_MAX_IMAGE_PIXELS="1000")
 
-    def run(pre: str, env: dict) -> str:
-        argv = [sys.executable, "-c", code.format(pre=pre), str(ras)]
+    def run(pre: str, env: dict, path: Path = ras) -> str:
+        argv = [sys.executable, "-c", code.format(pre=pre), str(path)]
         return subprocess.run(argv, capture_output=True, text=True, env=env).stdout
 
     assert "ImageError" in run("", env) and "x.ras" in run("", env)  # cv2 refused: 4096 > 1000
     env.pop("OPENCV_IO_MAX_IMAGE_PIXELS")
     assert run("", env).strip() == "(64, 64, 3)"
-    assert "unrecognised image format" in run("import cv2\n", env)
+    assert "unrecognised image format" in run("", env, jp2)
+
+
+def test_float_files_with_nan_or_inf_are_refused_before_8_bit(tmp_path):
+    """OpenCV's 8-bit decode of a float image turns NaN (and 0..1) into 0: the file must be
+    decoded as floats and checked first."""
+    good = np.full((32, 32, 3), 0.5, np.float32)
+    for ext in (".pfm", ".tiff"):
+        for image in (good, good[:, :, 0]):  # colour and grey
+            ok, buf = cv2.imencode(ext, image)
+            out = decode_image(buf.tobytes(), "ok" + ext)
+            assert out.shape == (32, 32, 3) and np.all(out == 127)  # 0.5 of 0..1, not 0
+        for bad in (np.nan, np.inf, -np.inf):
+            image = good.copy()
+            image[3, 3, 1] = bad
+            ok, buf = cv2.imencode(ext, image)
+            (tmp_path / f"bad{ext}").write_bytes(buf.tobytes())
+            with pytest.raises(ImageError, match=f"bad\\{ext}: image contains NaN or infinite"):
+                read_image(tmp_path / f"bad{ext}")
+
+
+def test_header_check_bounds_the_decoders_memory(monkeypatch):
+    """Float images take 24 bytes per pixel while OpenCV decodes them (8-bit images 6): a
+    small compressed float TIFF of 30 MP is refused from its header, 8-bit up to 100 MP."""
+    from sfrs_edge import images
+
+    ok, tiff = cv2.imencode(".tiff", np.zeros((16, 16, 3), np.float32))
+    ok, png = cv2.imencode(".png", np.zeros((16, 16, 3), np.uint8))
+    tiff, png = tiff.tobytes(), png.tobytes()
+    tiff = tiff.replace(struct.pack("<HHII", 256, 3, 1, 16), struct.pack("<HHII", 256, 4, 1, 6000))
+    tiff = tiff.replace(struct.pack("<HHII", 257, 3, 1, 16), struct.pack("<HHII", 257, 4, 1, 5000))
+    monkeypatch.setattr(cv2, "imdecode", lambda *a: pytest.fail("decoder reached"))
+    with pytest.raises(ImageError, match="6000x5000, over the 25 MP limit for float images"):
+        decode_image(tiff, "float.tiff")
+    assert images.MAX_DECODE_BYTES // images.DECODE_PEAK_BYTES["float"] == 25_000_000
+    big8 = png[:16] + struct.pack(">II", 6000, 5000) + png[24:]
+    with pytest.raises(pytest.fail.Exception, match="decoder reached"):
+        decode_image(big8, "8bit.png")  # 30 MP of 8-bit: within the budget, decoded
 
 
 # --- through the CLI -----------------------------------------------------------------------------
@@ -234,10 +274,39 @@ def test_cli_turns_unexpected_exceptions_into_one_line(monkeypatch, tmp_path):
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 2, r.output
     assert r.stderr.strip().splitlines() == [
-        "error: internal error (RuntimeError: unforeseen second line); rerun with --debug or "
-        "SFRS_EDGE_DEBUG=1 for the traceback and report it"
+        "error: internal error (RuntimeError: unforeseen second line); rerun as "
+        "`sfrs-edge --debug map ...` (or with SFRS_EDGE_DEBUG=1) for the traceback and report it"
     ]
     r = CliRunner().invoke(main, ["--debug", *args])
     assert isinstance(r.exception, RuntimeError)
     monkeypatch.setenv("SFRS_EDGE_DEBUG", "1")
     assert isinstance(CliRunner().invoke(main, args).exception, RuntimeError)
+
+
+@pytest.mark.parametrize("number", [-1, -2, 2**31, True])
+def test_camera_number_out_of_range_is_refused(number):
+    from sfrs_edge.video import VideoError, VideoSource
+
+    # VideoCapture(-1) segfaults in OpenCV's V4L2 backend when no camera exists
+    with pytest.raises(VideoError, match="not a camera number"):
+        VideoSource(number)
+
+
+def test_cli_negative_camera_is_an_option_error_not_a_signal(tmp_path, gardens_point, tiny_onnx):
+    from sfrs_edge.engine import Engine
+    from sfrs_edge.maps import build_map
+
+    build_map(
+        Engine.open(tiny_onnx), sorted((gardens_point / "day_left").iterdir())[:3], tmp_path / "m"
+    )
+    code = "from sfrs_edge.cli import main; main()"
+    for number, rc, text in (("-1", 2, "--camera"), (str(2**31), 1, "not a camera number")):
+        args = ["localize", "--model", str(tiny_onnx), "--map", str(tmp_path / "m")]
+        r = subprocess.run(
+            [sys.executable, "-c", code, *args, "--camera", number],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert r.returncode == rc, (r.returncode, r.stderr[-500:])
+        assert text in r.stderr

@@ -180,9 +180,25 @@ def test_map_without_local_features_answers_globally_and_says_so(local_map, gard
         loc = Localizer(engine, plain, k=5, rerank=5)
     assert loc.reranker is None
     assert "stores no local features" in caplog.text
+    assert f"map build {plain.manifest['history'][0]['source']} --model" in caplog.text
     result = loc.localize_file(frame)
     assert not result.reranked
     assert result.best.id == Localizer(engine, plain, k=5).localize_file(frame).best.id
+
+
+def test_model_without_local_features_names_both_steps_at_once(
+    local_map, tiny_onnx, gardens_point, caplog
+):
+    """One warning says everything re-ranking needs: the export and the map rebuild."""
+    from sfrs_edge.localize import Localizer
+
+    _, plain, _ = local_map
+    with caplog.at_level(logging.WARNING):
+        loc = Localizer(Engine.open(tiny_onnx), plain, k=5, rerank=5)
+    assert loc.reranker is None
+    (line,) = [r.getMessage() for r in caplog.records if "re-ranking off" in r.getMessage()]
+    assert "sfrs-edge export --rerank" in line and "sfrs-edge map build" in line
+    assert f"-o {plain.path}" in line
 
 
 def test_cli_localize_rerank(local_onnx, local_map, gardens_point):

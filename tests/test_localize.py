@@ -168,6 +168,10 @@ class FakeMap:
     def places(self, ids):
         return [Place(int(i), f"p{i}", f"/p{i}") for i in ids]
 
+    @property
+    def names(self):
+        return [f"p{i}" for i in range(self.n)]
+
     def search(self, q, k, ef=None):
         ids, sims = self.result
         return np.array([ids[:k]], np.int64), np.array([sims[:k]], np.float32)
@@ -220,6 +224,73 @@ def test_latlon_distances_in_metres(engine):
     r = loc.localize(FRAME)
     assert r.margin == pytest.approx(0.1, abs=1e-6)
     assert r.position == pytest.approx((48.005, 11.0))  # near_radius 5 m: only p50 itself
+
+
+def test_reranked_answer_carries_both_scores_and_the_position_follows_the_order(engine):
+    """Re-ranking moved p49 (global 0.50) to the top with a fused score of 0.70. The matches
+    are in score order, each carries its fused score and its global similarity, and the
+    position centres on p49: weights come from the scores that order the list (the global
+    similarities would have pulled it towards p51)."""
+    from sfrs_edge.rerank import RerankResult
+
+    loc = _fake_loc(engine, "xy", [], [], far_radius=10)
+    ids = np.array([49, 51, 52, 80, 10])
+    sims = np.array([0.50, 0.60, 0.58, 0.45, 0.40])
+    verified = RerankResult(
+        order=np.array([2, 0, 1, 3]),
+        scores=np.array([0.70, 0.60, 0.58, 0.45]),
+        matches=np.array([30, 4, 3, 2]),
+        inliers=np.array([20, 0, 0, 0]),
+        evidence=np.array([1.0, 0.0, 0.0, 0.0]),
+    )
+    r = loc._result(ids, sims, verified, {}, "q.jpg")
+    assert r.reranked and [m.name for m in r.matches] == ["p49", "p51", "p52"]
+    assert [m.score for m in r.matches] == [0.70, 0.60, 0.58]  # the order printed
+    assert [m.similarity for m in r.matches] == [0.50, 0.60, 0.58]
+    assert r.matches[0].inliers == 20
+    # near_radius 2: p49 and p51; rival p80 (score 0.45): weights 0.25 and 0.15
+    assert r.position[0] == pytest.approx((49 * 0.25 + 51 * 0.15) / 0.40, abs=1e-6)
+    assert abs(r.position[0] - 49) < abs(r.position[0] - 51)
+    assert r.to_dict()["matches"][0]["score"] == 0.70
+
+
+def test_reranked_scores_stay_a_ranking_with_a_fusion_on_another_scale(engine):
+    """A fusion whose scores are z-scores (below the global similarities of the rest): the
+    candidates after the re-ranked head are shifted below it, keeping their own order."""
+    from sfrs_edge.rerank import RerankResult
+
+    loc = _fake_loc(engine, "xy", [], [], far_radius=10)
+    ids = np.array([49, 51, 80, 10, 30])
+    sims = np.array([0.50, 0.60, 0.45, 0.44, 0.40])
+    verified = RerankResult(
+        order=np.array([0, 1, 2]),
+        scores=np.array([1.2, -0.3, -0.9]),
+        matches=np.zeros(3, int),
+        inliers=np.array([30, 0, 0]),
+        evidence=np.array([1.0, 0.0, 0.0]),
+    )
+    loc.k = 5  # all five candidates as matches
+    r = loc._result(ids, sims, verified, {}, "q.jpg")
+    scores = [m.score for m in r.matches]
+    assert len(scores) == 5 and scores[3] > scores[4]
+    assert scores == sorted(scores, reverse=True) and scores[:3] == [1.2, -0.3, -0.9]
+
+
+def test_cli_prints_reranked_order_with_score_and_similarity(engine, monkeypatch, tmp_path):
+    from sfrs_edge.cli.localize import _print_human
+    from sfrs_edge.rerank import RerankConfig
+    from sfrs_edge.results import LocalizationResult, Match
+
+    matches = (Match(3, "a.jpg", 0.3214, None, 20, 0.5214), Match(7, "b.jpg", 0.3565, None, 0))
+    r = LocalizationResult(matches, None, None, 0.8, 0.1, {}, "q.jpg", reranked=True)
+    import click
+
+    lines = []
+    monkeypatch.setattr(click, "echo", lambda msg="", **k: lines.append(msg))
+    _print_human(r, False, RerankConfig(k=10))
+    assert "re-ranked: top 10" in lines[0] and "score 0.521" in lines[0]
+    assert "score  0.5214  similarity  0.3214  20 inliers" in lines[1]
+    assert "score  0.3565  similarity  0.3565" in lines[2]  # score defaults to the similarity
 
 
 # --- the command line ---------------------------------------------------------------------

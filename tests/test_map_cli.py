@@ -72,6 +72,7 @@ def test_build_info_add_remove(tmp_path, tiny_onnx, src, poses, gardens_point):
         "input 96x160",
         "index:       exact",
         "positions:   16 of 16 (xy, from csv:poses.csv)",
+        "1 segment(s), all 16 rows searched exactly",
         "checksums:   ok",
     ):
         assert text in r.output, (text, r.output)
@@ -107,6 +108,7 @@ def test_hnsw_build_and_default_paths(tmp_path, tiny_onnx, src):
     r = run("map", "info")
     assert r.exit_code == 0, r.output
     assert "index:       hnsw (M=8, ef_construction=200, ef=40, seed=100)" in r.output
+    assert "16 rows in the HNSW graph\n" in r.output
 
 
 @pytest.mark.slow

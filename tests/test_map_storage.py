@@ -256,7 +256,7 @@ def test_sqlite_paths_with_uri_characters(tmp_path, images, engine):
     h = build_map(engine, files[:3], tmp_path / "map#1")
     assert Map.open(tmp_path / "map#1").names == h.names
     created = set(p.name for p in tmp_path.iterdir()) - set(before)
-    assert created == {"map#1", ".map#1.lock"}
+    assert created == {"map#1"}
 
 
 def test_update_through_symlink_updates_target(tmp_path, images, engine):
@@ -321,7 +321,7 @@ def test_sigkill_at_each_point_of_an_update(tmp_path, images, engine, point):
     np.testing.assert_array_equal(ids[:, 0], np.arange(len(m)))
     m = add_to_map(engine, out, files[11])  # the next update recovers and goes on
     assert len(m) == expect + 1 and out.is_dir()
-    assert _siblings(out) == [".map.lock"]
+    assert _siblings(out) == []
 
 
 # --- consistent snapshots under concurrent rebuilds -----------------------------------------
@@ -461,3 +461,19 @@ def test_store_refuses_dangling_and_keeps_link(tmp_path):
     link.symlink_to(tmp_path / "missing")
     with pytest.raises(MapError):
         store.real_target(link)
+
+
+def test_writer_lock_excludes_a_second_writer_and_leaves_no_file(tmp_path):
+    target = tmp_path / "map"
+    lock = tmp_path / ".map.lock"
+    lock.write_text("")  # left by an older version: unlocked, so it does not block
+    with store._lock(target):
+        assert lock.exists()
+        with pytest.raises(MapError, match="another sfrs-edge process"), store._lock(target):
+            pass
+    assert not lock.exists()
+    with pytest.raises(RuntimeError), store._lock(target):
+        raise RuntimeError("a failed update")
+    assert not lock.exists()  # also after a failure
+    with store._lock(target):  # and the next writer gets it
+        assert lock.exists()

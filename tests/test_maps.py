@@ -196,7 +196,7 @@ def test_rebuild_replaces_existing_map(tmp_path, images, engine):
     build_map(engine, images, out)
     (images / "Image000.jpg").unlink()
     assert len(build_map(engine, images, out)) == 11
-    assert _siblings(out) == [".map.lock"]
+    assert _siblings(out) == []
     umask = os.umask(0o022)
     os.umask(umask)
     assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # an ordinary folder, not 0700
@@ -258,6 +258,23 @@ def test_fingerprint_mismatch_names_both(tmp_path, images, engine):
         add_to_map(FakeEngine("ffffeeeeddddcccc"), out, images / "Image000.jpg")
 
 
+def test_map_add_with_another_model_names_the_differing_property(tmp_path, images, engine):
+    """As localize does: the error names what differs, not only two fingerprints."""
+    from dataclasses import replace
+
+    def with_info(**changes) -> FakeEngine:
+        e = FakeEngine()
+        pre = replace(e.info.preprocessing, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+        e.info = replace(e.info, preprocessing=pre, **changes)  # floats, as ONNX metadata
+        return e
+
+    out = tmp_path / "map"
+    build_map(with_info(weights="w1", fingerprint=""), images, out)
+    other = with_info(weights="w1", fingerprint="", pca_dim=16)  # same weights, another cut
+    with pytest.raises(MapError, match=r"its PCA dim differs \(map: None, this model: 16\)"):
+        add_to_map(other, out, images / "Image000.jpg")
+
+
 def test_refuses_to_overwrite_non_map_folder(tmp_path, images, engine):
     out = tmp_path / "stuff"
     out.mkdir()
@@ -275,15 +292,16 @@ def test_empty_folder_leaves_nothing(tmp_path, engine):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ImageError, match="no image files"):
         build_map(engine, tmp_path / "empty", tmp_path / "map")
-    assert not (tmp_path / "map").exists() and _siblings(tmp_path / "map") in ([], [".map.lock"])
+    assert not (tmp_path / "map").exists() and _siblings(tmp_path / "map") == []
 
 
 def test_corrupt_image_fails_naming_it_or_is_skipped(tmp_path, images, engine):
     (images / "Image999.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
     out = tmp_path / "map"
-    with pytest.raises(ImageError, match="Image999.jpg"):
+    with pytest.raises(ImageError, match="Image999.jpg") as err:
         build_map(engine, images, out)
-    assert not out.exists() and _siblings(out) == [".map.lock"]
+    assert "--skip-bad-images" in str(err.value)  # the error names the remedy
+    assert not out.exists() and _siblings(out) == []
     m = build_map(engine, images, out, skip_bad_images=True)
     assert len(m) == 12 and "Image999.jpg" not in m.names
     skipped = m.manifest["history"][-1]["skipped"]
@@ -339,7 +357,7 @@ def test_failure_midway_keeps_old_map(monkeypatch, tmp_path, images, engine, exc
     monkeypatch.undo()
     assert _snapshot(out) == before
     assert len(Map.open(out)) == 6
-    assert _siblings(out) == [".map.lock"]  # no staging directories left behind
+    assert _siblings(out) == []  # no staging directories left behind
 
 
 def test_crash_between_renames_reads_old_map_and_recovers(tmp_path, images, engine):
@@ -353,7 +371,7 @@ def test_crash_between_renames_reads_old_map_and_recovers(tmp_path, images, engi
     assert len(Map.open(out)) == 12  # readers see the old map
     remove_from_map(out, ["Image000.jpg"])  # the next writer rolls back, then updates
     assert len(Map.open(out)) == 11
-    assert _siblings(out) == [".map.lock"]
+    assert _siblings(out) == []
     assert set(_snapshot(out)) == set(before)
 
 
@@ -404,7 +422,7 @@ def test_killed_writer_never_leaves_a_broken_map(tmp_path, images, engine):
             assert m.names[11] == "Image999.jpg"
     # the next writer cleans up whatever the killed one left
     remove_from_map(out, ["Image000.jpg"])
-    assert not [s for s in _siblings(out) if s != ".map.lock"]
+    assert _siblings(out) == []
 
 
 # --- incremental add / remove ---------------------------------------------------------------

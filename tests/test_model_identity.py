@@ -10,7 +10,8 @@ import os
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from _onnx_util import means_model
+from onnx import numpy_helper
 
 from sfrs_edge import model_digest
 from sfrs_edge.engine import Engine
@@ -147,58 +148,52 @@ def test_one_flipped_weight_bit_is_refused(tiny_onnx, tmp_path):
         Engine.open(bad)
 
 
-def _age(path, seconds: float = 60.0) -> None:
-    """Set the file's mtime ``seconds`` into the past (older than the racy window)."""
-    st = path.stat()
-    old = st.st_mtime_ns - int(seconds * 1e9)
-    os.utime(path, ns=(old, old))
-
-
-def test_digest_cache_skips_rehash_and_notices_changes(tiny_onnx, tmp_path, monkeypatch):
+def _copy(tiny_onnx, tmp_path, aged: bool = True):
+    """A copy of the model; ``aged``: its mtime a minute back (outside the racy window)."""
     model = tmp_path / "m.onnx"
     model.write_bytes(tiny_onnx.read_bytes())
-    _age(model)
+    if aged:
+        old = model.stat().st_mtime_ns - 60 * 10**9
+        os.utime(model, ns=(old, old))
+    return model
+
+
+@pytest.fixture
+def hashes(monkeypatch) -> list:
+    """The files :func:`model_digest.file_digest` hashes, one entry per full hash."""
     calls = []
     real = model_digest.file_digest
     monkeypatch.setattr(model_digest, "file_digest", lambda p: calls.append(p) or real(p))
-    assert model_digest.verify_model_file(model) and len(calls) == 1
-    assert model_digest.verify_model_file(model) and len(calls) == 1  # cached
+    return calls
+
+
+def test_digest_cache_skips_rehash_and_notices_changes(tiny_onnx, tmp_path, hashes):
+    model = _copy(tiny_onnx, tmp_path)
+    assert model_digest.verify_model_file(model) and len(hashes) == 1
+    assert model_digest.verify_model_file(model) and len(hashes) == 1  # cached
     _flip_exponent_bit(tiny_onnx, model)  # new content, new size/mtime: rehashed, refused
     with pytest.raises(ModelError, match="does not match the digest"):
         model_digest.verify_model_file(model)
-    assert len(calls) == 2
+    assert len(hashes) == 2
 
 
-def test_digest_cache_never_trusts_a_file_hashed_just_after_a_write(
-    tiny_onnx, tmp_path, monkeypatch
-):
-    model = tmp_path / "m.onnx"
-    model.write_bytes(tiny_onnx.read_bytes())  # mtime: now, within the racy window
-    calls = []
-    real = model_digest.file_digest
-    monkeypatch.setattr(model_digest, "file_digest", lambda p: calls.append(p) or real(p))
+def test_digest_cache_never_trusts_a_file_hashed_just_after_a_write(tiny_onnx, tmp_path, hashes):
+    model = _copy(tiny_onnx, tmp_path, aged=False)  # mtime: now, within the racy window
     assert model_digest.verify_model_file(model) and model_digest.verify_model_file(model)
-    assert len(calls) == 2  # a same-tick write could keep the mtime: rehashed
+    assert len(hashes) == 2  # a same-tick write could keep the mtime: rehashed
 
 
-def test_verify_full_rehashes_every_open(tiny_onnx, tmp_path, monkeypatch):
-    model = tmp_path / "m.onnx"
-    model.write_bytes(tiny_onnx.read_bytes())
-    _age(model)
-    calls = []
-    real = model_digest.file_digest
-    monkeypatch.setattr(model_digest, "file_digest", lambda p: calls.append(p) or real(p))
+def test_verify_full_rehashes_every_open(tiny_onnx, tmp_path, hashes, monkeypatch):
+    model = _copy(tiny_onnx, tmp_path)
     monkeypatch.setenv("SFRS_EDGE_VERIFY", "full")
     assert model_digest.verify_model_file(model) and model_digest.verify_model_file(model)
-    assert len(calls) == 2
+    assert len(hashes) == 2
 
 
 def test_engine_open_walks_the_model_file_once(tiny_onnx, tmp_path, monkeypatch):
     from sfrs_edge import onnx_proto
 
-    model = tmp_path / "m.onnx"
-    model.write_bytes(tiny_onnx.read_bytes())
-    _age(model)
+    model = _copy(tiny_onnx, tmp_path)
     walks = []
     real = onnx_proto.fields
 
@@ -221,67 +216,69 @@ def test_unwritable_cache_only_means_rehash(tiny_onnx, tmp_path, monkeypatch):
     assert model_digest.verify_model_file(tiny_onnx)
 
 
-def test_model_without_digest_opens_with_one_warning(tiny_onnx, tmp_path, caplog):
+def _without_digest(tiny_onnx, tmp_path):
     model = onnx.load(str(tiny_onnx))
     keep = [p for p in model.metadata_props if p.key != model_digest.DIGEST_KEY]
     del model.metadata_props[:]
     model.metadata_props.extend(keep)
     old = tmp_path / "old.onnx"
     onnx.save(model, str(old))
+    return old
+
+
+def test_model_without_digest_is_refused_unless_allowed(tiny_onnx, tmp_path, caplog, monkeypatch):
+    """Without a digest any weights can wear a map's model metadata: refused by default,
+    accepted (with one warning, ``verified`` False) only when the user says so."""
+    old = _without_digest(tiny_onnx, tmp_path)
+    with pytest.raises(ModelError, match="no content digest.*--allow-unverified-model"):
+        Engine.open(old)
     with caplog.at_level(logging.WARNING, logger="sfrs_edge.model_digest"):
-        eng = Engine.open(old)
+        eng = Engine.open(old, allow_unverified=True)
     assert not eng.verified
     warnings = [r for r in caplog.records if "unverified" in r.getMessage()]
     assert len(warnings) == 1 and "\n" not in warnings[0].getMessage()
+    monkeypatch.setenv(model_digest.ALLOW_UNVERIFIED_ENV, "1")
+    assert not Engine.open(old).verified
+    monkeypatch.setenv(model_digest.ALLOW_UNVERIFIED_ENV, "0")
+    with pytest.raises(ModelError, match="no content digest"):
+        Engine.open(old)
 
 
-def _plain_model(path, *, normalise: bool, out_dim: int, meta_dim: int, static: bool = True):
-    """uint8 (N, 32, 48, 3) → per-channel means tiled to ``out_dim`` (optionally L2-normalised)."""
-    nodes = [
-        helper.make_node("Cast", ["image"], ["f"], to=TensorProto.FLOAT),
-        helper.make_node("ReduceMean", ["f", "axes"], ["m"], keepdims=0),
-        helper.make_node("Tile", ["m", "reps"], ["t"]),
-        helper.make_node("LpNormalization", ["t"], ["descriptor"], axis=1, p=2)
-        if normalise
-        else helper.make_node("Identity", ["t"], ["descriptor"]),
-    ]
-    inits = [
-        helper.make_tensor("axes", TensorProto.INT64, [2], [1, 2]),
-        helper.make_tensor("reps", TensorProto.INT64, [2], [1, out_dim // 3]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "plain",
-        [helper.make_tensor_value_info("image", TensorProto.UINT8, ["N", 32, 48, 3])],
-        [
-            helper.make_tensor_value_info(
-                "descriptor", TensorProto.FLOAT, ["N", out_dim if static else "D"]
-            )
-        ],
-        inits,
+def test_cli_refuses_a_model_without_digest_and_names_the_option(
+    tiny_onnx, tmp_path, gardens_point
+):
+    from click.testing import CliRunner
+
+    from sfrs_edge.cli import main
+
+    old = _without_digest(tiny_onnx, tmp_path)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    frames = []
+    for src in sorted((gardens_point / "day_left").iterdir())[:3]:
+        frames.append(folder / src.name)
+        frames[-1].write_bytes(src.read_bytes())
+    args = ["map", "build", str(folder), "--model", str(old), "-o", str(tmp_path / "m")]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 1 and "--allow-unverified-model" in r.stderr
+    assert not (tmp_path / "m").exists()
+    r = CliRunner().invoke(main, [*args, "--allow-unverified-model"])
+    assert r.exit_code == 0, r.output
+    assert model_digest.ALLOW_UNVERIFIED_ENV not in os.environ  # only for that command
+    loc = ["localize", str(frames[0]), "--model", str(old), "--map", str(tmp_path / "m")]
+    assert CliRunner().invoke(main, loc).exit_code == 1
+    assert CliRunner().invoke(main, [*loc, "--allow-unverified-model"]).exit_code == 0
+
+
+def _plain_model(path, **kwargs):
+    """A verified (digest-stamped) 6-d model of per-channel means with a static output."""
+    return means_model(
+        path, out_dim=6, static=True, weights="feedfeedfeedfeed", stamp=True, **kwargs
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 8
-    info = ModelInfo(
-        backbone="plain",
-        preprocessing=Preprocessing(32, 48, (0.0,) * 3, (1.0,) * 3),
-        descriptor_dim=meta_dim,
-        num_clusters=1,
-        local_dim=3,
-        pca_dim=None,
-        whitening=False,
-        weights="feedfeedfeedfeed",
-    )
-    model.metadata_props.add(key=METADATA_KEY, value=info.to_json())
-    onnx.save(model, str(path))
-    from sfrs_edge.export.onnx_export import stamp_digest
-
-    stamp_digest(path)
-    return path
 
 
 def test_output_not_unit_length_is_refused(tmp_path):
-    eng = Engine.open(_plain_model(tmp_path / "raw.onnx", normalise=False, out_dim=6, meta_dim=6))
+    eng = Engine.open(_plain_model(tmp_path / "raw.onnx", normalise=False))
     assert eng.verified
     with pytest.raises(ModelError, match="raw.onnx: frame descriptor.*not unit length"):
         eng.embed_frame(np.full((40, 60, 3), 200, np.uint8))
@@ -293,14 +290,14 @@ def test_output_not_unit_length_is_refused(tmp_path):
     eng.backend.run_all = lambda b: {"descriptor": run(b), "local_xy": np.zeros((len(b), 4, 2))}
     with pytest.raises(ModelError, match="raw.onnx.*not unit length"):
         eng.embed_all(np.full((2, 32, 48, 3), 200, np.uint8))
-    ok = Engine.open(_plain_model(tmp_path / "ok.onnx", normalise=True, out_dim=6, meta_dim=6))
+    ok = Engine.open(_plain_model(tmp_path / "ok.onnx"))
     d = ok.embed_frame(np.full((40, 60, 3), 200, np.uint8))
     assert abs(np.linalg.norm(d) - 1) < 1e-5
 
 
 def test_output_dimension_other_than_metadata_is_refused(tmp_path):
     with pytest.raises(ModelError, match="static.onnx: graph output 'descriptor' has shape"):
-        Engine.open(_plain_model(tmp_path / "static.onnx", normalise=True, out_dim=6, meta_dim=9))
+        Engine.open(_plain_model(tmp_path / "static.onnx", meta_dim=9))
 
 
 class _WrongBackend:

@@ -205,7 +205,8 @@ def runtime_venv(wheel, tmp_path_factory) -> Path:
     runtime dependencies (from the package index; pip's cache makes repeats fast)."""
     venv = tmp_path_factory.mktemp("venv") / "runtime"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(wheel)]
+    # the CPU flavour of onnxruntime is an extra: the user's explicit choice (backends/runtime.py)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", f"{wheel}[onnxruntime]"]
     proc = subprocess.run(pip, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr
     return venv / "bin"

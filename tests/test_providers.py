@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 import pytest
 
@@ -107,3 +109,45 @@ def test_session_gets_the_tensorrt_options(monkeypatch, tiny_onnx, tmp_path):
     assert (trt, cuda, cpu) == (TENSORRT, CUDA, CPU)
     assert trt_opts["trt_engine_cache_path"] == str(tmp_path / ".trt_cache")
     assert trt_opts["trt_engine_cache_prefix"].startswith("sfrs_")
+
+
+def test_missing_onnxruntime_names_both_extras(tmp_path):
+    code = "import sys; sys.modules['onnxruntime'] = None\nfrom sfrs_edge.cli import main; main()"
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"\x08\x07")  # opened far enough to need onnxruntime
+    args = ["localize", "f.jpg", "--model", str(model), "--map", str(tmp_path)]
+    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.strip().splitlines() == [
+        "error: onnxruntime is not installed: pip install 'sfrs-edge[onnxruntime]' (CPU) or "
+        "pip install 'sfrs-edge[onnxruntime-gpu]' (NVIDIA GPU: CUDA and TensorRT providers); "
+        "install one of the two, never both"
+    ]
+
+
+def test_gpu_wheel_without_its_cuda_provider_is_named(monkeypatch):
+    from sfrs_edge.backends import runtime
+
+    have = {"onnxruntime-gpu"}
+    monkeypatch.setattr(runtime, "installed", lambda name: name in have)
+    assert runtime.flavour_problem(["CUDAExecutionProvider", "CPUExecutionProvider"]) is None
+    problem = runtime.flavour_problem(["CPUExecutionProvider"])
+    assert "onnxruntime-gpu is installed but onnxruntime offers no CUDA provider" in problem
+    assert "shadows" not in problem and runtime.REINSTALL_GPU in problem
+    have.add("onnxruntime")
+    assert "the CPU wheel 'onnxruntime' is installed too" in runtime.flavour_problem(
+        ["CPUExecutionProvider"]
+    )
+    have.discard("onnxruntime-gpu")
+    assert runtime.flavour_problem(["CPUExecutionProvider"]) is None  # the CPU flavour: fine
+
+
+def test_gpu_flavour_problem_is_warned_once(monkeypatch, caplog):
+    from sfrs_edge.backends import runtime
+
+    monkeypatch.setattr(runtime, "installed", lambda name: True)
+    monkeypatch.setattr(runtime, "_warned", False)
+    runtime.require_onnxruntime()
+    runtime.require_onnxruntime()
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "shadows it" in caplog.records[0].message

@@ -146,3 +146,21 @@ def test_stage_keeps_the_top_candidate_when_its_own_features_align():
     )
     assert new_ids.tolist() == [0, 1, 2] and res.evidence.tolist() == [1.0, 0.0, 0.0]
     assert res.inliers[0] >= 50
+
+
+def test_a_registered_scorer_is_the_one_config_names(monkeypatch):
+    from sfrs_edge.rerank import stage
+
+    monkeypatch.setattr(stage, "SCORERS", dict(stage.SCORERS))  # undone after the test
+
+    @stage.scorer("second_only")
+    def second_only(qf, qxy, cf, cxy, config):  # evidence for the candidate whose features are 2
+        return 0, 40 if cf[0, 0] == 2 else 0
+
+    feats = np.stack([np.full((3, 2), v, np.float32) for v in (1, 2, 3)])
+    xy = np.zeros((3, 3, 2), np.float32)
+    sims = np.array([0.9, 0.8, 0.7])
+    res = rerank(feats[0], xy[0], feats, xy, sims, RerankConfig(k=3, scorer="second_only"))
+    assert res.order.tolist() == [1, 0, 2] and res.inliers.tolist() == [40, 0, 0]
+    with pytest.raises(ConfigError, match="unknown re-ranking scorer 'nope'; known: .*inliers"):
+        rerank(feats[0], xy[0], feats, xy, sims, RerankConfig(k=3, scorer="nope"))

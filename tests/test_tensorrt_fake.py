@@ -398,3 +398,18 @@ def test_runtime_refuses_an_engine_for_another_gpu(monkeypatch, tmp_path):
     side["gpu_name"] = "Orin"
     with pytest.raises(ModelError, match="built for GPU 'Orin'"):
         TensorRTBackend(path, side)
+
+
+def test_engine_close_releases_the_tensorrt_backend(monkeypatch, tmp_path, tiny_onnx):
+    from sfrs_edge.backends.tensorrt import TensorRTBackend
+    from sfrs_edge.engine import Engine
+
+    info = Engine.open(tiny_onnx).info
+    _, cudart = install(monkeypatch, [], {"h": H, "w": W, "dim": DIM, "max_batch": 4})
+    path, side = engine_files(tmp_path)
+    with Engine(path, info, TensorRTBackend(path, side)) as engine:
+        assert cudart.streams_alive == 1 and cudart.buffers and cudart.pinned
+    assert cudart.streams_alive == 0 and cudart.buffers == {} and cudart.pinned == set()
+    with pytest.raises(ModelError, match="closed"):
+        engine.backend.run(np.zeros((1, H, W, 3), np.uint8))
+    engine.close()  # idempotent

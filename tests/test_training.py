@@ -251,3 +251,117 @@ def test_vgg16_trains_conv5_only(gardens_point, tmp_path):
     assert not torch.equal(
         after["backbone.features.28.weight"], before["backbone.features.28.weight"]
     )
+
+
+def test_non_finite_step_is_skipped_and_counted(gp_train, init_ckpt, tmp_path, monkeypatch, caplog):
+    import sfrs_edge.train.trainer as trainer_mod
+
+    tr = make(gp_train, init_ckpt, tmp_path, tuples_per_step=4)
+    tr.start_generation(0)
+    real = trainer_mod.tuple_loss
+    monkeypatch.setattr(trainer_mod, "tuple_loss", lambda *a, **kw: _nan(real(*a, **kw)))
+    before = state(tr.student)
+    with caplog.at_level("WARNING", logger="sfrs_edge.train.trainer"):
+        parts = tr.train_epoch(0, 0)
+    steps = -(-len(gp_train.query_paths) // 4)
+    assert parts["skipped_steps"] == steps
+    assert "loss" not in parts  # no applied step: no loss to average
+    assert equal_states(state(tr.student), before)  # nothing was applied
+    msgs = [r.getMessage() for r in caplog.records if "step skipped" in r.getMessage()]
+    assert len(msgs) == steps
+    assert msgs[0].startswith("generation 0 epoch 0 step 0:") and ".jpg" in msgs[0]
+
+
+def _nan(out):
+    total, parts = out
+    return total * float("nan"), parts
+
+
+def test_only_bad_steps_are_skipped(gp_train, init_ckpt, tmp_path, monkeypatch):
+    import sfrs_edge.train.trainer as trainer_mod
+
+    tr = make(gp_train, init_ckpt, tmp_path, tuples_per_step=4)
+    tr.start_generation(0)
+    real = trainer_mod.tuple_loss
+    seen = {"n": 0}
+
+    def flaky(*a, **kw):  # the first tuple of every other call diverges
+        seen["n"] += 1
+        total, parts = real(*a, **kw)
+        return (total * float("inf") if seen["n"] % 8 == 1 else total), parts
+
+    monkeypatch.setattr(trainer_mod, "tuple_loss", flaky)
+    parts = tr.train_epoch(0, 0)
+    assert 0 < parts["skipped_steps"] < -(-len(gp_train.query_paths) // 4)
+    assert np.isfinite(parts["loss"])
+    assert all(torch.isfinite(v).all() for v in state(tr.student).values())
+
+
+def test_diverged_model_is_never_the_best(gp_train, init_ckpt, tmp_path, monkeypatch):
+    """Weights that became NaN (however) are not written as model_best.pt; with no healthy
+    epoch at all the run stops with a one-line TrainingError and writes no checkpoint.pt."""
+    from sfrs_edge.errors import TrainingError
+
+    tr = make(gp_train, init_ckpt, tmp_path, generations=1, epochs=1, tuples_per_step=4)
+    real_epoch = tr.train_epoch
+
+    def poisoned(g, epoch):
+        out = real_epoch(g, epoch)
+        with torch.no_grad():
+            next(p for p in tr.student.parameters() if p.requires_grad).fill_(float("nan"))
+        return out
+
+    monkeypatch.setattr(tr, "train_epoch", poisoned)
+    with pytest.raises(TrainingError, match="no epoch gave a usable model"):
+        tr.run()
+    assert not (tmp_path / "model_best.pt").exists()
+    assert not (tmp_path / "checkpoint.pt").exists()
+    assert "train_r5" in tr.history[0]  # health judged on training places, not on a test split
+
+
+def test_collapsed_model_is_not_the_best(gp_train, init_ckpt, tmp_path):
+    from sfrs_edge.train.health import unhealthy_reason
+
+    tr = make(gp_train, init_ckpt, tmp_path)
+    good = state(tr.student)
+    assert unhealthy_reason(good, {"train_r5": 40.0}, 40.0, 60.0, 0.5) is None
+    assert "collapsed" in unhealthy_reason(good, {"train_r5": 29.0}, 29.0, 60.0, 0.5)
+    assert "not a number" in unhealthy_reason(good, {"val_r1": float("nan")}, 50.0, 60.0, 0.5)
+    bad = {**good, "x": torch.tensor([1.0, float("inf")])}
+    assert "not finite" in unhealthy_reason(bad, {}, None, None, 0.5)
+    # the trainer uses it: a collapsed epoch leaves the earlier best in place
+    tr.health_ref = 80.0
+    tr.best = {"r5": -1.0, "generation": 0, "epoch": 0}
+    tr._update_best(1, 0, {"train_r5": 10.0})
+    assert tr.best["generation"] == 0 and not (tmp_path / "model_best.pt").exists()
+    tr._update_best(1, 0, {"train_r5": 70.0})
+    assert tr.best["generation"] == 1 and (tmp_path / "model_best.pt").exists()
+
+
+@pytest.mark.slow
+def test_fol_options_train_and_export_a_trained_local_head(gp_train, init_ckpt, tmp_path):
+    """SAL/CEL and pseudo-correspondence supervision run inside the generations; the trained
+    projection is written as the checkpoint's local head, which the export reads."""
+    from sfrs_edge.train.correspondences import LocalSupervisionConfig
+    from sfrs_edge.train.local_features import head_from_state
+    from sfrs_edge.train.region_losses import RegionLossConfig
+
+    kw = dict(
+        generations=2,
+        epochs=1,
+        tuples_per_step=4,
+        regions=RegionLossConfig(sal_weight=0.005, cel_weight=1.0),
+        local=LocalSupervisionConfig(weight=1.0, min_similarity=0.5),
+    )
+    tr = make(gp_train, init_ckpt, tmp_path, **kw)
+    start = tr.projection.weight.detach().clone()
+    tr.run()
+    rows = [r for r in tr.history if isinstance(r["generation"], int)]
+    assert all(r["sal"] > 0 and r["cel"] >= 0 for r in rows)
+    assert any(r.get("matches", 0) > 0 for r in rows)
+    ckpt = read_checkpoint(tmp_path / "checkpoint.pt")
+    cfg = TrainConfig.from_dict(ckpt["provenance"]["train"])
+    assert cfg.regions.sal_weight == 0.005 and cfg.local.weight == 1.0
+    head = head_from_state(ckpt["local"], (96, 160))
+    assert not torch.allclose(head.components, start)  # trained, not the PCA start
+    assert torch.allclose(head.components, tr.projection.weight.detach())

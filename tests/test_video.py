@@ -5,6 +5,7 @@ Videos are assembled here from real Gardens Point frames with cv2.VideoWriter (M
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 
 import cv2
@@ -184,6 +185,23 @@ def test_map_build_cli_with_track(engine, tiny_onnx, drive, tmp_path):
     places = Map.open(out).all_places()
     assert [p.frame for p in places][:2] == [0, 5] and places[1].position_kind == "latlon"
     assert places[1].position == pytest.approx((1.0, 2.0005))
+
+
+def test_camera_that_cannot_be_opened_prints_no_opencv_warnings(capfd):
+    """OpenCV writes ``[ WARN ...]`` lines to file descriptor 2 for every backend it tries;
+    only the one-line VideoError may reach the user."""
+    if os.path.exists("/dev/video0"):
+        pytest.skip("this machine has a camera 0")
+    capfd.readouterr()
+    with pytest.raises(VideoError, match="camera 0: cannot be opened"):
+        VideoSource(0)
+    assert "WARN" not in capfd.readouterr().err
+    import cv2
+
+    before = cv2.utils.logging.getLogLevel()
+    with pytest.raises(VideoError):
+        VideoSource(0)
+    assert cv2.utils.logging.getLogLevel() == before  # OpenCV's log level is restored
 
 
 def test_map_build_cli_video_float16_is_float16(tiny_onnx, drive, tmp_path):

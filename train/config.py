@@ -14,7 +14,9 @@ from typing import Any
 
 from sfrs_edge.errors import ConfigError
 
+from .correspondences import LocalSupervisionConfig
 from .model import ModelConfig
+from .region_losses import RegionLossConfig
 
 _MODEL_FIELDS = {f.name for f in fields(ModelConfig)}
 
@@ -40,6 +42,14 @@ def _nested(d: dict[str, Any], what: str, known: set[str]) -> dict[str, Any]:
         }
     except TypeError as exc:
         raise ConfigError(f"{what}: {exc}") from exc
+
+
+def _sub(cls, d: dict[str, Any], what: str):
+    """A nested config section saved as a dict."""
+    try:
+        return cls(**d)
+    except TypeError as exc:
+        raise ConfigError(f"training config {what}: {exc}") from exc
 
 
 class SavedConfig:
@@ -108,6 +118,9 @@ class TrainConfig(SavedConfig):
     # losses (§5.4)
     temperatures: list[float] = field(default_factory=lambda: [0.07, 0.07, 0.06, 0.05])
     soft_weight: float = 0.5
+    # FoL's training half (docs/TRAINING.md): SAL/CEL and the local projection's supervision
+    regions: RegionLossConfig = field(default_factory=RegionLossConfig)
+    local: LocalSupervisionConfig = field(default_factory=LocalSupervisionConfig)
     # mining (§5.3)
     neg_num: int = 10
     neg_pool: int = 1000
@@ -120,11 +133,17 @@ class TrainConfig(SavedConfig):
     batch_size: int = 8  # embedding batch size
     pca_images: int = 10000
     seed: int = 43
+    # a model whose health R@5 (val, or training places) < ratio × off-the-shelf is not kept
+    collapse_ratio: float = 0.5
 
     def __post_init__(self) -> None:
         if self.color_jitter is not None:
             self.color_jitter = tuple(float(v) for v in self.color_jitter)
         self.temperatures = [float(t) for t in self.temperatures]
+        if isinstance(self.regions, dict):  # as saved in a checkpoint
+            self.regions = _sub(RegionLossConfig, self.regions, "regions")
+        if isinstance(self.local, dict):
+            self.local = _sub(LocalSupervisionConfig, self.local, "local")
         self.validate()
 
     def validate(self) -> None:
@@ -143,6 +162,7 @@ class TrainConfig(SavedConfig):
             (self.lr > 0, "lr must be positive"),
             (all(t > 0 for t in self.temperatures), "temperatures must be positive"),
             (self.soft_weight >= 0, "soft-weight must be >= 0"),
+            (0 <= self.collapse_ratio <= 1, "collapse-ratio must be in [0, 1]"),
         ]
         for ok, msg in checks:
             if not ok:

@@ -21,6 +21,7 @@ from sfrs_edge.errors import ConfigError
 class DistInfo:
     rank: int = 0
     world_size: int = 1
+    local_rank: int = 0  # the GPU index of this process on its machine
 
     @property
     def is_main(self) -> bool:
@@ -31,22 +32,28 @@ class DistInfo:
         return self.world_size > 1
 
 
-def init_from_env() -> DistInfo:
-    """Join the process group described by torchrun's environment (single process if absent)."""
+def init_from_env(device: str = "auto") -> DistInfo:
+    """Join the process group described by torchrun's environment (single process if absent):
+    NCCL when training on GPUs (``device`` cuda, or auto with CUDA present), gloo on CPUs."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
     if world <= 1:
         return DistInfo()
+    gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
-    return DistInfo(dist.get_rank(), dist.get_world_size())
+        if gpu:
+            torch.cuda.set_device(local)
+        dist.init_process_group(backend="nccl" if gpu else "gloo")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local)
 
 
-def wrap(module: nn.Module, info: DistInfo) -> nn.Module:
-    """``module`` wrapped in DistributedDataParallel when running on several processes."""
+def wrap(module: nn.Module, info: DistInfo, device: torch.device | None = None) -> nn.Module:
+    """``module`` wrapped in DistributedDataParallel when running on several processes
+    (on a GPU: that process's device)."""
     if not info.enabled:
         return module
-    return nn.parallel.DistributedDataParallel(module, broadcast_buffers=False)
+    ids = [device] if device is not None and device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
 
 
 def rank_share(items: list, info: DistInfo) -> list:
@@ -66,6 +73,18 @@ def check_step_size(tuples_per_step: int, info: DistInfo) -> None:
             f"--tuples-per-step {tuples_per_step} must be a multiple of the number of processes "
             f"({info.world_size})"
         )
+
+
+def average_gradients(params, info: DistInfo) -> None:
+    """Mean of the gradients of ``params`` over the ranks (for parameters outside the DDP
+    module); a parameter without a gradient on a rank counts as a zero gradient."""
+    if not info.enabled:
+        return
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad)
+        p.grad /= info.world_size
 
 
 def barrier(info: DistInfo) -> None:

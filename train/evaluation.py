@@ -37,7 +37,7 @@ def embed(
             v = net.netvlad(inputs.suffix(net, f))
             if full and net.pca is not None:
                 v = net.pca(v)
-            out.append(v.float().numpy())
+            out.append(v.float().cpu().numpy())
             report(min(i + batch_size, len(paths)), len(paths))
     net.train(was_training)
     return np.concatenate(out) if out else np.zeros((0, net.config.vlad_dim), np.float32)

@@ -45,12 +45,13 @@ def map_images(
     """
     fn = fn or (lambda n, x: n(x))
     pre = net.config.preprocessing()
-    adapter = InputAdapter(pre)
+    device = next(net.parameters()).device  # the images go where the network is
+    adapter = InputAdapter(pre).to(device)
     if not len(paths):
         return np.zeros((0, net.config.descriptor_dim), np.float32)
 
     def infer(batch: np.ndarray) -> np.ndarray:
-        out = fn(net, adapter(torch.from_numpy(batch))).float().cpu().numpy()
+        out = fn(net, adapter(torch.from_numpy(batch).to(device))).float().cpu().numpy()
         if len(out) % len(batch):
             raise ModelError(f"{len(out)} rows for a batch of {len(batch)} images")
         return out.reshape(len(batch), -1, *out.shape[1:])  # rows grouped by image

@@ -104,9 +104,10 @@ def weight_map(net: nn.Module, final: torch.Tensor, kind: str) -> torch.Tensor:
     feats = xn.reshape(-1, d, h * w)
     centroids = vlad.centroids.float()
     raw = torch.matmul(a, feats.transpose(1, 2)) - a.sum(2, keepdim=True) * centroids  # N,K,D
-    knorm = torch.sqrt((raw * raw).sum(-1)).clamp_min(1e-12)  # N,K
+    # clamped before the sqrt (same values): finite gradients for empty clusters (train/norms.py)
+    knorm = torch.sqrt((raw * raw).sum(-1).clamp_min(1e-24))  # N,K
     vn = raw / knorm.unsqueeze(-1)
-    z = torch.sqrt((vn * vn).sum((1, 2))).clamp_min(1e-12)  # N
+    z = torch.sqrt((vn * vn).sum((1, 2)).clamp_min(1e-24))  # N
     g = vn.reshape(-1, k * d) / z.unsqueeze(1)
     if net.pca is not None:  # ⟨W c, normalize(Wg+b)⟩ = ⟨c, Wᵀ g_w⟩ (fp32 even in fp16 exports)
         wt, b = net.pca.linear.weight.float(), net.pca.linear.bias.float()

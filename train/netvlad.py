@@ -66,6 +66,13 @@ class NetVLAD(nn.Module):
         """Per-location L2-normalised features (N, D, H, W)."""
         return l2_normalize(x, dim=1)
 
+    def assignments(self, xn: torch.Tensor) -> torch.Tensor:
+        """Soft assignments (N, K, H, W) of normalised features xn (N, D, H, W), in xn's dtype
+        promoted to at least float32."""
+        dtype = torch.promote_types(xn.dtype, torch.float32)
+        xn = xn.to(dtype)
+        return torch.softmax(F.conv2d(xn, self.conv.weight.to(dtype)), dim=1)
+
     def _vlad(self, xn: torch.Tensor) -> torch.Tensor:
         """Unnormalised VLAD (N, K, D), at least float32, of normalised features xn (N, D, H, W).
 
@@ -78,8 +85,7 @@ class NetVLAD(nn.Module):
         hw = int(xn.shape[2]) * int(xn.shape[3])
         dtype = torch.promote_types(xn.dtype, torch.float32)  # fp16 → fp32, fp64 stays
         xn = xn.to(dtype)
-        logits = F.conv2d(xn, self.conv.weight.to(dtype))
-        assign = torch.softmax(logits, dim=1).reshape(-1, self.num_clusters, hw)  # N,K,HW
+        assign = self.assignments(xn).reshape(-1, self.num_clusters, hw)  # N,K,HW
         feats = xn.reshape(-1, self.dim, hw)  # N,D,HW
         vlad = torch.bmm(assign, feats.transpose(1, 2))  # N,K,D
         return vlad - assign.sum(dim=2).unsqueeze(2) * self.centroids.to(dtype).unsqueeze(0)

@@ -18,9 +18,15 @@ def _wide(x: torch.Tensor) -> torch.Tensor:
 
 
 def l2_normalize(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """``x / max(||x||, eps)`` along ``dim``, computed in float32, returned in x's dtype."""
+    """``x / max(||x||, eps)`` along ``dim``, computed in float32, returned in x's dtype.
+
+    The clamp acts on the sum of squares (at eps²), not on the norm: ``sqrt`` has an infinite
+    derivative at 0, so clamping after it gives a 0·∞ = NaN gradient for an all-zero vector
+    (a NetVLAD cluster whose soft assignments underflow to 0 on a near-black frame). Values are
+    the same either way.
+    """
     x32 = _wide(x)
-    norm = torch.sqrt((x32 * x32).sum(dim=dim, keepdim=True)).clamp_min(EPS)
+    norm = torch.sqrt((x32 * x32).sum(dim=dim, keepdim=True).clamp_min(EPS * EPS))
     return (x32 / norm).to(x.dtype)
 
 

@@ -43,6 +43,7 @@ def sample_local_descriptors(
         hw = f.shape[1]
         take = min(per_image, hw)  # small inputs have fewer locations than asked for: use all
         idx = torch.stack([torch.randperm(hw, generator=gen)[:take] for _ in range(len(f))])
+        idx = idx.to(f.device)
         return torch.gather(f, 1, idx.unsqueeze(2).expand(-1, -1, f.shape[2])).flatten(0, 1)
 
     return map_images(net, paths, sample, batch_size, progress or False)
@@ -79,11 +80,13 @@ def build_offtheshelf(
     images: Sequence[str | os.PathLike],
     cfg: InitConfig,
     progress: Callable[[int, int], None] | None = None,
+    device: torch.device | str = "cpu",
 ) -> tuple[SFRSNet, dict]:
     """Pretrained backbone + k-means NetVLAD (+ PCA whitening) fitted on ``images``.
 
-    Returns the network and a provenance dict for the checkpoint. ``progress(done, total)``
-    counts images over both passes (local descriptors, then global ones for PCA).
+    Returns the network (on the CPU) and a provenance dict for the checkpoint.
+    ``progress(done, total)`` counts images over both passes (local descriptors, then global
+    ones for PCA); ``device`` runs those passes (k-means and PCA are fitted on the CPU).
     """
     images = [Path(p) for p in images]
     pca_dim = cfg.model.pca_dim
@@ -93,7 +96,7 @@ def build_offtheshelf(
             f"{max(len(images) - 1, 0)} PCA components; use fewer dims, more images, or --pca-dim none"
         )
     t0 = time.time()
-    net = pretrained_backbone_net(cfg)
+    net = pretrained_backbone_net(cfg).to(device)
     rng = np.random.default_rng(cfg.seed)
     kimages = images
     km = cfg.kmeans
@@ -115,13 +118,12 @@ def build_offtheshelf(
         len(kimages),
         alpha,
     )
+    vlads = None
     if pca_dim:
-        add_pca_whitening(
-            net,
-            vlad_descriptors(net, images, cfg.batch_size, report(len(kimages)) or False),
-            pca_dim,
-            cfg.model.whiten,
-        )
+        vlads = vlad_descriptors(net, images, cfg.batch_size, report(len(kimages)) or False)
+    net = net.cpu()
+    if vlads is not None:
+        add_pca_whitening(net, vlads, pca_dim, cfg.model.whiten)
     provenance = {
         "kind": "off-the-shelf",
         "init": cfg.to_dict(),

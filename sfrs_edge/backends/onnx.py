@@ -7,12 +7,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from .. import threads as threads_mod
 from ..errors import ConfigError, ModelError
 from ..model_info import INPUT_NAME, METADATA_KEY, OUTPUT_NAME
 from .providers import CPU, CUDA, ORDER, TENSORRT, ordered, provider_options
+from .runtime import REINSTALL_GPU, require_onnxruntime
+
+ort = require_onnxruntime()  # one line naming both extras when neither flavour is installed
 
 PROVIDERS = {"tensorrt": TENSORRT, "cuda": CUDA, "cpu": CPU}
 ORT_DTYPES = {
@@ -36,7 +38,7 @@ def choose_providers(backend: str) -> list[str]:
         raise ConfigError(f"unknown backend {backend!r}; choose auto, {', '.join(PROVIDERS)}")
     wanted = PROVIDERS[backend]
     if wanted not in available:
-        hint = "pip install onnxruntime-gpu" if backend in ("cuda", "tensorrt") else ""
+        hint = REINSTALL_GPU if backend in ("cuda", "tensorrt") else ""
         raise ConfigError(
             f"backend {backend!r} needs onnxruntime's {wanted}, which this installation lacks "
             f"(available: {', '.join(available)}){'; ' + hint if hint else ''}"

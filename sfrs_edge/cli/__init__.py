@@ -58,7 +58,8 @@ class Group(click.Group):
                 raise
             click.echo(
                 f"error: internal error ({type(exc).__name__}: {_one_line(exc, 200)}); "
-                f"rerun with --debug or {DEBUG_ENV}=1 for the traceback and report it",
+                f"rerun as `sfrs-edge --debug {ctx.invoked_subcommand or 'COMMAND'} ...` (or "
+                f"with {DEBUG_ENV}=1) for the traceback and report it",
                 err=True,
             )
             sys.exit(2)
@@ -66,10 +67,20 @@ class Group(click.Group):
 
 @click.group(cls=Group)
 @click.version_option(__version__, prog_name="sfrs-edge")
-@click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
-@click.option("--debug", is_flag=True, help=f"Show tracebacks (also {DEBUG_ENV}=1).")
+@click.option(
+    "-v", "--verbose", is_flag=True, help="Log progress details (before the command, like --debug)."
+)
+@click.option(
+    "--debug",
+    is_flag=True,
+    help=f"Show tracebacks; goes before the command: sfrs-edge --debug localize ... "
+    f"(or set {DEBUG_ENV}=1).",
+)
 def main(verbose: bool, debug: bool) -> None:
-    """sfrs-edge: where was this camera frame taken? (SFRS visual place recognition)"""
+    """sfrs-edge: where was this camera frame taken? (SFRS visual place recognition)
+
+    Options of sfrs-edge itself (-v, --debug) go before the command, e.g.
+    `sfrs-edge --debug map build DIR`; each command's own options go after it."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
 
 
@@ -80,6 +91,7 @@ def _register() -> None:
     from . import localize as localize_commands
     from . import maps as map_commands
     from . import model as model_commands
+    from . import ros2 as ros2_commands
     from . import train as train_commands
 
     for mod in (
@@ -90,6 +102,7 @@ def _register() -> None:
         evaluate_commands,
         train_commands,
         demo_commands,
+        ros2_commands,
     ):
         for command in mod.COMMANDS:
             main.add_command(command)

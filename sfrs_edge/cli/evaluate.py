@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..progress import progress
+from .bags import check_bag_options, gps_topic_option, image_topic_option, pose_topic_option
 from .options import backend_option, map_option, model_option
 
 
@@ -20,28 +21,61 @@ def _query_files(args: tuple[Path, ...]) -> list[Path]:
     return out
 
 
+CONFIDENT = 0.5  # the confidence threshold whose precision the summary prints
+
+
+def rerank_line(rerank: dict | None) -> str:
+    """Whether (and how) answers were re-ranked, in a few words."""
+    if not rerank:
+        return "re-ranking off (global descriptor order)"
+    return f"re-ranking on (top {rerank['k']} by verified local evidence)"
+
+
 def run_evaluation(loc, files, truth, out_dir: Path | None, show_progress: bool = True):
     """Evaluate and write ``queries.jsonl`` + ``report.html`` into ``out_dir`` (when given).
 
     Returns (evaluation, {"jsonl": path, "html": path}). Shared with ``sfrs-edge demo``.
     """
     from ..evaluation import evaluate
-    from ..report.html import write_report
 
     with progress("localizing queries", unit="images", enabled=show_progress) as report:
         ev = evaluate(loc, files, truth, progress=report)
+    return ev, write_outputs(ev, loc, out_dir)
+
+
+def write_outputs(ev, loc, out_dir: Path | None) -> dict[str, str]:
+    """``queries.jsonl`` and ``report.html`` of an evaluation into ``out_dir`` (when given)."""
+    from ..report.html import write_report
+
     written: dict[str, str] = {}
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         written["jsonl"] = str(ev.write_jsonl(out_dir / "queries.jsonl"))
         written["html"] = str(write_report(ev, out_dir / "report.html", loc.map))
-    return ev, written
+    return written
 
 
 @click.command("evaluate")
-@click.argument("queries", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("queries", nargs=-1, type=click.Path(path_type=Path))
 @map_option
 @model_option
+@click.option(
+    "--bag",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Evaluate the frames of --image-topic in a rosbag2 recording, judged by the bag's "
+    "--gps-topic or --pose-topic within --radius.",
+)
+@image_topic_option
+@gps_topic_option
+@pose_topic_option
+@click.option(
+    "--max-gap",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="--bag: no ground truth inside position gaps longer than this (seconds).",
+)
 @click.option(
     "--poses",
     type=click.Path(path_type=Path),
@@ -81,19 +115,52 @@ def run_evaluation(loc, files, truth, out_dir: Path | None, show_progress: bool 
     help="Re-rank the top K candidates by verified local features (see localize --rerank).",
 )
 def evaluate_command(
-    queries, map_path, model_path, poses, radius, window, k, out_dir, as_json, backend, rerank
+    queries,
+    map_path,
+    model_path,
+    bag,
+    image_topic,
+    gps_topic,
+    pose_topic,
+    max_gap,
+    poses,
+    radius,
+    window,
+    k,
+    out_dir,
+    as_json,
+    backend,
+    rerank,
 ):
     """Recall@1/5/10/20 of QUERIES (image files or folders) against a map, with per-query
-    JSON lines and a self-contained HTML report (recall curve, confidence, worst failures)."""
+    JSON lines and a self-contained HTML report (recall curve, confidence, worst failures).
+    With --bag BAG --image-topic T --gps-topic|--pose-topic T: the bag's frames, judged by
+    the bag's own positions at each frame's stamp."""
     from ..evaluation import GroundTruth
     from ..localize import open_localizer
 
-    truth = GroundTruth(window=window, poses=str(poses) if poses else None, radius=radius)
-    files = _query_files(queries)
+    check_bag_options(bag is not None, image_topic, gps_topic, pose_topic)
+    if bag is not None:
+        if queries or poses or window is not None:
+            raise click.UsageError("--bag takes no QUERIES, --poses or --window")
+        if not (gps_topic or pose_topic):
+            raise click.UsageError("--bag needs --gps-topic or --pose-topic as ground truth")
+    elif not queries:
+        raise click.UsageError("give QUERIES... (image files or folders) or --bag BAG")
+    truth = None
+    if bag is None:
+        truth = GroundTruth(window=window, poses=str(poses) if poses else None, radius=radius)
     # options a future --rerank/--threads adds go into these keyword arguments
     loc_options = {"k": k, "backend": backend, "rerank": rerank}
     loc = open_localizer(model_path, map_path, **loc_options)
-    ev, written = run_evaluation(loc, files, truth, out_dir or Path("evaluation"))
+    if bag is not None:
+        from ..ros.evaluate_bag import evaluate_bag
+
+        ev = evaluate_bag(loc, bag, image_topic, gps_topic, pose_topic, radius, max_gap)
+        written = write_outputs(ev, loc, out_dir or Path("evaluation"))
+    else:
+        files = _query_files(queries)
+        ev, written = run_evaluation(loc, files, truth, out_dir or Path("evaluation"))
     if as_json:
         click.echo(json.dumps({**ev.summary(), "files": written}))
         return
@@ -101,7 +168,13 @@ def evaluate_command(
         f"{ev.queries} queries against {ev.map_path}; right when {ev.ground_truth}"
         + (f"; {ev.without_positives} have no right place" if ev.without_positives else "")
     )
+    click.echo(f"model {ev.setup['model']['path']}; {rerank_line(ev.setup.get('rerank'))}")
     click.echo("  ".join(f"R@{n} {v:.1f}" for n, v in ev.recall.items()))
+    share, right = ev.confident(CONFIDENT)
+    click.echo(
+        f"answers with confidence >= {CONFIDENT:g}: {share:.1f} % of queries, right "
+        + (f"{right:.1f} % of those" if right is not None else "- (none)")
+    )
     click.echo(f"per-query results: {written['jsonl']}\nreport: {written['html']}")
 
 

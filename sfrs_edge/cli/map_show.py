@@ -19,7 +19,7 @@ from .options import model_option
     type=click.Path(path_type=Path),
     default=Path("map.png"),
     show_default=True,
-    help="PNG to write.",
+    help="Picture to write: PNG or JPEG by the extension (.png, .jpg, .jpeg).",
 )
 @click.option(
     "--query",
@@ -35,8 +35,9 @@ def show_command(map_path, output, query, model_path, k, as_json):
     row along the route, coloured by sequence; with --query, its top-k and estimate."""
     from ..maps import Map
     from ..report.pictures import map_picture
-    from ..report.plots import write_png
+    from ..report.plots import check_picture_path, write_picture
 
+    check_picture_path(output)  # before any work
     map_path = map_path or paths.default_map()
     result = scores = None
     if query is not None:
@@ -50,7 +51,7 @@ def show_command(map_path, output, query, model_path, k, as_json):
     else:
         the_map = Map.open(map_path)
     img, marked = map_picture(the_map, result, scores)
-    write_png(img, output)
+    write_picture(img, output)
     if as_json:
         out = {"picture": str(output), "places": len(the_map), "marked_ids": marked}
         if result is not None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from .. import paths
+from .bags import check_bag_options, gps_topic_option, image_topic_option, pose_topic_option
 from .options import backend_option, model_option, threads_option
 
 _batch_option = click.option("--batch-size", default=8, show_default=True, help="Images per batch.")
@@ -63,6 +64,9 @@ def map_group() -> None:
 @map_group.command("build")
 @click.argument("source", type=click.Path(path_type=Path))
 @_poses_option
+@image_topic_option
+@gps_topic_option
+@pose_topic_option
 @click.option(
     "--gpx",
     type=click.Path(path_type=Path),
@@ -74,14 +78,14 @@ def map_group() -> None:
     default=0.5,
     show_default=True,
     type=click.FloatRange(min=0),
-    help="Video sources: seconds between keyframe candidates.",
+    help="Video and bag sources: seconds between keyframe candidates.",
 )
 @click.option(
     "--min-change",
     default=0.05,
     show_default=True,
     type=click.FloatRange(0, 2),
-    help="Video sources: keep a candidate only if 1 - cosine to the last keyframe >= this.",
+    help="Video and bag sources: keep a candidate only if 1 - cosine to the last keyframe >= this.",
 )
 @click.option(
     "--track-offset",
@@ -94,7 +98,7 @@ def map_group() -> None:
     default=5.0,
     show_default=True,
     type=click.FloatRange(min=0),
-    help="Video sources: no position inside track gaps longer than this (seconds).",
+    help="Video and bag sources: no position inside track gaps longer than this (seconds).",
 )
 @model_option
 @backend_option
@@ -141,6 +145,9 @@ def map_group() -> None:
 def build_command(
     source,
     poses,
+    image_topic,
+    gps_topic,
+    pose_topic,
     gpx,
     keyframe_step,
     min_change,
@@ -161,17 +168,52 @@ def build_command(
     output,
     as_json=False,
 ):
-    """Build a map from the images in SOURCE (a folder), or from the keyframes of a video file
-    (with --poses TRACK.csv or --gpx TRACK.gpx for positions by timestamp)."""
+    """Build a map from the images in SOURCE (a folder), from the keyframes of a video file
+    (with --poses TRACK.csv or --gpx TRACK.gpx for positions by timestamp), or from the
+    keyframes of a rosbag2 recording (a bag folder or .mcap/.db3 file; --image-topic, with
+    --gps-topic or --pose-topic for positions by stamp)."""
     import time
 
     from ..maps import build_map
+    from ..ros.bag import is_bag
     from ..video import is_video
 
+    bag = is_bag(source)
+    check_bag_options(bag, image_topic, gps_topic, pose_topic)
+    if bag and (poses or gpx or ray_address):
+        raise click.UsageError(
+            "bags take positions from --gps-topic/--pose-topic; no --poses, --gpx or --ray"
+        )
     engine = _engine(model_path, backend, threads)
     output = output or paths.default_map()
     output.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    if bag:
+        from ..video.keyframes import KeyframeConfig
+        from .bags import build_from_bag
+
+        build_from_bag(
+            engine,
+            source,
+            output,
+            as_json,
+            image_topic=image_topic,
+            gps_topic=gps_topic,
+            pose_topic=pose_topic,
+            keyframes=KeyframeConfig(keyframe_step, min_change),
+            max_gap=max_gap,
+            allow_missing_poses=allow_missing_poses,
+            skip_bad_images=skip_bad_images,
+            index=index_type,
+            hnsw_m=hnsw_m,
+            ef_construction=ef_construction,
+            ef=ef,
+            dtype=dtype,
+            progress=_progress("frames"),
+            batch_size=batch_size,
+            threads=threads,
+        )
+        return
     if is_video(source):
         if ray_address:
             raise click.UsageError("--ray builds maps from image folders, not videos")
@@ -351,7 +393,7 @@ def info_command(map_path, as_json, no_verify):
         f"index:       {index['type']}" + (f" ({params})" if params else ""),
         f"positions:   {pos.get('count', 0)} of {info['count']}"
         + (f" ({pos['kind']}, from {pos.get('source')})" if pos.get("kind") else ""),
-        f"storage:     {info['segments']} segment(s), {info['indexed']} rows in the index",
+        f"storage:     {info['segments']} segment(s), {_searched(info)}",
         f"size:        {_human(info['size_bytes'])} ({_human(info['bytes_per_image'])} per image)",
         "per place:   "
         + ", ".join(f"{k} {_human(v)}" for k, v in info["bytes_per_place"].items() if v),
@@ -361,6 +403,18 @@ def info_command(map_path, as_json, no_verify):
         f"updated {info['updated']}",
     ]
     click.echo("\n".join(lines))
+
+
+def _searched(info: dict) -> str:
+    """How the rows are searched: an exact index scans all of them, an HNSW graph holds the
+    first ``indexed`` and the rows added since are scanned exactly."""
+    count, indexed = info["count"], info["indexed"]
+    if info["index"]["type"] != "hnsw":
+        return f"all {count} rows searched exactly"
+    newer = count - indexed
+    return f"{indexed} rows in the HNSW graph" + (
+        f", {newer} added since searched exactly" if newer else ""
+    )
 
 
 @map_group.command("verify")

@@ -15,6 +15,15 @@ from .options import InputSize, PcaDim, threads_option
 LOCAL_FIT_IMAGES = 200  # images the local-feature PCA is fitted on
 
 
+def rerank_head_state(net, images: list) -> dict:
+    """The re-ranking head ``init --rerank`` fits (local-feature PCA on up to
+    LOCAL_FIT_IMAGES of ``images``, spread evenly), as the checkpoint's ``local`` entry."""
+    from sfrs_edge.train.local_features import LocalConfig, fit_local_head, head_state
+
+    step = max(1, len(images) // LOCAL_FIT_IMAGES)
+    return head_state(fit_local_head(net, images[::step][:LOCAL_FIT_IMAGES], LocalConfig()))
+
+
 @click.command("init")
 @click.option(
     "--backbone",
@@ -57,6 +66,12 @@ LOCAL_FIT_IMAGES = 200  # images the local-feature PCA is fitted on
     default=None,
     help="Checkpoint to write [default: $SFRS_EDGE_HOME/checkpoint.pt].",
 )
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="Where the backbone runs: auto | cpu | cuda | cuda:N (k-means and PCA run on the CPU).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @threads_option
 def init_command(
@@ -69,6 +84,7 @@ def init_command(
     weights,
     rerank,
     output,
+    device,
     as_json,
     threads,
 ):
@@ -83,6 +99,9 @@ def init_command(
     from sfrs_edge.train.offtheshelf import build_offtheshelf
 
     limit_process(threads)  # torch (imported above), BLAS, OpenCV
+    from sfrs_edge.train.devices import resolve_device
+
+    dev = resolve_device(device)
 
     backbone_spec(backbone)
     images = list_images(images_dir)
@@ -99,15 +118,11 @@ def init_command(
     from ..progress import progress
 
     with progress("init: images read", unit="images") as report:
-        net, provenance = build_offtheshelf(images, cfg, progress=report)
+        net, provenance = build_offtheshelf(images, cfg, progress=report, device=dev)
     extra = None
     if rerank:
-        from sfrs_edge.train.local_features import LocalConfig, fit_local_head, head_state
-
-        step = max(1, len(images) // LOCAL_FIT_IMAGES)
-        head = fit_local_head(net, images[::step][:LOCAL_FIT_IMAGES], LocalConfig())
-        extra = {"local": head_state(head)}
-        click.echo(f"local features for re-ranking: {head.config.to_dict()}", err=as_json)
+        extra = {"local": rerank_head_state(net, images)}
+        click.echo(f"local features for re-ranking: {extra['local']['config']}", err=as_json)
     output = output or paths.default_checkpoint()
     save_checkpoint(net, output, provenance, extra=extra)
     if as_json:

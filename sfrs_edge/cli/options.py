@@ -54,13 +54,45 @@ def threads_option(func):
     )(func)
 
 
-model_option = click.option(
-    "--model",
-    "model_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Exported model (.onnx or .engine) [default: $SFRS_EDGE_HOME/model.onnx].",
-)
+def _allow_unverified(ctx: click.Context, param, value: bool) -> None:
+    """Set for this command only: every model it opens may lack a content digest."""
+    if not value:
+        return
+    import os
+
+    from ..model_digest import ALLOW_UNVERIFIED_ENV
+
+    before = os.environ.get(ALLOW_UNVERIFIED_ENV)
+    os.environ[ALLOW_UNVERIFIED_ENV] = "1"
+
+    def restore() -> None:
+        if before is None:
+            os.environ.pop(ALLOW_UNVERIFIED_ENV, None)
+        else:
+            os.environ[ALLOW_UNVERIFIED_ENV] = before
+
+    ctx.call_on_close(restore)
+
+
+def model_option(func):
+    """``--model PATH`` and ``--allow-unverified-model`` (accept a model without a digest)."""
+    func = click.option(
+        "--allow-unverified-model",
+        is_flag=True,
+        expose_value=False,
+        callback=_allow_unverified,
+        help="Accept a model without a content digest (refused otherwise): only for a model "
+        "you know.",
+    )(func)
+    return click.option(
+        "--model",
+        "model_path",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Exported model (.onnx or .engine) [default: $SFRS_EDGE_HOME/model.onnx].",
+    )(func)
+
+
 map_option = click.option(
     "--map",
     "map_path",

@@ -18,7 +18,8 @@ def _line(r, method: str) -> str:
     text = f"frame {r.index}"
     if r.timestamp is not None:
         text += f" t={r.timestamp:.2f}s"
-    text += f": {best.name} ({best.similarity:.3f}, confidence {r.result.confidence:.2f})"
+    scored = f"score {best.score:.3f}, " if r.result.reranked else ""
+    text += f": {best.name} ({scored}{best.similarity:.3f}, confidence {r.result.confidence:.2f})"
     if r.filtered is not None:
         text += f" | {method} {r.filtered.name}"
     pos = r.best.position

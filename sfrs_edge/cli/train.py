@@ -97,6 +97,25 @@ def _load_splits(kind, data, o):
 @click.option("--tuples-per-step", default=4, show_default=True)
 @click.option("--temperatures", default="0.07,0.07,0.06,0.05", show_default=True)
 @click.option("--soft-weight", default=0.5, show_default=True)
+@click.option(
+    "--sal-weight",
+    default=0.0,
+    show_default=True,
+    help="FoL's extraction–aggregation alignment (SAL) weight; FoL uses 0.005. 0 = off.",
+)
+@click.option(
+    "--cel-weight",
+    default=0.0,
+    show_default=True,
+    help="FoL's foreground–background contrast (CEL) weight; FoL uses 1. 0 = off.",
+)
+@click.option(
+    "--local-weight",
+    default=0.0,
+    show_default=True,
+    help="Train the exported local-feature projection from pseudo-correspondences with this "
+    "weight (0 = off: the projection stays the PCA of `export --rerank`).",
+)
 @click.option("--neg-num", default=10, show_default=True)
 @click.option("--neg-pool", default=1000, show_default=True)
 @click.option("--pos-num", default=10, show_default=True)
@@ -116,14 +135,44 @@ def _load_splits(kind, data, o):
 @click.option("--pca-images", default=10000, show_default=True)
 @click.option("--batch-size", default=8, show_default=True)
 @click.option("--seed", default=43, show_default=True)
+@click.option(
+    "--collapse-ratio",
+    default=0.5,
+    show_default=True,
+    help="An epoch whose R@5 (val, or the training places) falls below this × the "
+    "off-the-shelf model's is not kept as the best.",
+)
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="auto | cpu | cuda | cuda:N (under torchrun each process takes its LOCAL_RANK GPU).",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+    default="auto",
+    show_default=True,
+    help="Backbone compute dtype: auto = bf16 on a GPU that has it (else fp16 with loss "
+    "scaling), fp32 on a CPU. NetVLAD and the losses always run in fp32.",
+)
+@click.option(
+    "--channels-last/--no-channels-last",
+    default=None,
+    help="NHWC convolutions (default: on a GPU only).",
+)
+@click.option("--workers", default=0, show_default=True, help="Image-decoding threads.")
 @click.option("--resume", is_flag=True, help="Continue the run in OUTPUT where it stopped.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def train_command(kind, data, run_dir, **o):
     """Train an SFRS model in generations (self-supervised image-to-region similarities)."""
     require_extra("train", "train", "torch", "sklearn")
     from sfrs_edge.train.config import TrainConfig
+    from sfrs_edge.train.correspondences import LocalSupervisionConfig
+    from sfrs_edge.train.devices import DeviceConfig
     from sfrs_edge.train.distributed import init_from_env
     from sfrs_edge.train.model import ModelConfig
+    from sfrs_edge.train.region_losses import RegionLossConfig
     from sfrs_edge.train.trainer import Trainer
 
     logging.getLogger("sfrs_edge.train").setLevel(logging.INFO)  # progress lines on stderr
@@ -140,12 +189,15 @@ def train_command(kind, data, run_dir, **o):
         "color_jitter": jitter,
         "temperatures": _floats(o["temperatures"], "--temperatures"),
         "weights": str(o["weights"]) if o["weights"] else None,
+        "regions": RegionLossConfig(sal_weight=o["sal_weight"], cel_weight=o["cel_weight"]),
+        "local": LocalSupervisionConfig(weight=o["local_weight"]),
     }
     # every other option is named as its TrainConfig field
     same = {f.name: o[f.name] for f in fields(TrainConfig) if f.name in o and f.name not in parsed}
     cfg = TrainConfig(**parsed, **same)
+    devices = DeviceConfig(o["device"], o["precision"], o["channels_last"], o["workers"])
     train, val, tests = _load_splits(kind, data, o)
-    dist = init_from_env()
+    dist = init_from_env(devices.device)
     if dist.is_main:
         click.echo(train.summary())
     trainer = Trainer(
@@ -157,6 +209,7 @@ def train_command(kind, data, run_dir, **o):
         init=o["init"],
         dist=dist,
         progress=not o["no_progress"],
+        devices=devices,
     )
     summary = trainer.run(resume=o["resume"])
     if dist.is_main:

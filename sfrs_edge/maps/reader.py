@@ -4,6 +4,8 @@ A generation swapped in while it is being read (an update finished meanwhile) is
 up to :data:`OPEN_ATTEMPTS` times; what is read is always one consistent generation
 (:mod:`.snapshot`). Each segment's descriptors and extras must have the shape and dtype the
 manifest says, and its metadata exactly the ids of its rows; an HNSW graph's header must match.
+The stored numbers must be sane (:mod:`.contents`): sampled rows at every open, every row and
+every link of the HNSW graph (:mod:`.hnsw_file`) with ``verify="full"`` (``map verify``).
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import MapError
+from .contents import SAMPLE_ROWS, check_finite, check_sample, check_vectors
+from .hnsw_file import check_graph, check_hnsw_header
 from .index import HnswIndex, IndexConfig
 from .manifest import INDEX
 from .metadata import sqlite_readonly
-from .snapshot import MissingFile, Snapshot, check_hnsw_header, read_npy
+from .snapshot import MissingFile, Snapshot, read_npy
 from .store import resolve
 
 OPEN_ATTEMPTS = 4  # a generation swapped in while we read is read again, up to this often
@@ -102,6 +106,12 @@ def _load(
                 "model (`sfrs-edge map build`) or use the model that built it"
             )
         fds = snap.check_files(manifest, verify)
+
+        def deep(name: str) -> bool:
+            # every row, every link: at `map verify`, and whenever a file's checksum was
+            # computed now (a new or changed file: it costs about what the hash did)
+            return verify == "full" or name in snap.hashed
+
         dim, dtype = manifest["dim"], np.dtype(manifest.get("dtype", "float32"))
         specs = manifest.get("extras", {})
         segments, start = [], 0
@@ -116,6 +126,8 @@ def _load(
                         f"{where}: {name} is {desc.dtype} {desc.shape}, the manifest says "
                         f"{dtype} ({rows}, {dim}); rebuild the map"
                     )
+                check = check_vectors if deep(name) else check_sample
+                check(desc, f"{where}: {name}", start)
             extras = {}
             for xname, fname in entry.get("extras", {}).items():
                 arr = read_npy(fds[fname], fname, where)
@@ -126,6 +138,8 @@ def _load(
                         f"{spec['dtype']} ({rows}, {', '.join(map(str, spec['shape']))}); "
                         "rebuild the map"
                     )
+                sample = arr if deep(fname) else arr[:SAMPLE_ROWS]
+                check_finite(sample, f"{where}: {fname}", start)
                 extras[xname] = arr
             meta = entry["metadata"]
             con = _open_metadata(folder, fds[meta], meta, where, start, rows)
@@ -136,8 +150,11 @@ def _load(
         if config.type == "hnsw":
             indexed = manifest["indexed"]
             check_hnsw_header(fds[INDEX], dim, indexed, config.M, f"{where}: {INDEX}")
+            if deep(INDEX):  # before hnswlib reads links it would follow out of bounds
+                check_graph(fds[INDEX], dim, indexed, config.M, f"{where}: {INDEX}")
             if load_index:
                 index = HnswIndex.load(snap.path(fds[INDEX], INDEX), dim, indexed, config)
+        snap.record_hashed()  # contents checked too: the cache may now skip them
     return Generation(manifest, segments, index, folder)
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import stat
-import struct
 from pathlib import Path
 from typing import Any
 
@@ -112,8 +111,11 @@ class Snapshot:
         return parse_manifest(data, self.where)
 
     def check_files(self, manifest: dict[str, Any], verify: bool | str) -> dict[str, int]:
-        """Open every listed file; check sizes; checksums per ``verify`` (see Map.open)."""
-        fds, hashed = {}, []
+        """Open every listed file; check sizes; checksums per ``verify`` (see Map.open).
+
+        The files hashed now are in :attr:`hashed`; they are remembered as verified only by
+        :meth:`record_hashed`, once the caller has also checked their contents."""
+        fds, hashed = {}, {}
         for name, entry in manifest["files"].items():
             try:
                 fd = self.open(name)
@@ -138,10 +140,14 @@ class Snapshot:
                         f"{self.where}: {name} fails its checksum (corrupted or modified after "
                         "the map was written); rebuild the map"
                     )
-                hashed.append((st, entry["sha256"]))
+                hashed[name] = (st, entry["sha256"])
             fds[name] = fd
-        checksums.record(hashed)
+        self.hashed = hashed
         return fds
+
+    def record_hashed(self) -> None:
+        """Remember the files hashed by :meth:`check_files` as verified (verification cache)."""
+        checksums.record(list(getattr(self, "hashed", {}).values()))
 
 
 def read_npy(fd: int, name: str, where: str) -> np.ndarray:
@@ -166,42 +172,3 @@ def read_npy(fd: int, name: str, where: str) -> np.ndarray:
         if 0 in shape:
             return np.zeros(shape, dtype)
         return np.memmap(fh, dtype=dtype, mode="r", offset=offset, shape=tuple(shape))
-
-
-_HNSW_HEADER = struct.Struct("<6QiI3QdQ")  # hnswlib 0.8 HierarchicalNSW::saveIndex
-
-
-def check_hnsw_header(fd: int, dim: int, count: int, M: int, where: str) -> None:
-    """Cheap sanity of an hnswlib index file against the manifest, before hnswlib reads it.
-
-    hnswlib trusts its file: a header with wrong sizes makes it read out of bounds. This
-    refuses headers that disagree with the map (element count, vector size, M, layout).
-    """
-    head = os.pread(fd, _HNSW_HEADER.size, 0)
-    if len(head) != _HNSW_HEADER.size:
-        raise MapError(f"{where}: index file is truncated; rebuild the map")
-    (off0, max_el, cur, per_el, label_off, off_data, maxlevel, enter, maxm, maxm0, m, mult, efc) = (
-        _HNSW_HEADER.unpack(head)
-    )
-    links0 = maxm0 * 4 + 4
-    ok = (
-        off0 == 0
-        and cur == count
-        and count <= max_el <= count + (1 << 30)
-        and m == M
-        and maxm == M
-        and maxm0 == 2 * M
-        and off_data == links0
-        and label_off == links0 + 4 * dim
-        and per_el == links0 + 4 * dim + 8
-        and 0 <= maxlevel < 64
-        and enter < count
-        and 0 < mult < 10
-        and efc >= 1
-    )
-    size = os.fstat(fd).st_size
-    if not ok or size < _HNSW_HEADER.size + count * (per_el + 4):
-        raise MapError(
-            f"{where}: index file header does not match the map ({count} items, {dim}-d, M={M}); "
-            "rebuild the map"
-        )

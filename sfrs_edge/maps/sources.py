@@ -33,6 +33,8 @@ from .poses import Pose, match_poses, read_exif_gps, read_poses_csv
 from .writer import Rows
 
 log = logging.getLogger(__name__)
+# what an unreadable-image error of a map build ends with: the remedy, not only the cause
+SKIP_REMEDY = "pass --skip-bad-images (skip_bad_images=True) to leave unreadable images out"
 
 Progress = Callable[[int, int], None]
 
@@ -140,14 +142,19 @@ def embed_rows(
 ) -> SourceRows:
     """Embed ``files`` and make their rows (ids from ``first_id``); see the module doc."""
     embedded: dict[str, Any]
-    if ray is not None:
-        from .ray_embed import embed_with_ray
+    try:
+        if ray is not None:
+            from .ray_embed import embed_with_ray
 
-        result, actors = embed_with_ray(engine.path, files, ray, batch_size, skip_bad)
-        embedded = {"embedded_by": "ray", "ray_actors": actors}
-    else:
-        result = embed_images(engine, files, batch_size, threads, skip_bad, progress)
-        embedded = {"embedded_by": "pipeline"}
+            result, actors = embed_with_ray(engine.path, files, ray, batch_size, skip_bad)
+            embedded = {"embedded_by": "ray", "ray_actors": actors}
+        else:
+            result = embed_images(engine, files, batch_size, threads, skip_bad, progress)
+            embedded = {"embedded_by": "pipeline"}
+    except ImageError as exc:  # an unreadable image: the error ends with the remedy
+        if skip_bad:
+            raise
+        raise ImageError(f"{exc}; {SKIP_REMEDY}") from exc
     log.info("embedded %d images at %.1f images/s", len(result.kept), result.images_per_s)
     arrays = dict(result.outputs)
     desc = np.ascontiguousarray(arrays.pop("descriptor"), dtype=np.float32)

@@ -5,7 +5,8 @@ and the directory, then swaps it in with two renames: target -> ``.<name>.old``,
 target, and deletes the old copy. A crash between the two renames leaves ``.<name>.old``
 and no target; :func:`resolve` (readers) and :func:`recover` (writers) treat that as the old
 map. So at every instant the path names either the old map or the new one, never a half-written
-one. Writers hold an advisory lock (``.<name>.lock``) so two updates never interleave.
+one. Writers hold an advisory lock (``.<name>.lock``, deleted when the update ends) so two
+updates never interleave.
 """
 
 from __future__ import annotations
@@ -73,21 +74,37 @@ def is_map_dir(path: Path) -> bool:
 
 @contextlib.contextmanager
 def _lock(target: Path) -> Iterator[None]:
+    """Hold ``.<name>.lock`` beside ``target`` for one update, then delete it (no file left).
+
+    The file is deleted while still locked, so a writer that opened it just before may lock a
+    deleted file: after locking, each writer checks that the path still names the file it holds
+    and otherwise starts over (the usual lock-file protocol)."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows: no advisory locks, single writer assumed
         yield
         return
     lock_path = target.parent / f".{target.name}.lock"
-    with open(lock_path, "a+") as fh:
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            os.close(fd)
             raise MapError(f"{target}: another sfrs-edge process is updating this map") from None
         try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            same = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder before us deleted it: lock the current file instead
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock_path)
+        os.close(fd)  # closing releases the lock
 
 
 def check_target(target: Path) -> None:

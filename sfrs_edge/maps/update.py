@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
+from ..model_info import check_map_model
 from . import sources
 from .index import IndexConfig
 from .manifest import FORMAT_VERSION, now
@@ -48,7 +49,10 @@ def add_to_map(
     files = collect_images(images)
     map_path = Path(map_path).expanduser()
     with atomic_map_dir(map_path) as staging:
-        old = Map.open(map_path, expect_fingerprint=engine.fingerprint, load_index=False)
+        old = Map.open(map_path, load_index=False)
+        if old.fingerprint != engine.fingerprint:  # property by property, as localize does
+            check_map_model(old.manifest.get("model") or {}, engine.info, str(map_path))
+            Map.open(map_path, expect_fingerprint=engine.fingerprint, load_index=False)
         dup = old.find_names([f.name for f in files])
         if dup:
             shown = ", ".join(dup[:5]) + (f" and {len(dup) - 5} more" if len(dup) > 5 else "")

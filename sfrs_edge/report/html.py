@@ -1,6 +1,7 @@
 """A self-contained HTML report of an evaluation: every picture embedded as a data URI.
 
-Sections: recall@N table and curve, precision–recall of the confidence (how far the
+Sections: a header naming what produced the numbers (query set, map, model, re-ranking and
+temporal-filter settings, ground-truth rule), recall@N table and curve, precision–recall of the confidence (how far the
 confidence can be trusted as a "this answer is right" signal), and image strips of the worst
 failures (wrong at rank 1 with the highest confidence first): query, top-3 matches,
 right/wrong borders. One file, opens offline, can be mailed or attached to an issue.
@@ -43,6 +44,37 @@ def confidence_chart(ev: Evaluation) -> np.ndarray:
     )
 
 
+def setup_rows(ev: Evaluation) -> list[tuple[str, str]]:
+    """The header's (label, text) rows: what produced these numbers."""
+    setup = ev.setup or {}
+    model = setup.get("model") or {}
+    rerank = setup.get("rerank")
+    if rerank:
+        rr = (
+            f"on: top {rerank['k']} re-ordered by verified local evidence ({rerank['geometry']}"
+            f" RANSAC, fused score = similarity + {rerank['weight']:g} x evidence)"
+        )
+    else:
+        rr = "off (order of the global descriptor similarity)"
+    filt = setup.get("filter")
+    rows = [
+        ("query set", setup.get("queries", f"{ev.queries} images")),
+        ("map", ev.map_path),
+        (
+            "model",
+            f"{model.get('path', '?')} ({model.get('backbone', '?')}, "
+            f"{model.get('descriptor_dim', '?')}-d, {model.get('precision', '?')}, "
+            f"fingerprint {model.get('fingerprint', '?')})"
+            if model
+            else "not recorded",
+        ),
+        ("re-ranking", rr),
+        ("temporal filter", filt or "none (each query localized on its own)"),
+        ("right when", ev.ground_truth),
+    ]
+    return rows
+
+
 def worst_failures(ev: Evaluation, count: int) -> list:
     wrong = [o for o in ev.outcomes if not o.right]
     return sorted(wrong, key=lambda o: -o.result.confidence)[:count]
@@ -62,6 +94,10 @@ def write_report(
     from ..atomic import atomic_write_bytes
 
     rows = "".join(f"<tr><td>R@{n}</td><td>{v:.1f} %</td></tr>" for n, v in ev.recall.items())
+    setup = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+        for k, v in setup_rows(ev)
+    )
     strips = []
     for o in worst_failures(ev, failures):
         res = replace(o.result, matches=o.result.matches[:top])
@@ -86,12 +122,13 @@ def write_report(
 <style>
 body {{ font-family: sans-serif; margin: 24px; color: #222; max-width: 1300px; }}
 table {{ border-collapse: collapse; }} td {{ padding: 2px 12px; border-bottom: 1px solid #ddd; }}
+table.setup th {{ text-align: left; padding: 2px 12px 2px 0; color: #555; font-weight: normal; }}
 figure {{ margin: 12px 0; }} figcaption {{ font-size: 13px; color: #555; }}
-.charts img {{ margin-right: 16px; border: 1px solid #eee; }}
+.charts img {{ margin-right: 12px; border: 1px solid #eee; max-width: 47%; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
-<p>Map <code>{html.escape(ev.map_path)}</code>; {ev.queries} queries; a match is right when
-{html.escape(ev.ground_truth)}. Queries with no right place in the map: {ev.without_positives}.</p>
+<table class="setup">{setup}</table>
+<p>{ev.queries} queries; queries with no right place in the map: {ev.without_positives}.</p>
 <table>{rows}</table>
 <h2>Recall and confidence</h2>
 <div class="charts"><img alt="recall curve" src="{plots.data_uri(recall_chart(ev))}">

@@ -57,11 +57,14 @@ def line_chart(
     xlim: tuple[float, float],
     ylim: tuple[float, float] = (0.0, 100.0),
     xticks: Sequence[float] | None = None,
-    size: tuple[int, int] = (560, 360),
+    size: tuple[int, int] = (600, 400),
 ) -> np.ndarray:
-    """A line chart (axes, grid, ticks, legend) as a BGR image of ``size`` (width, height)."""
+    """A line chart (axes, grid, ticks, legend) as a BGR image of ``size`` (width, height).
+
+    Top to bottom: the title, then the y-axis label on its own line above the plot (never
+    over the title), the plot, the x ticks and the x-axis label."""
     w, h = size
-    left, right, top, bottom = 58, 16, 34, 46
+    left, right, top, bottom = 58, 16, 62, 50
     img = np.full((h, w, 3), 255, np.uint8)
     x0, x1, y0, y1 = left, w - right, top, h - bottom
     (xa, xb), (ya, yb) = xlim, ylim
@@ -77,11 +80,11 @@ def line_chart(
     for t in np.linspace(ya, yb, 6):
         p = px(xa, t)
         cv2.line(img, (x0, p[1]), (x1, p[1]), (232, 232, 232), 1)
-        text(img, f"{t:g}", (6, p[1] + 4), 0.4)
+        text(img, f"{t:g}", (6, p[1] + 5), 0.45)
     for t in xticks if xticks is not None else np.linspace(xa, xb, 6):
         p = px(t, ya)
         cv2.line(img, (p[0], y0), (p[0], y1), (232, 232, 232), 1)
-        text(img, f"{t:g}", (p[0] - 8, y1 + 16), 0.4)
+        text(img, f"{t:g}", (p[0] - 8, y1 + 18), 0.45)
     cv2.rectangle(img, (x0, y0), (x1, y1), GREY, 1)
     for s in series:
         pts = np.array([px(x, y) for x, y in zip(s.xs, s.ys, strict=True)], np.int32)
@@ -90,9 +93,9 @@ def line_chart(
         if s.markers or len(pts) == 1:
             for p in pts:
                 cv2.circle(img, tuple(int(v) for v in p), 4, s.color, -1, cv2.LINE_AA)
-    text(img, title, (x0, 22), 0.55, thickness=1)
-    text(img, xlabel, ((x0 + x1) // 2 - 4 * len(xlabel), h - 10), 0.45)
-    text(img, ylabel, (6, y0 - 8), 0.4, GREY)
+    text(img, title, (x0, 24), 0.62, thickness=1)
+    text(img, xlabel, ((x0 + x1) // 2 - 4 * len(xlabel), h - 12), 0.48)
+    text(img, ylabel, (6, y0 - 12), 0.46, (90, 90, 90))
     for i, s in enumerate(series):  # legend, bottom right inside the plot
         y = y1 - 10 - 18 * (len(series) - 1 - i)
         cv2.line(img, (x1 - 190, y - 4), (x1 - 170, y - 4), s.color, 3)
@@ -169,6 +172,36 @@ def write_png(img: np.ndarray, path) -> None:
     from ..atomic import atomic_write_bytes
 
     atomic_write_bytes(path, png_bytes(img))
+
+
+PICTURE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+
+
+def check_picture_path(path) -> str:
+    """The format a picture at ``path`` is written in, from its extension (``.png``, ``.jpg``,
+    ``.jpeg``); anything else is refused before any work is done."""
+    from pathlib import Path
+
+    suffix = Path(path).suffix.lower()
+    if suffix not in PICTURE_FORMATS:
+        raise ConfigError(
+            f"{path}: cannot write a picture with extension {suffix or '(none)'!r}; "
+            f"name it .png or .jpg"
+        )
+    return PICTURE_FORMATS[suffix]
+
+
+def write_picture(img: np.ndarray, path) -> None:
+    """Write ``img`` atomically in the format its extension names (PNG or JPEG, quality 92)."""
+    from ..atomic import atomic_write_bytes
+
+    if check_picture_path(path) == "PNG":
+        atomic_write_bytes(path, png_bytes(img))
+        return
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 92])
+    if not ok:
+        raise ConfigError("could not encode a JPEG image")
+    atomic_write_bytes(path, buf.tobytes())
 
 
 def colour_ramp(n: int) -> list[tuple[int, int, int]]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -130,27 +130,51 @@ def map_local_fingerprint(the_map: Any) -> str | None:
     return (info.get("local") or {}).get("fingerprint")
 
 
+def _map_source(the_map: Any) -> str:
+    """The folder the map was built from (its manifest's first build event), else IMAGES."""
+    for event in getattr(the_map, "manifest", {}).get("history", []) or []:
+        if event.get("op") == "build" and event.get("source"):
+            return str(event["source"])
+    return "IMAGES"
+
+
+def rebuild_command(engine: Any, the_map: Any) -> str:
+    """The ``map build`` command that gives ``the_map`` this model's local features."""
+    where = getattr(the_map, "path", "MAP")
+    return f"`sfrs-edge map build {_map_source(the_map)} --model {engine.path} -o {where}`"
+
+
 def why_not(engine: Any, the_map: Any) -> str | None:
-    """Why re-ranking cannot run with this model and map (None: it can)."""
+    """Why re-ranking cannot run with this model and map (None: it can), with every step that
+    makes it run: a model without local features also needs the map rebuilt with it."""
     local = engine.info.local
+    map_name = f"map {getattr(the_map, 'path', '')}"
     if not local or LOCAL_FEATURES not in engine.extra_outputs:
         return (
-            f"{engine.path.name} emits no local features (export it with "
-            "`sfrs-edge export --rerank`)"
+            f"{engine.path.name} emits no local features; two steps make re-ranking run: "
+            f"re-export the model with local features (`sfrs-edge export --rerank -o "
+            f"{engine.path}`), then rebuild the map with it "
+            f"({rebuild_command(engine, the_map)}: the map must store that model's features)"
         )
     names = set(getattr(the_map, "extras", ()) or ())
     if not {LOCAL_FEATURES, LOCAL_XY} <= names:
         return (
-            f"map {getattr(the_map, 'path', '')} stores no local features (rebuild it with a "
-            "model exported with --rerank)"
+            f"{map_name} stores no local features; rebuild it with this model: "
+            f"{rebuild_command(engine, the_map)}"
         )
     if map_local_fingerprint(the_map) != local.get("fingerprint"):
         return (
-            f"map {getattr(the_map, 'path', '')} holds local features of another local head "
+            f"{map_name} holds local features of another local head "
             f"({map_local_fingerprint(the_map)}, the model's is {local.get('fingerprint')}); "
-            "rebuild the map with this model"
+            f"rebuild the map with this model: {rebuild_command(engine, the_map)}"
         )
     return None
+
+
+# Frames re-ranked without one candidate getting evidence before the stage says so (once):
+# real frames have some matches; none at all over a run means broken local features (NaN,
+# another model's) and every answer silently falls back to the global order.
+NO_EVIDENCE_FRAMES = 20
 
 
 @dataclass
@@ -159,6 +183,9 @@ class RerankStage:
 
     config: RerankConfig
     map: Any  # reads candidates' rows of the map extras (memory-mapped)
+    frames: int = field(default=0, init=False)  # frames re-ranked so far
+    frames_with_evidence: int = field(default=0, init=False)
+    _warned: bool = field(default=False, init=False, repr=False)
 
     @classmethod
     def create(cls, engine: Any, the_map: Any, config: RerankConfig) -> RerankStage | None:
@@ -184,6 +211,21 @@ class RerankStage:
         result = rerank(
             outputs[LOCAL_FEATURES], outputs[LOCAL_XY], feats, xy, sims[:k], self.config
         )
+        self._note_evidence(result)
         new_ids = np.concatenate([head[result.order], ids[k:]])
         new_sims = np.concatenate([sims[:k][result.order], sims[k:]])
         return new_ids, new_sims, result
+
+    def _note_evidence(self, result: RerankResult) -> None:
+        """Count frames with any evidence; warn once when a run has none at all."""
+        self.frames += 1
+        if len(result.evidence) and result.evidence.max() > 0:
+            self.frames_with_evidence += 1
+        if self.frames >= NO_EVIDENCE_FRAMES and not self.frames_with_evidence and not self._warned:
+            self._warned = True
+            log.warning(
+                "re-ranking found no verified local evidence for any candidate in %d frames: "
+                "the map's local features may be damaged or from another model (check it with "
+                "`sfrs-edge map verify`); answers keep the global order",
+                self.frames,
+            )

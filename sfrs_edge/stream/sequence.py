@@ -106,7 +106,9 @@ def localize_stream(
         t0 = time.perf_counter()
         if filt is not None:
             best, score = filt.observe(frame, index)
-            filtered = localizer.match(best, frame.similarity(best))
+            # a place among the frame's own matches keeps its similarity and (fused) score
+            known = {m.id: m for m in result.matches}
+            filtered = known.get(best) or localizer.match(best, frame.similarity(best))
         t_filter = time.perf_counter() - t0
         latency = (time.perf_counter() - captured) * 1000.0
         timings = dict(result.timings, filter=round(t_filter * 1000.0, 3))

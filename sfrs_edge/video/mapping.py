@@ -13,9 +13,10 @@ Corrupt frames in the video are skipped and recorded in the manifest's history.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,66 @@ from .tracks import DEFAULT_MAX_GAP, Track
 log = logging.getLogger(__name__)
 
 
+class _Candidate:
+    """A candidate frame for the pipeline: its pixels are let go once resized, so the frames
+    the pipeline keeps in order cost their metadata only, not a decoded image each."""
+
+    __slots__ = ("frame", "image")
+
+    def __init__(self, frame: Frame, image: np.ndarray) -> None:
+        self.frame, self.image = frame, image
+
+    @staticmethod
+    def load(pre) -> Callable[[_Candidate], np.ndarray]:
+        def load(c: _Candidate) -> np.ndarray:
+            image, c.image = c.image, None
+            return resize_for_model(image, pre)
+
+        return load
+
+
+def embed_keyframes(
+    engine,
+    frames: Iterable[Frame],
+    keyframes: KeyframeConfig | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    total: int | None = None,
+    batch_size: int = 8,
+    threads: int | None = None,
+) -> tuple[list[Frame], np.ndarray, KeyframeSelector]:
+    """Embed the keyframes of a frame sequence (a video, a bag's image topic), in order:
+    returns the kept frames (without their pixels), their descriptors (n, dim) and the
+    selector (its counts).
+
+    Candidates (time step reached) go through the embedding pipeline in batches; the change
+    test then runs over their descriptors in sequence order, as it would frame by frame (a
+    candidate's verdict depends only on the keyframes before it).
+    """
+    selector = KeyframeSelector(keyframes)
+    pre = engine.info.preprocessing
+
+    def candidates() -> Iterator[_Candidate]:
+        for frame in frames:
+            if progress is not None:
+                progress(frame.index + 1, max(total or 0, frame.index + 1))
+            if selector.due(frame.timestamp):
+                yield _Candidate(dataclasses.replace(frame, image=None), frame.image)
+
+    got = embed_items(
+        candidates(),
+        _Candidate.load(pre),
+        engine.embed,  # descriptors only: sequence maps keep no extra arrays
+        batch_size=batch_size,
+        threads=threads,
+    )
+    if not got.kept:
+        return [], np.zeros((0, int(engine.dim)), np.float32), selector
+    desc = np.asarray(got.descriptors, np.float32)
+    keep = [i for i, d in enumerate(desc) if selector.accept(d)]
+    kept = [got.kept[i].frame for i in keep]
+    return kept, np.ascontiguousarray(desc[keep]), selector
+
+
 def video_keyframes(
     engine,
     video: str | os.PathLike,
@@ -44,44 +105,21 @@ def video_keyframes(
     batch_size: int = 8,
     threads: int | None = None,
 ) -> tuple[list[tuple[int, float]], np.ndarray, dict]:
-    """Decode ``video`` and embed its keyframes: ([(frame, seconds)], descriptors, stats).
-
-    Candidates (time step reached) go through the embedding pipeline in batches; the change
-    test then runs over their descriptors in video order, as it would frame by frame (a
-    candidate's verdict depends only on the keyframes before it).
-    """
-    selector = KeyframeSelector(keyframes)
-    pre = engine.info.preprocessing
+    """Decode ``video`` and embed its keyframes: ([(frame, seconds)], descriptors, stats)."""
     with VideoSource(video) as source:
-        total = source.frame_count or 0
-
-        def candidates() -> Iterator[Frame]:
-            for frame in source:
-                if progress is not None:
-                    progress(frame.index + 1, max(total, frame.index + 1))
-                if selector.due(frame.timestamp):
-                    yield frame
-
-        got = embed_items(
-            candidates(),
-            lambda frame: resize_for_model(frame.image, pre),
-            engine.embed,  # descriptors only: video maps keep no extra arrays
-            batch_size=batch_size,
-            threads=threads,
+        kept, desc, selector = embed_keyframes(
+            engine, source, keyframes, progress, source.frame_count, batch_size, threads
         )
         stats = {
             "frames": source.decoded,
             "corrupt_frames": source.corrupt,
             "candidates": selector.candidates,
+            "rejected_unchanged": selector.rejected,
             "fps": source.fps,
         }
-    if not got.kept:
+    if not kept:
         raise ImageError(f"{video}: no frame could be decoded")
-    desc = np.asarray(got.descriptors, np.float32)
-    keep = [i for i, d in enumerate(desc) if selector.accept(d)]
-    stats["rejected_unchanged"] = selector.rejected
-    kept = [(got.kept[i].index, got.kept[i].timestamp) for i in keep]
-    return kept, np.ascontiguousarray(desc[keep]), stats
+    return [(f.index, f.timestamp) for f in kept], desc, stats
 
 
 def _track_poses(

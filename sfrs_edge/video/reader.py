@@ -25,6 +25,7 @@ source; memory per frame is one decoded frame (3 bytes per pixel) plus FFmpeg's 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -42,6 +43,10 @@ log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv")
 MAX_BAD_FRAMES = 25
+# Camera numbers are /dev/videoN-style indices. OpenCV's VideoCapture(-1) ("any camera")
+# segfaults inside its V4L2 backend when no camera exists, so negatives are refused here; the
+# upper end is what OpenCV's C ``int`` index holds.
+MAX_CAMERA = 2**31 - 1
 
 
 class VideoError(ImageError):
@@ -58,9 +63,26 @@ class Frame:
     captured: float
 
 
+@contextlib.contextmanager
+def _quiet_opencv() -> Iterator[None]:
+    """OpenCV's own log below ERROR off: a failed open prints ``[ WARN ...]`` lines of every
+    backend it tried, before (and instead of) the one-line error this module raises."""
+    logging_api = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging_api is None:  # pragma: no cover - OpenCV builds without the logging module
+        yield
+        return
+    level = logging_api.getLogLevel()
+    logging_api.setLogLevel(logging_api.LOG_LEVEL_ERROR)
+    try:
+        yield
+    finally:
+        logging_api.setLogLevel(level)
+
+
 def _capture(source: str | int, name: str) -> cv2.VideoCapture:
     try:
-        return cv2.VideoCapture(source)
+        with _quiet_opencv():
+            return cv2.VideoCapture(source)
     except cv2.error as exc:
         raise VideoError(f"{name}: cannot be opened ({opencv_message(exc)})") from None
 
@@ -103,6 +125,11 @@ class VideoSource:
                     "file; OpenCV's FFmpeg backend reads .mp4/.avi/.mkv/...)"
                 )
         else:
+            if isinstance(source, bool) or not 0 <= source <= MAX_CAMERA:
+                raise VideoError(
+                    f"camera {source!r}: not a camera number (0, 1, ... up to {MAX_CAMERA}; "
+                    "0 is the first camera)"
+                )
             self._cap = _capture(int(source), self.name)
             if not self._cap.isOpened():
                 self._cap.release()

@@ -1,0 +1,188 @@
+"""Tampering that keeps checksums valid (recomputed): what checks of the stored numbers catch."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import test_maps
+from test_map_storage import ExtrasEngine
+
+from sfrs_edge.errors import MapError
+from sfrs_edge.maps import Map, build_map, verify_map
+from sfrs_edge.maps.contents import SAMPLE_ROWS, check_similarities
+from sfrs_edge.maps.hnsw_file import HEADER
+from sfrs_edge.model_info import check_map_model
+from sfrs_edge.rerank import RerankConfig
+from sfrs_edge.rerank.stage import NO_EVIDENCE_FRAMES, RerankStage
+
+engine, images = test_maps.engine, test_maps.images  # the same fixtures
+
+
+def _restamp(out: Path, name: str, data: bytes) -> None:
+    """Write ``data`` as the map's file ``name`` and recompute its checksum in the manifest."""
+    (out / name).write_bytes(data)
+    man = json.loads((out / "manifest.json").read_text())
+    man["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    (out / "manifest.json").write_text(json.dumps(man))
+
+
+def _edit_npy(out: Path, name: str, edit) -> None:
+    arr = np.load(out / name)
+    edit(arr)
+    tmp = out / "edited.npy"
+    np.save(tmp, arr)
+    data = tmp.read_bytes()
+    tmp.unlink()
+    _restamp(out, name, data)
+
+
+DESC = "seg-000000.desc.npy"
+
+
+def test_scaled_descriptors_are_refused_at_open_and_verify(tmp_path, images, engine):
+    out = tmp_path / "map"
+    build_map(engine, images, out)
+    assert verify_map(out)["ok"]
+    _edit_npy(out, DESC, lambda a: a.__imul__(10))  # the issue's ×10, checksum recomputed
+    for check in (lambda: Map.open(out), lambda: verify_map(out)):
+        with pytest.raises(MapError, match="row 0 has length 10, not 1"):
+            check()
+
+
+def test_a_nan_row_beyond_the_open_sample_is_found_by_verify(tmp_path, gardens_point, engine):
+    folder = tmp_path / "src"
+    folder.mkdir()
+    for p in sorted((gardens_point / "day_left").iterdir())[: 2 * SAMPLE_ROWS + 6]:
+        (folder / p.name).symlink_to(p)
+    out = tmp_path / "map"
+    build_map(engine, folder, out, index="exact")
+    _edit_npy(out, DESC, lambda a: a.__setitem__((SAMPLE_ROWS + 2, 5), np.nan))
+    Map.open(out, verify=False)  # sizes only: the first and last rows are sampled
+    for check in (lambda: Map.open(out), lambda: verify_map(out)):  # a changed file is hashed
+        with pytest.raises(MapError, match=f"row {SAMPLE_ROWS + 2} holds NaN"):  # and read
+            check()
+
+
+def test_search_refuses_impossible_similarities():
+    check_similarities(np.array([[0.99, -1.0, 1.005]]), "m")
+    for bad in (5.9, np.nan, -1.5):
+        with pytest.raises(MapError, match="impossible between unit-length descriptors"):
+            check_similarities(np.array([[0.5, bad]]), "m")
+
+
+def test_nan_local_features_are_refused(tmp_path, images):
+    out = tmp_path / "map"
+    build_map(ExtrasEngine(), images, out)
+    name = next(p.name for p in out.iterdir() if "local_features" in p.name)
+    _edit_npy(out, name, lambda a: a.fill(np.nan))
+    with pytest.raises(MapError, match=f"{name}: row 0 holds NaN"):
+        Map.open(out)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: m["model"]["info"].__setitem__("descriptor_dim", "48"), "does not parse"),
+        (lambda m: m["model"].pop("info"), "records no model description"),
+    ],
+)
+def test_a_manifest_model_record_that_does_not_parse_is_refused(
+    tmp_path, images, engine, edit, message
+):
+    """No falling back to comparing the top-level fingerprint alone."""
+    out = tmp_path / "map"
+    build_map(engine, images, out)
+    man = json.loads((out / "manifest.json").read_text())
+    edit(man)
+    (out / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(MapError, match=message):  # what Localizer checks before answering
+        check_map_model(Map.open(out).manifest["model"], engine.info, str(out))
+
+
+class _Unmatched:
+    """A map whose stored local features match nothing (zeros: finite, of the right shape)."""
+
+    def extra_rows(self, name, ids):
+        width = 16 if name == "local_features" else 2
+        return np.zeros((len(ids), 8, width), np.float32)
+
+
+def test_reranking_without_any_evidence_says_so_once(caplog):
+    stage = RerankStage(RerankConfig(k=3), _Unmatched())
+    rng = np.random.default_rng(0)
+    outputs = {
+        "local_features": rng.normal(size=(8, 16)).astype(np.float32),
+        "local_xy": rng.uniform(0, 50, (8, 2)).astype(np.float32),
+    }
+    ids, sims = np.arange(5), np.linspace(0.9, 0.5, 5)
+    with caplog.at_level(logging.WARNING, logger="sfrs_edge.rerank.stage"):
+        for _ in range(NO_EVIDENCE_FRAMES - 1):
+            stage.apply(outputs, ids, sims)
+        assert not caplog.records
+        for _ in range(3 * NO_EVIDENCE_FRAMES):
+            new_ids, _, _ = stage.apply(outputs, ids, sims)
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        f"re-ranking found no verified local evidence for any candidate in {NO_EVIDENCE_FRAMES} "
+        "frames"
+    ]
+    assert list(new_ids) == list(ids)  # the global order stands
+
+
+# --- the hnswlib graph ---------------------------------------------------------------------
+
+
+def _hnsw_map(tmp_path: Path, images: Path, engine) -> tuple[Path, bytearray, tuple]:
+    out = tmp_path / "map"
+    build_map(engine, images, out, index="hnsw")
+    data = bytearray((out / "index.bin").read_bytes())
+    return out, data, HEADER.unpack_from(data, 0)
+
+
+def _verify_cli(out: Path, command: str = "verify") -> subprocess.CompletedProcess:
+    """``map verify`` in its own process: a crash inside hnswlib would be a signal there."""
+    code = "from sfrs_edge.cli import main; main()"
+    return subprocess.run(
+        [sys.executable, "-c", code, "map", command, str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _level0(header: tuple, element: int) -> int:
+    return HEADER.size + element * header[3]
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["link id past the end", "link count over maxM0", "upper-level size", "label", "vector"],
+)
+def test_crafted_hnsw_links_are_refused_by_verify(tmp_path, images, engine, case):
+    out, data, head = _hnsw_map(tmp_path, images, engine)
+    count, per_el, maxm0 = head[2], head[3], head[9]
+    assert _verify_cli(out).returncode == 0
+    at = _level0(head, 3)
+    if case == "link id past the end":
+        struct.pack_into("<H", data, at, 1)
+        struct.pack_into("<I", data, at + 4, 10**6)
+    elif case == "link count over maxM0":
+        struct.pack_into("<H", data, at, maxm0 + 40)
+    elif case == "upper-level size":
+        struct.pack_into("<I", data, HEADER.size + count * per_el, 12345)
+    elif case == "label":
+        struct.pack_into("<Q", data, at + per_el - 8, 10**9)
+    else:
+        struct.pack_into("<f", data, at + 4 + 4 * maxm0, np.inf)
+    _restamp(out, "index.bin", bytes(data))
+    for command in ("verify", "info"):  # info opens it as localize does: a changed file is read
+        r = _verify_cli(out, command)
+        assert r.returncode == 1, (command, r.returncode, r.stderr[-400:])
+        assert "index graph is corrupt" in r.stderr or "index vectors: row 3 holds NaN" in r.stderr

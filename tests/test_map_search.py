@@ -1,0 +1,183 @@
+"""Opened maps answer with the right rows: search order, segment offsets, dtypes, metadata.
+
+Maps here are written from known rows (no model, no images), so every answer is checked
+against the rows that went in: top-k ids and order against a brute-force ranking, vectors and
+places across segment boundaries, float16 storage, chunked SQL lookups.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sfrs_edge.errors import MapError
+from sfrs_edge.maps import Map, Rows, append_to_map
+from sfrs_edge.maps.index import IndexConfig
+from sfrs_edge.maps.metadata import Place
+from sfrs_edge.maps.store import atomic_map_dir
+from sfrs_edge.maps.writer import history_event, write_new_map
+
+DIM = 16
+FP = "0123456789abcdef"
+
+
+def unit_rows(n: int, seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def places(first: int, n: int) -> list[Place]:
+    """Place i named ``p<i>`` at x = i, y = -i (so a wrong row is visible in every column);
+    every place i with i % 7 == 3 has no position."""
+    out = []
+    for i in range(first, first + n):
+        pos = None if i % 7 == 3 else (float(i), -float(i))
+        kind = None if pos is None else "xy"
+        out.append(Place(i, f"p{i:05d}", f"/img/{i}.jpg", pos, kind, float(i % 360), str(i)))
+    return out
+
+
+def write(path, desc: np.ndarray, index: str = "exact", dtype: str = "float32") -> Map:
+    config = IndexConfig(index, M=16, ef_construction=200, ef=400).resolved(len(desc))
+    with atomic_map_dir(path) as staging:
+        write_new_map(
+            staging,
+            Rows(desc, places(0, len(desc))),
+            config,
+            dtype,
+            model={"fingerprint": FP},
+            positions={"kind": "xy", "source": "test"},
+            event=history_event("build", len(desc)),
+        )
+    return Map.open(path)
+
+
+def grow(path, desc: np.ndarray, first: int) -> Map:
+    append_to_map(path, Rows(desc, places(first, len(desc))), FP)
+    return Map.open(path)
+
+
+@pytest.fixture(params=["exact", "hnsw"])
+def segmented(request, tmp_path):
+    """A map of 3 segments (60 + 25 + 15 rows) and all its rows in order."""
+    parts = [unit_rows(60, 1), unit_rows(25, 2), unit_rows(15, 3)]
+    path = tmp_path / "map"
+    write(path, parts[0], request.param)
+    grow(path, parts[1], 60)
+    m = grow(path, parts[2], 85)
+    return m, np.concatenate(parts)
+
+
+def brute_force(q: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    sims = q @ rows.T
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return order, np.take_along_axis(sims, order, 1)
+
+
+def test_segments_really_are_separate(segmented):
+    m, rows = segmented
+    assert len(m) == 100 and len(m.segments) == 3
+    assert [(s.start, s.rows) for s in m.segments] == [(0, 60), (60, 25), (85, 15)]
+    if m.index_type == "hnsw":
+        assert m.indexed == 60  # the later rows are searched exactly beside the graph
+
+
+def test_search_returns_brute_force_ids_in_order(segmented):
+    m, rows = segmented
+    q = unit_rows(30, 9)
+    for k in (1, 7, 100):
+        ids, sims = m.search(q, k=k)
+        want_ids, want_sims = brute_force(q, rows, k)
+        np.testing.assert_array_equal(ids, want_ids)
+        np.testing.assert_allclose(sims, want_sims, atol=1e-5)
+        assert ids.dtype == np.int64 and sims.dtype == np.float32
+
+
+def test_each_row_finds_itself_in_every_segment(segmented):
+    m, rows = segmented
+    ids, sims = m.search(rows, k=2)
+    np.testing.assert_array_equal(ids[:, 0], np.arange(100))
+    np.testing.assert_allclose(sims[:, 0], 1.0, atol=1e-5)
+    assert (sims[:, 1] < sims[:, 0]).all()
+
+
+def test_vectors_and_score_follow_ids_across_segments(segmented):
+    m, rows = segmented
+    ids = np.array([99, 0, 60, 59, 85, 84, 61, 3])
+    np.testing.assert_allclose(m.vectors(ids), rows[ids], atol=1e-6)
+    np.testing.assert_allclose(m.descriptors, rows, atol=1e-6)
+    q = unit_rows(3, 4)
+    np.testing.assert_allclose(m.score(q, ids), q @ rows[ids].T, atol=1e-5)
+    np.testing.assert_allclose(m.similarities(q), q @ rows.T, atol=1e-5)
+    with pytest.raises(MapError, match="place id 100 is not in this map"):
+        m.vectors([5, 100])
+
+
+def test_places_come_back_in_the_order_asked(segmented):
+    m, _ = segmented
+    ids = np.array([99, 0, 60, 59, 85, 84, 61, 3])
+    got = m.places(ids)
+    assert [p.id for p in got] == ids.tolist()
+    assert [p.name for p in got] == [f"p{i:05d}" for i in ids]
+    assert [p.position for p in got] == [None if i % 7 == 3 else (float(i), -float(i)) for i in ids]
+    # more ids than one SQL query takes, repeated and shuffled: still one answer per id
+    many = np.random.default_rng(0).permutation(np.tile(np.arange(100), 13))
+    assert [p.id for p in m.places(many)] == many.tolist()
+    assert [p.id for p in m.all_places()] == list(range(100))
+    assert m.names == [f"p{i:05d}" for i in range(100)]
+
+
+def test_find_names_across_query_chunks(segmented):
+    m, _ = segmented
+    asked = [f"absent{i}" for i in range(1300)]
+    for where, i in ((0, 7), (499, 60), (500, 61), (999, 99), (1000, 0), (1299, 85)):
+        asked[where] = f"p{i:05d}"
+    assert sorted(m.find_names(asked)) == sorted(f"p{i:05d}" for i in (7, 60, 61, 99, 0, 85))
+    assert m.find_names(["nope"]) == []
+
+
+def test_positions_are_row_aligned(segmented):
+    m, _ = segmented
+    pos = m.positions()
+    assert pos.shape == (100, 2)
+    want = np.stack([np.arange(100.0), -np.arange(100.0)], 1)
+    want[np.arange(100) % 7 == 3] = np.nan
+    np.testing.assert_array_equal(pos, want)
+    assert m.manifest["positions"]["count"] == 100 - len(range(3, 100, 7))
+
+
+def test_float16_map_stores_float16_and_answers_float32(tmp_path):
+    rows = unit_rows(80, 5)
+    path = tmp_path / "half"
+    one = write(path, rows[:50], "exact", "float16")
+    assert one.descriptors.dtype == np.float32  # one float16 segment: still float32 out
+    np.testing.assert_array_equal(one.descriptors, rows[:50].astype(np.float16))
+    m = grow(path, rows[50:], 50)  # the new segment keeps the map's dtype
+    assert m.dtype == "float16" and m.manifest["dtype"] == "float16"
+    assert [s.descriptors.dtype for s in m.segments] == [np.float16, np.float16]
+    assert [np.load(path / s.entry["descriptors"]).dtype for s in m.segments] == [np.float16] * 2
+    half = rows.astype(np.float16).astype(np.float32)
+    assert m.vectors([0, 79]).dtype == np.float32 and m.descriptors.dtype == np.float32
+    np.testing.assert_array_equal(m.vectors(np.arange(80)), half)  # exactly the rounded rows
+    q = unit_rows(10, 6)
+    ids, sims = m.search(q, k=5)
+    want_ids, want_sims = brute_force(q, half, 5)
+    np.testing.assert_array_equal(ids, want_ids)
+    np.testing.assert_allclose(sims, want_sims, atol=1e-5)
+    assert sims.dtype == np.float32
+
+
+def test_float32_map_is_float32(tmp_path):
+    rows = unit_rows(20, 7)
+    m = write(tmp_path / "full", rows)
+    assert m.dtype == "float32" and m.segments[0].descriptors.dtype == np.float32
+    np.testing.assert_array_equal(m.descriptors, rows)  # not rounded
+
+
+def test_in_memory_map_search_order():
+    rows = unit_rows(50, 8)
+    q = unit_rows(4, 9)
+    ids, sims = Map.from_arrays(rows).search(q, k=6)
+    want_ids, want_sims = brute_force(q, rows, 6)
+    np.testing.assert_array_equal(ids, want_ids)
+    np.testing.assert_allclose(sims, want_sims, atol=1e-6)
