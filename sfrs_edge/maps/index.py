@@ -253,7 +253,7 @@ class HnswIndex:
 def _level0_map(path: Path | str, dim: int, count: int) -> tuple[np.ndarray, np.ndarray]:
     """Memory maps of an hnswlib file's vectors (count, dim) float32 and labels (count, 1)
     uint64, by internal slot. MapError when the layout is not hnswlib 0.8's."""
-    from .snapshot import _HNSW_HEADER as HEADER  # the one description of that header
+    from .hnsw_file import HEADER  # the one description of that header
 
     with open(path, "rb") as fh:
         head = fh.read(HEADER.size)
