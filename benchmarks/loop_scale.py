@@ -253,17 +253,19 @@ def after_child(a: dict) -> list[dict]:
             walk = q["walk"]  # the query route: frame i near map row walk[i]
             frames = (frame for _ in iter(int, 1))
             gen = loc.stream(frames, filter=filt, window=5, speed=float(walk[1] - walk[0]))
-            streams[(filt, rerank)] = (gen, [], backend)
+            streams[(filt, rerank)] = (gen, [], [])
     for _ in range(a["frames"]):
-        for gen, times, _backend in streams.values():
-            t = time.perf_counter()
+        for gen, times, cpus in streams.values():
+            t, c = time.perf_counter(), time.thread_time()
             r = next(gen)
-            wall = time.perf_counter() - t
+            wall, cpu = time.perf_counter() - t, time.thread_time() - c
             inner = r.timings.get("inference", 0.0) + r.timings.get("preprocess", 0.0)
             times.append(wall * 1000.0 - inner)
+            cpus.append(cpu * 1000.0)  # the stand-in inference costs no measurable CPU
     rss = rss_bytes()
-    for (filt, rerank), (_, times, _) in streams.items():
+    for (filt, rerank), (_, times, cpus) in streams.items():
         t = np.array(times[10:])
+        c = np.array(cpus[10:])
         rows.append(
             dict(
                 part="after",
@@ -272,6 +274,9 @@ def after_child(a: dict) -> list[dict]:
                 rerank=rerank,
                 p50_ms=round(float(np.percentile(t, 50)), 3),
                 p99_ms=round(float(np.percentile(t, 99)), 3),
+                cpu_p50_ms=round(float(np.percentile(c, 50)), 3),
+                cpu_p99_ms=round(float(np.percentile(c, 99)), 3),
+                load_avg=round(os.getloadavg()[0], 1),
                 frames=len(t),
                 rss_mib=round(rss / 2**20, 1),
                 rss_before_open_mib=round(rss0 / 2**20, 1),
@@ -327,7 +332,8 @@ def run_after(args, info) -> list[dict]:
         for r in got:
             log(
                 f"loop_scale: {size} places {r['filter']} rerank {r['rerank']}: "
-                f"p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms RSS {r['rss_mib']} MiB"
+                f"p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms (CPU p50 {r['cpu_p50_ms']} ms) "
+                f"RSS {r['rss_mib']} MiB open {r['open_s']} s"
             )
         rows += got
     return rows

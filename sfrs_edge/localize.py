@@ -173,12 +173,12 @@ class Localizer:
         self.k, self.ef = k, ef
         self.position_kind: str | None = self.map.position_kind
         self._positions = self.map.positions()  # (N, d), NaN where unknown
-        self._names, self._no_names = None, None
+        self._names = None  # None: ask the map per frame (maps that cannot list names)
+        table = getattr(self.map, "name_table", None)
         try:
-            table = getattr(self.map, "name_table", None)
-            self._names = table() if table is not None else self.map.names
-        except MapError as exc:  # a map without metadata (in-memory): searches still work
-            self._no_names = exc
+            self._names = table() if table is not None else getattr(self.map, "names", None)
+        except MapError:  # a map without metadata (in-memory): searches still work
+            pass
         hold_blas(SEARCH_BLAS_THREADS)
         self.estimator = Estimator(
             self._positions, self.position_kind, far_radius, far_frames, margin_scale, near_radius
@@ -271,20 +271,23 @@ class Localizer:
         """:class:`Match` es for map rows ``ids`` (names and positions held in memory);
         ``scores``: their ordering scores when re-ranked (default: the similarities)."""
         if self._names is None:
-            raise self._no_names
+            names = [p.name for p in self.map.places(ids)]
+        else:
+            n = len(self._names)
+            bad = [int(i) for i in ids if not 0 <= int(i) < n]
+            if bad:
+                raise MapError(f"place id {bad[0]} is not in this map (0..{n - 1})")
+            names = [self._names[int(i)] for i in ids]
         out = []
-        n = len(self._names)
         scores = similarities if scores is None else scores
-        for i, s, f in zip(ids, similarities, scores, strict=True):
+        for i, s, f, name in zip(ids, similarities, scores, names, strict=True):
             i = int(i)
-            if not 0 <= i < n:
-                raise MapError(f"place id {i} is not in this map (0..{n - 1})")
             pos = self._positions[i] if self._positions.shape[1] else None
             known = pos is not None and not np.isnan(pos).any()
             out.append(
                 Match(
                     id=i,
-                    name=self._names[i],
+                    name=name,
                     similarity=round(float(s), 6),
                     position=tuple(float(v) for v in pos) if known else None,
                     score=round(float(f), 6),

@@ -322,3 +322,25 @@ def test_engine_info_from_the_onnx_beside_it(tmp_path, tiny_onnx):
     (tmp_path / "model.engine.json").write_text(json.dumps(side))
     with pytest.raises(ModelError, match="feedfeedfeedfeed.*rebuild"):
         Engine.open(e)
+
+
+def test_concurrent_frames_run_on_their_own_buffers(tiny_onnx, gardens_point):
+    """Callers at the same time get the descriptor of their own frame (one bound slot each)."""
+    engine = Engine.open(tiny_onnx, backend="cpu", threads=1)
+    frames = [read_image(p) for p in list_images(gardens_point / "day_left")[:6]]
+    want = [engine.embed_frame(f) for f in frames]
+    got: dict[int, list] = {i: [] for i in range(len(frames))}
+
+    def worker(i: int) -> None:
+        for _ in range(3):
+            got[i].append(engine.embed_frame(frames[i]))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(frames))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, w in enumerate(want):
+        for d in got[i]:
+            np.testing.assert_allclose(d, w, atol=1e-6)
+    assert len(engine._free) >= 2  # more than one slot was needed, and all came back

@@ -158,3 +158,23 @@ def test_float16_exact_search_agrees_on_real_descriptors(real):
     i16 = ExactIndex(db.astype(np.float16)).search(q, 1)[0]
     i32 = ExactIndex(db).search(q, 1)[0]
     assert float((i16 == i32).mean()) >= 0.99
+
+
+def test_loaded_hnsw_reads_vectors_from_its_file(tmp_path):
+    """A loaded graph's vectors come from the memory-mapped file (row by label, whatever
+    internal order the parallel build gave them), equal to hnswlib's own get_items; after an
+    add the graph answers from hnswlib again."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2500, 48)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    cfg = IndexConfig("hnsw").resolved(len(x))
+    HnswIndex.build(x, cfg).save(tmp_path / "i.bin")
+    g = HnswIndex.load(tmp_path / "i.bin", 48, len(x), cfg)
+    ids = rng.integers(0, len(x), 400)
+    np.testing.assert_array_equal(g.vectors(ids), x[ids])
+    assert g._rows is not None  # the file path, not get_items
+    np.testing.assert_array_equal(np.asarray(g._index.get_items(ids[:5]), np.float32), x[ids[:5]])
+    more = rng.standard_normal((10, 48)).astype(np.float32)
+    more /= np.linalg.norm(more, axis=1, keepdims=True)
+    g.add(more, len(x))
+    np.testing.assert_allclose(g.vectors([len(x) + 3, 7]), np.stack([more[3], x[7]]), atol=1e-6)

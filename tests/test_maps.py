@@ -637,3 +637,15 @@ def test_map_info(tmp_path, images, engine):
     assert info["size_bytes"] == on_disk
     assert info["bytes_per_image"] == pytest.approx(on_disk / 12)
     assert info["checksums"] == "ok"
+
+
+def test_name_table_holds_every_name_compactly():
+    from sfrs_edge.maps.metadata import NameTable
+
+    names = ["a", "ünï/çødé.jpg", "", "x" * 300]
+    t = NameTable(names)
+    assert len(t) == 4 and [t[i] for i in range(4)] == names
+    assert t.nbytes == len("".join(names).encode()) + 8 * 5
+    for bad in (-1, 4):
+        with pytest.raises(IndexError):
+            t[bad]

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from sfrs_edge.cli import main
 from sfrs_edge.engine import Engine
+from sfrs_edge.errors import ConfigError, MapError
 from sfrs_edge.localize import Localizer
 from sfrs_edge.maps import build_map
 from sfrs_edge.stream import FrameStream, LatestFrame
@@ -146,6 +147,46 @@ def test_localizer_stream_matches_localize(loc, walk):
     out = list(loc.stream([f.image for f in frames_again[:3]], filter="none"))
     assert [r.index for r in out] == [0, 1, 2] and all(r.filtered is None for r in out)
     assert out[2].best == out[2].result.best and out[2].timestamp is None
+
+
+@pytest.mark.parametrize("method", ["seq", "hmm"])
+def test_frames_in_flight_give_the_same_results_in_frame_order(loc, walk, method):
+    """Two and three frames localized at once: each frame's own answer is the same as one at a
+    time, results come in frame order, the filtered answer stays on the route."""
+    images = [f.image for f in VideoSource(walk)][:30]
+    one = list(loc.stream(images, filter=method, in_flight=1))
+    for flight in (2, 3):
+        many = list(loc.stream(images, filter=method, in_flight=flight))
+        assert [r.index for r in many] == list(range(30))
+        assert [r.result.matches for r in many] == [r.result.matches for r in one]
+        near = np.mean(
+            [abs(a.filtered.id - b.filtered.id) <= 2 for a, b in zip(many, one, strict=True)]
+        )
+        assert near >= 0.9
+    gen = loc.stream(iter(images), in_flight=2)
+    assert next(gen).index == 0
+    gen.close()  # stopping early is clean (the worker's frame is dropped)
+    with pytest.raises(ConfigError, match="frames in flight"):
+        next(loc.stream(images, in_flight=0))
+
+
+def test_stream_names_matches_without_metadata_queries(loc, walk, monkeypatch):
+    """Names and positions are held in memory: a frame reads no metadata."""
+
+    names = loc.map.names
+
+    def no_sql(*a, **k):
+        raise AssertionError("metadata queried per frame")
+
+    monkeypatch.setattr(loc.map, "places", no_sql)
+    monkeypatch.setattr(loc.map._meta, "query", no_sql)
+    images = [f.image for f in VideoSource(walk)][:3]
+    out = list(loc.stream(images))
+    for r in out:
+        assert [m.name for m in r.result.matches] == [names[m.id] for m in r.result.matches]
+        assert r.filtered.name == names[r.filtered.id]
+    with pytest.raises(MapError, match="not in this map"):
+        loc.match(len(loc.map), 0.5)
 
 
 def test_localize_video_cli(loc, tiny_onnx, walk, tmp_path):

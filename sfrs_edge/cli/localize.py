@@ -152,6 +152,14 @@ def _print_human(result, show_timings: bool, rerank=None, rule: str | None = Non
     help="Expected map rows per source frame, for the filter's motion model "
     "(about 1 / (keyframe step s x camera fps) for a map built from video).",
 )
+@click.option(
+    "--in-flight",
+    "in_flight",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Frames localized at the same time (video/camera), results still in frame order "
+    "[default: sfrs_edge.stream.sequence.DEFAULT_IN_FLIGHT].",
+)
 @model_option
 @map_option
 @click.option("-k", "k", default=5, show_default=True, type=click.IntRange(min=1), help="Matches.")
@@ -187,6 +195,7 @@ def localize_command(
     filter_method,
     window,
     speed,
+    in_flight,
     model_path,
     map_path,
     k,
@@ -251,7 +260,7 @@ def localize_command(
         from .stream import run_stream
 
         source = str(video) if video is not None else camera
-        run_stream(loc, source, fps, all_frames, config, as_json, timings)
+        run_stream(loc, source, fps, all_frames, config, as_json, timings, in_flight)
         return
     loc = open_localizer(
         model_path, map_path, k=k, backend=backend, threads=threads, ef=ef, rerank=rerank

@@ -36,15 +36,18 @@ def run_stream(
     config,
     as_json: bool,
     timings: bool,
+    in_flight: int | None = None,
 ) -> None:
     """Localize every frame the stream hands out; print results and a summary."""
     from ..stream import FrameStream
 
     processed = 0
+    latencies = []
     t0 = time.perf_counter()
     with FrameStream(source, fps=fps, drop=not all_frames) as frames:
-        for r in loc.stream(frames, config):
+        for r in loc.stream(frames, config, in_flight=in_flight):
             processed += 1
+            latencies.append(r.latency_ms)
             if as_json:
                 d = r.to_dict()
                 if not timings:
@@ -70,6 +73,13 @@ def run_stream(
     click.echo(
         f"{summary['source']}: {processed} frames localized of {summary['decoded']} decoded "
         f"({summary['dropped']} dropped while busy, {summary['corrupt']} corrupt), "
-        f"{summary['fps']} frames/s",
+        f"{summary['fps']} frames/s, latency median {_median(latencies)} ms",
         err=True,
     )
+
+
+def _median(values: list[float]) -> str:
+    if not values:
+        return "-"
+    v = sorted(values)
+    return f"{v[len(v) // 2]:.1f}"

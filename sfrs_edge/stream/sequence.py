@@ -32,6 +32,8 @@ class FrameLocalizer(Protocol):
         self, frame_bgr: np.ndarray, focus: np.ndarray | None = None
     ) -> tuple[LocalizationResult, FrameScores]: ...
 
+    def localize(self, frame_bgr: np.ndarray) -> LocalizationResult: ...
+
     def match(self, place_id: int, similarity: float) -> Match: ...
 
 
@@ -94,6 +96,8 @@ def localize_stream(
     filt = TemporalFilter(config) if config.method != "none" else None
 
     def work(image: np.ndarray, focus: np.ndarray | None):
+        if filt is None:  # no filter: the frame's own answer, no evidence rows to score
+            return localizer.localize(image), None
         return localizer.localize_evidence(image, focus)
 
     def finish(meta, result, frame) -> StreamResult:
