@@ -112,7 +112,7 @@ def export_model(
     local_info = None
     if local is not None:
         import torch
-        from sfrs_edge.train.local_features import head_info
+        from sfrs_edge.train.local_features import final_map_size, head_info
         from sfrs_edge.train.model import ExportWrapper
 
         local = copy.deepcopy(local).float().eval()
@@ -120,7 +120,7 @@ def export_model(
         h, w = local.input_size
         with torch.no_grad():  # P is fixed by the input size: read it off one forward pass
             probe = ExportWrapper(ref, local)(torch.zeros(1, h, w, 3, dtype=torch.uint8))
-        local_info = head_info(local, int(probe[1].shape[1]))
+        local_info = head_info(local, int(probe[1].shape[1]), final_map_size(ref))
     info = model_info(ref, precision=precision, provenance=_json_safe(provenance), local=local_info)
     exported = copy.deepcopy(ref)  # tracing must not touch the reference
     if fp16:
@@ -165,9 +165,11 @@ def export_checkpoint(
     return export_model(net, output, **kwargs)
 
 
-def local_head(checkpoint: str | os.PathLike, net: SFRSNet, images: Sequence):
+def local_head(checkpoint: str | os.PathLike, net: SFRSNet, images: Sequence, config=None):
     """The checkpoint's re-ranking head, or one fitted now on ``images`` when it has none
-    (imported models): local PCA on the verification images, logged."""
+    (imported models): projection fitted on the verification images, logged, and kept in the
+    checkpoint. ``config``: the :class:`~sfrs_edge.train.local_features.LocalConfig` of a new
+    head (default: the measured default)."""
     from sfrs_edge.train.checkpoint import read_checkpoint
     from sfrs_edge.train.local_features import LocalConfig, fit_local_head, head_from_state
 
@@ -181,8 +183,26 @@ def local_head(checkpoint: str | os.PathLike, net: SFRSNet, images: Sequence):
             "`sfrs-edge init` or pass --verify-images DIR with real images"
         )
     log.info(
-        "%s: no local-feature PCA in the checkpoint; fitting it on %d images",
+        "%s: no local-feature projection in the checkpoint; fitting it on %d images and "
+        "storing it there (later exports reuse it)",
         checkpoint,
         len(images),
     )
-    return fit_local_head(net, images, LocalConfig())
+    head = fit_local_head(net, images, config or LocalConfig())
+    store_local_head(checkpoint, head)
+    return head
+
+
+def store_local_head(checkpoint: str | os.PathLike, head) -> None:
+    """Write ``head`` into the checkpoint (key ``local``), atomically: a later export emits
+    the same local features, so maps built with either export stay comparable."""
+    import torch
+    from sfrs_edge.train.checkpoint import read_checkpoint
+    from sfrs_edge.train.local_features import head_state
+
+    from sfrs_edge.atomic import atomic_file
+
+    payload = read_checkpoint(checkpoint)
+    payload["local"] = head_state(head)
+    with atomic_file(Path(checkpoint)) as f:
+        torch.save(payload, f)
