@@ -1,4 +1,4 @@
-"""CPU speed table (issue 13): model variants side by side in one run, interleaved.
+"""CPU speed table: model variants side by side in one run, interleaved.
 
     python benchmarks/latency.py --cpu-table \
         --lite0-checkpoint artifacts/lite0_gp.pt --lite0 today=artifacts/today_lite0.onnx \
@@ -11,8 +11,9 @@ absolute figures are of a loaded machine when the load average says so):
 1. per-frame inference (batch 1, preprocessed frame) of PyTorch eager (the anchor: the same
    uint8 frame through the same input adapter) and every ONNX variant, at each thread count,
    plus spin-waiting on/off for the first variant at the largest thread count;
-2. map build images/s: today's loop (``Engine.embed_files``: decode, then infer, in turn) vs the
-   pipeline (``embed_images``: decode pool overlapped with batched inference), same engine;
+2. map build images/s: a sequential loop (decode a batch, then infer it, in turn) vs the
+   embedding pipeline (``sfrs_edge.embedding.embed_images``: decode pool overlapped with
+   batched inference), same engine;
 3. ``Localizer.localize`` frames/s over the night_right frames (decoded in memory) on an exact
    map of day_left, per Lite0 variant and thread count, with per-stage medians, the process CPU
    time per frame (idle-equivalent frames/s = 1 / CPU s per frame for one thread), and Recall@1
@@ -124,23 +125,34 @@ def inference(backbone: str, ckpt: Path, variants: dict[str, Path], threads, rep
 
 
 def build_speed(model: Path, n: int, rounds: int, threads: int) -> list[dict]:
-    """Section 2: today's embedding loop vs the overlapped pipeline, same engine, interleaved."""
+    """Section 2: a sequential embedding loop vs the overlapped pipeline, same engine,
+    interleaved."""
+    from sfrs_edge.embedding import embed_images
     from sfrs_edge.engine import Engine
-    from sfrs_edge.maps.embedding import embed_images
+    from sfrs_edge.images import load_for_model
+
+    def sequential(files: list[Path], batch: int = 8) -> np.ndarray:
+        pre = engine.info.preprocessing
+        out = []
+        for i in range(0, len(files), batch):
+            out.append(
+                engine.embed(np.stack([load_for_model(f, pre) for f in files[i : i + batch]]))
+            )
+        return np.concatenate(out)
 
     files = gp("day_left", n)
     engine = Engine.open(model, backend="cpu", threads=threads)
-    rates: dict[str, list[float]] = {"today: embed_files loop": [], "pipeline: decode pool": []}
+    rates: dict[str, list[float]] = {"sequential loop": [], "pipeline: decode pool": []}
     same = None
     for _ in range(rounds):
         t = time.perf_counter()
-        a = engine.embed_files(files, batch_size=8)
-        rates["today: embed_files loop"].append(len(files) / (time.perf_counter() - t))
+        a = sequential(files)
+        rates["sequential loop"].append(len(files) / (time.perf_counter() - t))
         t = time.perf_counter()
         b = embed_images(engine, files, batch_size=8, threads=threads).descriptors
         rates["pipeline: decode pool"].append(len(files) / (time.perf_counter() - t))
         same = float(np.abs(a - b).max())
-    base = float(np.median(rates["today: embed_files loop"]))
+    base = float(np.median(rates["sequential loop"]))
     return [
         {
             "method": k,

@@ -463,7 +463,7 @@ def plots(results: dict, out: Path) -> list[Path]:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if "--cpu-table" in argv:  # issue 13's variant table: benchmarks/cpu_variants.py
+    if "--cpu-table" in argv:  # the CPU variant table: benchmarks/cpu_variants.py
         from benchmarks import cpu_variants
 
         return cpu_variants.main([a for a in argv if a != "--cpu-table"])

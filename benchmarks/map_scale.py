@@ -43,20 +43,20 @@ def _rows(desc: np.ndarray, first: int):
 
 def build(path: Path, desc: np.ndarray, index: str, M: int, efc: int, ef: int, dtype: str):
     from sfrs_edge.maps.index import IndexConfig
-    from sfrs_edge.maps.manifest import new_manifest
     from sfrs_edge.maps.store import atomic_map_dir
-    from sfrs_edge.maps.writer import write_map
+    from sfrs_edge.maps.writer import history_event, write_new_map
 
     config = IndexConfig(index, M, efc, ef).resolved(len(desc))
     with atomic_map_dir(path) as staging:
-        man = new_manifest(
-            dim=desc.shape[1],
+        write_new_map(
+            staging,
+            _rows(desc, 0),
+            config,
+            dtype,
             model=_model(desc.shape[1]),
-            index=config.to_manifest(),
-            count=len(desc),
-            positions={"kind": None, "source": None, "count": 0},
+            positions={"kind": None, "source": None},
+            event=history_event("build", len(desc), source="synthetic"),
         )
-        write_map(staging, man, _rows(desc, 0), config, dtype)
 
 
 _PROBE = """
@@ -98,7 +98,7 @@ def probe(path: Path, qfile: Path, tfile: Path, efs: list[int]) -> dict:
 
 
 def add_time(path: Path, extra: np.ndarray, first: int) -> float:
-    from sfrs_edge.maps.build import append_to_map
+    from sfrs_edge.maps import append_to_map
 
     t0 = time.perf_counter()
     append_to_map(path, _rows(extra, first), FINGERPRINT)
@@ -141,7 +141,7 @@ def run(args) -> list[dict]:
         log(f"map_scale: built {size} x {args.dim} in {row['build_s']:.1f} s")
         del db
         cold = probe(path, qfile, tfile, [args.ef])
-        time.sleep(2.5)  # files younger than checksums.RACY_S are rehashed, not trusted
+        time.sleep(2.5)  # files younger than verify_cache.RACY_S are rehashed, not trusted
         probe(path, qfile, tfile, [args.ef])  # records the verification
         warm = probe(path, qfile, tfile, [args.ef, *args.efs])
         row["open_cold_s"], row["open_warm_s"] = cold["open_s"], warm["open_s"]

@@ -36,11 +36,10 @@ def make_vgg16(out: Path) -> None:
 
 
 def measure(model: Path, verify_reps: int, open_reps: int) -> dict:
-    os.environ["SFRS_EDGE_HOME"] = tempfile.mkdtemp(prefix="sfrs-open-")
-    from sfrs_edge import model_digest
+    os.environ["SFRS_EDGE_CACHE"] = tempfile.mkdtemp(prefix="sfrs-open-")
+    from sfrs_edge import model_digest, verify_cache
     from sfrs_edge.engine import Engine
 
-    cache = Path(os.environ["SFRS_EDGE_HOME"]) / model_digest.CACHE_NAME
     runs: dict[str, list[float]] = {"verify_rehash": [], "verify_cached": []}
     runs |= {"open_rehash": [], "open_cached": []}
 
@@ -50,11 +49,11 @@ def measure(model: Path, verify_reps: int, open_reps: int) -> dict:
         runs[key].append(time.perf_counter() - t)
 
     for _ in range(verify_reps):
-        cache.unlink(missing_ok=True)
+        verify_cache.forget()
         timed("verify_rehash", lambda: model_digest.verify_model_file(model))
         timed("verify_cached", lambda: model_digest.verify_model_file(model))
     for _ in range(open_reps):
-        cache.unlink(missing_ok=True)
+        verify_cache.forget()
         timed("open_rehash", lambda: Engine.open(model, backend="cpu"))
         timed("open_cached", lambda: Engine.open(model, backend="cpu"))
     return {

@@ -160,8 +160,7 @@ def candidate_inliers(
     qf, qxy, dbf, dbxy, ranked: np.ndarray, rr: RerankConfig
 ) -> tuple[np.ndarray, np.ndarray]:
     """Inliers and matches (Q, K) of every query against its top-K global candidates."""
-    from sfrs_edge.rerank.matching import mutual_matches
-    from sfrs_edge.rerank.verify import count_inliers
+    from sfrs_edge.rerank.match import count_inliers, mutual_matches
 
     inl = np.zeros(ranked.shape, np.int64)
     mat = np.zeros(ranked.shape, np.int64)
@@ -178,7 +177,7 @@ def candidate_inliers(
 
 def reranked_lists(ranked, sims, inliers, k: int, rr: RerankConfig) -> np.ndarray:
     """Top-k of each global list re-ordered by the fused score, the rest unchanged."""
-    from sfrs_edge.rerank.scoring import fused_scores
+    from sfrs_edge.rerank.stage import fused_scores
 
     out = ranked.copy()
     for i in range(len(ranked)):
@@ -259,19 +258,9 @@ def strip(result: dict) -> dict:
 def _estimator(n: int):
     """A Localizer's answer/confidence rule over a map of ``n`` index-positioned places
     (positions = frame index, as the demo's map; far radius 25, the default)."""
-    from types import SimpleNamespace
+    from sfrs_edge.estimate import Estimator
 
-    from sfrs_edge.localize import Localizer
-
-    est = Localizer.__new__(Localizer)
-    est._positions = np.arange(n, dtype=np.float64)[:, None]
-    est.position_kind = "xy"
-    est.far_radius, est.far_frames, est.margin_scale = 25.0, 10, 0.25
-    est.near_radius, est.k = 5.0, 5
-    est.map = SimpleNamespace(
-        places=lambda ids: [SimpleNamespace(id=int(i), name=str(i)) for i in ids]
-    )
-    return est
+    return Estimator(np.arange(n, dtype=np.float64)[:, None], "xy", 25.0, 10, 0.25, 5.0)
 
 
 def _filtered(scores: np.ndarray, method: str) -> np.ndarray:
@@ -286,7 +275,7 @@ def calibration(result: dict, rr: RerankConfig, k: int = 10) -> dict:
     """Per pair: share of answers with confidence ≥ t and how many of those are right,
     global vs re-ranked; and R@1 of the seq/hmm-filtered answers over global vs fused scores."""
     from sfrs_edge.rerank import RerankResult
-    from sfrs_edge.rerank.scoring import evidence, fused_scores
+    from sfrs_edge.rerank.stage import evidence, fused_scores
 
     out = {}
     for pair, (ranked, sims, inl, pos) in result["_cache"].items():
@@ -296,7 +285,7 @@ def calibration(result: dict, rr: RerankConfig, k: int = 10) -> dict:
         rows = {"global": [], "reranked": []}
         fused_all = full.copy()
         for i in range(len(ranked)):
-            g = est._estimate(ranked[i, :32], sims[i, :32])
+            g = est.estimate(ranked[i, :32], sims[i, :32], 5)
             f = fused_scores(sims[i, :k], inl[i, :k], rr)
             order = np.argsort(-f, kind="stable")
             vr = RerankResult(
@@ -308,11 +297,10 @@ def calibration(result: dict, rr: RerankConfig, k: int = 10) -> dict:
             )
             ids = np.concatenate([ranked[i, :k][order], ranked[i, k:32]])
             ss = np.concatenate([sims[i, :k][order], sims[i, k:32]])
-            r = est._estimate(ids, ss, vr)
-            for name, res in (("global", g), ("reranked", r)):
-                rows[name].append(
-                    (res["confidence"], int(res["matches"][0].id) in set(pos[i].tolist()))
-                )
+            r = est.estimate(ids, ss, 5, vr.evidence)
+            right = set(pos[i].tolist())
+            for name, res, best in (("global", g, ranked[i, 0]), ("reranked", r, ids[0])):
+                rows[name].append((res.confidence, int(best) in right))
             fused_all[i, ranked[i, :k]] = f
         table = {}
         for name, vals in rows.items():

@@ -12,8 +12,8 @@ import torch
 from sfrs_edge.train.model import ExportWrapper, SFRSNet
 
 from sfrs_edge.backends.onnx import create_session
+from sfrs_edge.embedding import embed_images
 from sfrs_edge.errors import ModelError
-from sfrs_edge.images import load_for_model
 from sfrs_edge.model_info import INPUT_NAME
 
 # Minimum cosine between torch fp32 and exported descriptors (docs/DESIGN.md §3.5).
@@ -69,7 +69,6 @@ def _local_parity(want: tuple, got: list) -> tuple[float, float]:
     return float(np.mean(agree)), float(np.nan_to_num(c).mean())
 
 
-@torch.no_grad()
 def parity(
     onnx_path: Path,
     reference: SFRSNet,
@@ -78,42 +77,53 @@ def parity(
     local: torch.nn.Module | None = None,
 ) -> Parity:
     """Cosines between ``reference`` (fp32 torch) and the ONNX model on ``images`` (with a
-    ``local`` head: also the agreement of the re-ranking outputs)."""
+    ``local`` head: also the agreement of the re-ranking outputs).
+
+    Both models see the same batches: the embedding pipeline (:mod:`sfrs_edge.embedding`)
+    decodes the images once and hands each batch to a callable that runs torch and onnxruntime
+    side by side, returning both outputs as row-aligned arrays.
+    """
     if not images:
         raise ModelError("export verification needs at least one real image")
     pre = reference.config.preprocessing()
     wrapper = ExportWrapper(reference, local).eval()
     sess = create_session(onnx_path)
-    cos: list[np.ndarray] = []
-    agree: list[float] = []
-    lcos: list[float] = []
-    for i in range(0, len(images), batch_size):
-        batch = np.stack([load_for_model(p, pre) for p in images[i : i + batch_size]])
+
+    @torch.no_grad()
+    def both(batch: np.ndarray) -> dict[str, np.ndarray]:
         out = wrapper(torch.from_numpy(batch))
-        want = (out[0] if local is not None else out).numpy().astype(np.float64)
+        want = out[0] if local is not None else out
         try:
             outputs = sess.run(None, {INPUT_NAME: batch})
         except Exception as exc:
             raise ModelError(f"{onnx_path}: onnxruntime failed to run the model ({exc})") from exc
-        got = outputs[0].astype(np.float64)
+        got = {"descriptor": outputs[0], "want": want.numpy()}
         if local is not None:
             if len(outputs) != 3:
                 raise ModelError(f"{onnx_path}: expected 3 outputs, the model has {len(outputs)}")
-            a, lc = _local_parity((out[1].float().numpy(), out[2].float().numpy()), outputs)
-            agree.append(a)
-            lcos.append(lc)
-        if got.shape != want.shape:
-            raise ModelError(f"{onnx_path}: output shape {got.shape}, expected {want.shape}")
-        num = (got * want).sum(1)
-        den = np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1)
-        c = np.where(np.isfinite(num) & (den > 0), num / np.maximum(den, 1e-30), -1.0)
-        cos.append(c)
-    c = np.concatenate(cos)
+            got.update(
+                want_features=out[1].float().numpy(),
+                want_xy=out[2].float().numpy(),
+                local_features=outputs[1],
+                local_xy=outputs[2],
+            )
+        if outputs[0].shape != got["want"].shape:
+            raise ModelError(
+                f"{onnx_path}: output shape {outputs[0].shape}, expected {got['want'].shape}"
+            )
+        return got
+
+    res = embed_images(both, images, batch_size, preprocessing=pre).outputs
+    got, want = res["descriptor"].astype(np.float64), res["want"].astype(np.float64)
+    num = (got * want).sum(1)
+    den = np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1)
+    c = np.where(np.isfinite(num) & (den > 0), num / np.maximum(den, 1e-30), -1.0)
     if local is None:
         return Parity(float(c.min()), float(c.mean()), len(c))
-    return Parity(
-        float(c.min()), float(c.mean()), len(c), float(np.mean(agree)), float(np.mean(lcos))
+    agree, lcos = _local_parity(
+        (res["want_features"], res["want_xy"]), [None, res["local_features"], res["local_xy"]]
     )
+    return Parity(float(c.min()), float(c.mean()), len(c), agree, lcos)
 
 
 def check(result: Parity, precision: str, source: str | os.PathLike) -> None:

@@ -4,15 +4,14 @@ The runtime package. It reads exported model files and maps; it never imports to
 """
 
 from . import _opencv_limits  # noqa: F401  (must run before anything imports cv2)
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = ["Engine", "LocalizationResult", "Localizer", "Map", "__version__"]
 
 _LAZY = {
     "Engine": "sfrs_edge.engine",
     "Localizer": "sfrs_edge.localize",
-    "LocalizationResult": "sfrs_edge.localize",
+    "LocalizationResult": "sfrs_edge.results",
     "Map": "sfrs_edge.maps",
 }
 

@@ -7,7 +7,8 @@ order) is driven only by that metadata; normalisation happens inside the graph.
 
 Two paths:
 
-- :meth:`Engine.embed_files` / :meth:`Engine.embed`: batches, for map building.
+- :meth:`Engine.embed_files` / :meth:`Engine.embed`: batches (files go through the embedding
+  pipeline, :mod:`sfrs_edge.embedding`).
 - :meth:`Engine.embed_frame`: one camera frame, with the resize target, the network input and
   output preallocated and bound once, so a call allocates nothing it can avoid and never
   creates a session. Stage timings of the last call are in :attr:`Engine.last_timings`.
@@ -23,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .embedding import embed_images
 from .errors import ConfigError, ImageError, ModelError, SfrsEdgeError
-from .images import load_for_model, resize_for_model, to_bgr8
-from .model_digest import verify_model_file
+from .images import resize_for_model, to_bgr8
+from .model_digest import check_model_file
 from .model_info import METADATA_KEY, OUTPUT_NAME, ModelInfo
 
 BACKENDS = ("auto", "cpu", "cuda", "tensorrt")
@@ -179,8 +181,10 @@ class Engine:
                 )
             from .backends.onnx import OnnxBackend
 
-            verified = verify_model_file(path)  # before onnxruntime parses the file
-            runner = OnnxBackend(path, backend, threads, spin)
+            # one walk over the file (digest and metadata) before onnxruntime parses it
+            checked = check_model_file(path)
+            verified = checked.verified
+            runner = OnnxBackend(path, backend, threads, spin, checked.metadata)
             info = cls._parse_info(runner.metadata(), path)
             _check_output_dim(runner, info, path)
             shape = runner.input_shape()
@@ -205,12 +209,9 @@ class Engine:
                 f"{path}: the engine's sidecar has no model info and {onnx_path.name} (the ONNX "
                 "it was built from) is not beside it; keep both files together"
             )
-        from .backends.onnx import create_session
+        from .onnx_proto import read_metadata_props
 
-        sess = create_session(onnx_path, threads=1)
-        raw = sess.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-        del sess
-        return cls._parse_info(raw, onnx_path)
+        return cls._parse_info(read_metadata_props(onnx_path).get(METADATA_KEY), onnx_path)
 
     @staticmethod
     def _parse_info(raw, path: Path) -> ModelInfo:
@@ -340,22 +341,21 @@ class Engine:
         paths: Sequence[str | os.PathLike],
         batch_size: int = 8,
         progress: Callable[[int, int], None] | None = None,
+        threads: int | None = None,
     ) -> np.ndarray:
         """Descriptors (N, dim) of image files, in order. ``progress(done, total)`` per batch.
 
-        A file that cannot be read raises :class:`ImageError` naming it.
+        The embedding pipeline (:func:`sfrs_edge.embedding.embed_images`: decode pool
+        overlapped with batched inference); a file that cannot be read raises
+        :class:`ImageError` naming it.
         """
-        if batch_size < 1:
-            raise ConfigError(f"batch size must be at least 1, got {batch_size}")
         paths = list(paths)
+        if not paths:
+            if isinstance(batch_size, bool) or batch_size < 1:
+                raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+            return np.zeros((0, self.dim), np.float32)
         pre = self.info.preprocessing
-        out = np.zeros((len(paths), self.dim), np.float32)
-        buf = np.zeros((batch_size, pre.height, pre.width, 3), np.uint8)
-        for start in range(0, len(paths), batch_size):
-            chunk = paths[start : start + batch_size]
-            for j, p in enumerate(chunk):
-                buf[j] = load_for_model(p, pre)
-            out[start : start + len(chunk)] = self.embed(buf[: len(chunk)])
-            if progress is not None:
-                progress(start + len(chunk), len(paths))
-        return out
+        got = embed_images(
+            self.embed, paths, batch_size, threads, progress=progress, preprocessing=pre
+        )
+        return got.descriptors

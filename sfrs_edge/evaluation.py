@@ -24,8 +24,10 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError
-from .localize import LocalizationResult, Localizer, _haversine_m
+from .geo import distances
+from .localize import Localizer
 from .recall import index_window_positives
+from .results import LocalizationResult
 
 RECALL_NS = (1, 5, 10, 20)
 
@@ -82,11 +84,7 @@ def _radius_positives(files, loc: Localizer, poses: str, radius: float) -> list[
     out = []
     for p in qposes:
         q = np.asarray(p.position, np.float64)
-        if kind == "latlon":
-            dist = _haversine_m(db, q)
-        else:
-            d = min(len(q), db.shape[1])
-            dist = np.sqrt(((db[:, :d] - q[:d]) ** 2).sum(axis=1))
+        dist = distances(db, q, kind)
         out.append(np.flatnonzero(np.nan_to_num(dist, nan=np.inf) <= radius))
     return out
 
@@ -173,9 +171,11 @@ def _first_right(result: LocalizationResult, positives: np.ndarray) -> int | Non
 def localize_all(
     loc: Localizer, files: Sequence[Path], progress: Callable[[int, int], None] | None = None
 ) -> list[LocalizationResult]:
-    """Answers for every query file. Descriptors are computed in batches; a localizer that
-    re-ranks (needs each frame's local features) is asked frame by frame."""
-    if getattr(loc, "rerank", None):  # i12's re-ranking: the per-frame path does it
+    """Answers for every query file. Descriptors come from the embedding pipeline
+    (:meth:`Engine.embed_files`, batched); a localizer that re-ranks is asked frame by frame."""
+    # re-ranking needs each frame's local features beside its descriptor, which only the
+    # per-frame path hands to the re-ranker
+    if getattr(loc, "rerank", None):
         out = []
         for i, f in enumerate(files, 1):
             out.append(loc.localize_file(f))

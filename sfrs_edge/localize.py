@@ -6,27 +6,12 @@
     result = loc.localize(frame_bgr)          # numpy uint8 HxWx3 BGR (gray/BGRA also accepted)
     print(result.best.name, result.position, result.confidence)
 
-**Rule for the estimate and its confidence.** The map is searched for ``max(k, 32)``
-candidates. The best candidate ``b`` (highest cosine similarity ``s_b``) defines the answer.
-A candidate is *near* ``b`` when it lies within ``far_radius`` of ``b``'s position (metres for
-lat/lon maps, map units for x/y[/z] maps); when the map has no positions, when it is within
-``far_frames`` map rows of ``b`` (rows follow image-name order, i.e. the sequence). The first
-candidate that is not near is the *rival* with similarity ``s_r``; if every candidate is near,
-``s_r`` is the last candidate's similarity (all other places score at most that).
-
-- ``position``: similarity-weighted mean of the positions of the top-k matches within
-  ``near_radius`` (default ``far_radius / 5``) of ``b``, weights ``s_i − s_r`` (so matches
-  barely better than the rival barely count); None when the map has no positions. Averaging
-  only close neighbours refines the best match's position without pulling it towards a
-  different place that happens to rank second.
-- ``margin = s_b − s_r``; ``confidence = clip(margin / (margin_scale · (1 − s_r)), 0, 1)``:
-  the fraction of the remaining distance to a perfect match that the winner gains over the
-  best rival place, scaled so that ``margin_scale`` of it counts as certain. Dividing by
-  ``1 − s_r`` makes the number comparable across models whose similarities live in different
-  ranges. The default 0.25 was chosen on Gardens Point (map ``day_left``, off-the-shelf
-  Lite0, 20480-d, ``far_radius`` 25 frames): queries with confidence ≥ 0.5 were right 94 % of
-  the time for ``day_right`` (94 % of queries) and 84 % for ``night_right`` (12 % of queries;
-  night R@1 over all queries 45 %).
+A frame goes through four stages, each a function of what the one before returns: embed
+(:class:`~sfrs_edge.engine.Engine`), :func:`search` (the map's candidates, and every place's
+similarity when a temporal filter needs them), :func:`rerank_candidates` (optional: local
+evidence reorders the first candidates) and the estimate (:mod:`sfrs_edge.estimate`, where the rule
+for the position and the confidence is written down). Temporal filtering of a stream lives in
+:mod:`sfrs_edge.stream.sequence`. The result types are in :mod:`sfrs_edge.results`.
 
 A :class:`Localizer` holds one model session and one map and is safe to call from several
 threads (calls are serialised by a lock); it allocates no session or buffers per call.
@@ -34,79 +19,93 @@ threads (calls are serialised by a lock); it allocates no session or buffers per
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .engine import Engine
-from .errors import ConfigError, MapError
+from .errors import MapError
+from .estimate import CANDIDATES, Estimator
 from .images import read_image
 from .maps.index import check_k, top_k
 from .model_info import check_map_model
+from .results import LocalizationResult, Match
 from .stream.filtering import partial_scores
 from .threads import blas_limit
 
-CANDIDATES = 32
+__all__ = [
+    "CANDIDATES",
+    "Candidates",
+    "LocalizationResult",
+    "Localizer",
+    "Match",
+    "rerank_candidates",
+    "search",
+]
+
 # One frame's exact search is a matrix-vector product: memory-bound, no faster on more BLAS
 # threads, and OpenBLAS's threads spin after each call, taking cores from the next inference
-# (issue 13: 11.1 → 18.5 frames/s with BLAS held to one). Held to 1 whatever ``threads`` is.
+# (measured 11.1 → 18.5 frames/s with BLAS held to one). Held to 1 whatever ``threads`` is.
 SEARCH_BLAS_THREADS = 1
-EARTH_RADIUS_M = 6_371_008.8
 
 
 @dataclass(frozen=True)
-class Match:
-    """One retrieved map place."""
+class Candidates:
+    """One frame's ranked map candidates (``ids``, ``sims``: (n,)). With ``scores``: the frame's
+    similarity to every map place (N,) float32 for a temporal filter, and ``stats``, the
+    z-score statistics of the estimated rows (None when every row is exact)."""
 
-    id: int
-    name: str
-    similarity: float
-    position: tuple[float, ...] | None = None
-    inliers: int | None = None  # verified local matches (re-ranked candidates only)
-
-
-@dataclass(frozen=True)
-class LocalizationResult:
-    """Answer for one frame. ``timings`` are milliseconds per stage (and ``total``)."""
-
-    matches: tuple[Match, ...]
-    position: tuple[float, ...] | None
-    position_kind: str | None
-    confidence: float
-    margin: float
-    timings: dict[str, float] = field(default_factory=dict)
-    source: str | None = None
-    reranked: bool = False  # True: order and confidence come from verified local evidence
-
-    @property
-    def best(self) -> Match:
-        return self.matches[0]
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["matches"] = [asdict(m) for m in self.matches]
-        return d
+    ids: np.ndarray
+    sims: np.ndarray
+    scores: np.ndarray | None = None
+    stats: tuple[float, float] | None = None
 
 
-def _haversine_m(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Great-circle distance in metres between (n, 2) lat/lon rows and one lat/lon ``b``."""
-    lat1, lon1 = np.radians(a[:, 0]), np.radians(a[:, 1])
-    lat2, lon2 = math.radians(b[0]), math.radians(b[1])
-    h = (
-        np.sin((lat1 - lat2) / 2) ** 2
-        + np.cos(lat1) * math.cos(lat2) * np.sin((lon1 - lon2) / 2) ** 2
-    )
-    return 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))
+def search(
+    the_map: Any,
+    descriptor: np.ndarray,
+    n: int,
+    ef: int | None = None,
+    all_scores: bool = False,
+    focus: np.ndarray | None = None,
+) -> Candidates:
+    """The ``n`` best places for one (1, D) descriptor; with ``all_scores`` also every place's
+    similarity (exact maps: one matrix product serves both; HNSW maps: the candidates, the
+    ``focus`` rows and a fixed sample exactly, see
+    :func:`~sfrs_edge.stream.filtering.partial_scores`)."""
+    with blas_limit(SEARCH_BLAS_THREADS):
+        if all_scores and the_map.index_type == "exact":
+            scores = np.asarray(the_map.similarities(descriptor)[0], np.float32)
+            ids, sims = top_k(scores[None], n)
+            return Candidates(ids[0], sims[0], scores)
+        ids, sims = the_map.search(descriptor, n, ef)
+        if not all_scores:
+            return Candidates(ids[0], sims[0])
+        scores, stats = partial_scores(the_map, descriptor, ids[0], sims[0], focus)
+        return Candidates(ids[0], sims[0], scores, stats)
+
+
+def rerank_candidates(
+    stage: Any, outputs: dict[str, np.ndarray], found: Candidates
+) -> tuple[Candidates, Any]:
+    """``found`` re-ranked by a :class:`~sfrs_edge.rerank.RerankStage` (the model's outputs hold
+    the frame's local features), and the :class:`~sfrs_edge.rerank.RerankResult`. A temporal
+    filter sees the fused (verified) scores of the re-ranked candidates."""
+    ids, sims, verified = stage.apply(outputs, found.ids, found.sims)
+    scores = found.scores
+    if scores is not None:
+        scores = scores.copy()
+        scores[ids[: len(verified.scores)]] = verified.scores
+    return Candidates(ids, sims, scores, found.stats), verified
 
 
 class Localizer:
-    """Model + map, ready for frames. See the module docstring for the estimate's rule."""
+    """Model + map, ready for frames. See :mod:`sfrs_edge.estimate` for the estimate's rule."""
 
     def __init__(
         self,
@@ -126,8 +125,8 @@ class Localizer:
         :class:`~sfrs_edge.rerank.RerankConfig`); off when None. With a model or map without
         local features it logs one warning and answers from the global descriptor."""
         check_k(k)
-        if far_radius <= 0 or far_frames < 1 or margin_scale <= 0:
-            raise ConfigError("far_radius, far_frames and margin_scale must be positive")
+        # checked before the model and map are opened: a bad option fails fast
+        Estimator(np.zeros((0, 0)), None, far_radius, far_frames, margin_scale, near_radius)
         from .maps import Map  # hnswlib only when localizing
 
         self.engine = model if isinstance(model, Engine) else Engine.open(model, backend, threads)
@@ -144,18 +143,34 @@ class Localizer:
         if len(self.map) == 0:
             raise MapError(f"{getattr(self.map, 'path', 'map')}: the map is empty")
         self.k, self.ef = k, ef
-        self.far_radius, self.far_frames, self.margin_scale = far_radius, far_frames, margin_scale
-        self.near_radius = far_radius / 5 if near_radius is None else near_radius
         self.position_kind: str | None = self.map.position_kind
         self._positions = self.map.positions()  # (N, d), NaN where unknown
+        self.estimator = Estimator(
+            self._positions, self.position_kind, far_radius, far_frames, margin_scale, near_radius
+        )
         self._lock = threading.Lock()
         self.reranker = None
         if rerank is not None:
-            from .rerank import RerankConfig
-            from .rerank.stage import RerankStage
+            from .rerank import RerankConfig, RerankStage
 
             config = rerank if isinstance(rerank, RerankConfig) else RerankConfig(k=int(rerank))
             self.reranker = RerankStage.create(self.engine, self.map, config)
+
+    @property
+    def far_radius(self) -> float:
+        return self.estimator.far_radius
+
+    @property
+    def far_frames(self) -> int:
+        return self.estimator.far_frames
+
+    @property
+    def margin_scale(self) -> float:
+        return self.estimator.margin_scale
+
+    @property
+    def near_radius(self) -> float:
+        return self.estimator.near_radius
 
     @property
     def rerank(self):
@@ -169,7 +184,7 @@ class Localizer:
 
     def localize(self, frame_bgr: np.ndarray) -> LocalizationResult:
         """Where was this frame taken? ``frame_bgr``: uint8 HxWx3 BGR (gray/BGRA/16-bit ok)."""
-        return self._localize(frame_bgr, {"decode": 0.0}, None, time.perf_counter())
+        return self._localize(frame_bgr, {"decode": 0.0}, None, time.perf_counter())[0]
 
     def localize_scores(self, frame_bgr: np.ndarray) -> tuple[LocalizationResult, np.ndarray]:
         """:meth:`localize`, plus the frame's similarity to every map place (N,) float32.
@@ -187,10 +202,9 @@ class Localizer:
         """:meth:`localize_scores` for a temporal filter: also scores the rows ``focus`` (the
         filter's :meth:`~sfrs_edge.stream.filtering.TemporalFilter.focus`) exactly and returns
         the z-score statistics for ``TemporalFilter.update`` (None when every row is exact)."""
-        out: list = []
         t0 = time.perf_counter()
-        result = self._localize(frame_bgr, {"decode": 0.0}, None, t0, out, focus)
-        return result, out[0], out[1]
+        result, found = self._localize(frame_bgr, {"decode": 0.0}, None, t0, True, focus)
+        return result, found.scores, found.stats
 
     def localize_descriptors(
         self, descriptors: np.ndarray, sources: list[str] | None = None
@@ -201,8 +215,7 @@ class Localizer:
         ids, sims = self.map.search(descriptors, n, self.ef)
         sources = sources or [None] * len(ids)
         return [
-            LocalizationResult(**self._estimate(i, s), source=src)
-            for i, s, src in zip(ids, sims, sources, strict=True)
+            self._result(i, s, None, {}, src) for i, s, src in zip(ids, sims, sources, strict=True)
         ]
 
     def match(self, place_id: int, similarity: float) -> Match:
@@ -247,7 +260,7 @@ class Localizer:
         """Read an image file (clear ImageError when unreadable) and localize it."""
         t0 = time.perf_counter()
         frame = read_image(path)
-        return self._localize(frame, {"decode": time.perf_counter() - t0}, str(path), t0)
+        return self._localize(frame, {"decode": time.perf_counter() - t0}, str(path), t0)[0]
 
     # --- internals ----------------------------------------------------------------------
 
@@ -257,9 +270,12 @@ class Localizer:
         times: dict[str, float],
         source: str | None,
         t0: float,
-        scores_out: list | None = None,
+        all_scores: bool = False,
         focus: np.ndarray | None = None,
-    ) -> LocalizationResult:
+    ) -> tuple[LocalizationResult, Candidates]:
+        """Embed → search → re-rank → estimate; ``times`` collects seconds per stage."""
+        rk = self.reranker.config.k if self.reranker is not None else 0
+        n = min(len(self.map), max(self.k, CANDIDATES, rk))
         with self._lock:
             if self.reranker is not None:
                 outputs = self.engine.embed_frame_all(frame, times)
@@ -267,66 +283,29 @@ class Localizer:
             else:
                 desc = self.engine.embed_frame(frame, times)
             t = time.perf_counter()
-            rk = self.reranker.config.k if self.reranker is not None else 0
-            n = min(len(self.map), max(self.k, CANDIDATES, rk))
-            stats = None
-            with blas_limit(SEARCH_BLAS_THREADS):
-                if scores_out is not None and self.map.index_type == "exact":
-                    # the filter needs every similarity: one matrix product serves both
-                    scores = np.asarray(self.map.similarities(desc)[0], np.float32)
-                    ids, sims = top_k(scores[None], n)
-                else:
-                    ids, sims = self.map.search(desc, n, self.ef)
-                    if scores_out is not None:  # HNSW: candidates + focus + sample, exactly
-                        scores, stats = partial_scores(self.map, desc, ids[0], sims[0], focus)
+            found = search(self.map, desc, n, self.ef, all_scores, focus)
             times["search"] = time.perf_counter() - t
-            if scores_out is not None:
-                scores_out.extend([scores, stats])
         verified = None
-        ids, sims = ids[0], sims[0]
         if self.reranker is not None:
             t = time.perf_counter()
-            ids, sims, verified = self.reranker.apply(outputs, ids, sims)
+            found, verified = rerank_candidates(self.reranker, outputs, found)
             times["rerank"] = time.perf_counter() - t
-            if scores_out is not None:  # temporal filters see the fused (verified) scores
-                fused = scores_out[0].copy()
-                fused[ids[: len(verified.scores)]] = verified.scores
-                scores_out[0] = fused
-        result = self._estimate(ids, sims, verified)
-        times["total"] = time.perf_counter() - t0
-        ms = {key: round(v * 1000.0, 3) for key, v in times.items()}
-        return LocalizationResult(**result, timings=ms, source=source)
+        result = self._result(found.ids, found.sims, verified, times, source, t0)
+        return result, found
 
-    def _near(self, ids: np.ndarray, best: int, radius: float, frames: int) -> np.ndarray:
-        """Which candidate ids lie within ``radius`` of ``best`` (else within ``frames`` rows)."""
-        by_row = np.abs(ids - best) <= frames
-        if self._positions.shape[1] == 0 or np.isnan(self._positions[best]).any():
-            return by_row
-        pos = self._positions[ids]
-        if self.position_kind == "latlon":
-            dist = _haversine_m(pos, self._positions[best])
-        else:
-            diff = pos - self._positions[best]
-            dist = np.sqrt(np.nansum(diff**2, axis=1))
-        known = ~np.isnan(pos).any(axis=1)
-        return np.where(known, dist <= radius, by_row)
-
-    def _estimate(self, ids: np.ndarray, sims: np.ndarray, verified=None) -> dict[str, Any]:
-        """``verified``: the re-ranking result of the first candidates (their new order)."""
-        ids = ids.astype(np.int64)
-        sims = sims.astype(np.float64)
-        best = int(ids[0])
-        near = self._near(ids, best, self.far_radius, self.far_frames)
-        far = np.flatnonzero(~near)
-        s_best = float(sims[0])
-        rest = sims[far] if len(far) else sims[-1:]
-        s_rival = float(rest.max()) if verified is not None else float(rest[0])
-        margin = max(0.0, s_best - s_rival)
-        confidence = float(np.clip(margin / (self.margin_scale * max(1.0 - s_rival, 1e-6)), 0, 1))
-        if verified is not None:
-            from .rerank.scoring import verified_confidence
-
-            confidence = verified_confidence(verified.evidence, near[: len(verified.evidence)])
+    def _result(
+        self,
+        ids: np.ndarray,
+        sims: np.ndarray,
+        verified: Any,
+        times: dict[str, float],
+        source: str | None,
+        t0: float | None = None,
+    ) -> LocalizationResult:
+        """The answer for ranked candidates (``verified``: the re-ranking result, or None)."""
+        est = self.estimator.estimate(
+            ids, sims, self.k, None if verified is None else verified.evidence
+        )
         matches = self.matches(ids[: self.k], sims[: self.k])
         if verified is not None:
             inl = verified.inliers
@@ -334,28 +313,18 @@ class Localizer:
                 replace(m, inliers=int(inl[j])) if j < len(inl) else m
                 for j, m in enumerate(matches)
             ]
-        return {
-            "matches": tuple(matches),
-            "position": self._position(ids[: self.k], sims[: self.k], s_rival),
-            "position_kind": self.position_kind,
-            "confidence": round(confidence, 4),
-            "margin": round(margin, 6),
-            "reranked": verified is not None,
-        }
-
-    def _position(
-        self, ids: np.ndarray, sims: np.ndarray, s_rival: float
-    ) -> tuple[float, ...] | None:
-        if self._positions.shape[1] == 0:
-            return None
-        pos = self._positions[ids]
-        close = self._near(ids, int(ids[0]), self.near_radius, 0)
-        use = close & ~np.isnan(pos).any(axis=1)
-        if not use[0]:
-            return None
-        w = np.maximum(sims[use] - s_rival, 1e-9)
-        est = (pos[use] * w[:, None]).sum(axis=0) / w.sum()
-        return tuple(float(v) for v in est)
+        if t0 is not None:
+            times["total"] = time.perf_counter() - t0
+        return LocalizationResult(
+            matches=tuple(matches),
+            position=est.position,
+            position_kind=self.position_kind,
+            confidence=est.confidence,
+            margin=est.margin,
+            timings={key: round(v * 1000.0, 3) for key, v in times.items()},
+            source=source,
+            reranked=verified is not None,
+        )
 
 
 def open_localizer(

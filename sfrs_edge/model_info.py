@@ -12,7 +12,7 @@ backbone, input size, resize rule, colour order, normalisation, NetVLAD size, PC
 whitening, descriptor dim and *precision class*. It is derived from those fields, never typed in,
 so an info edited with ``dataclasses.replace`` (e.g. ``precision="int8"``) gets the right one.
 Maps record the full info; :func:`check_map_model` compares property by property and names the
-first that differs. Models exported before format version 2 keep their weights-only fingerprint.
+first that differs.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from .errors import MapError, ModelError
 
 METADATA_KEY = "sfrs_edge"
 MODEL_FORMAT_VERSION = 2  # 2: ``weights`` field, fingerprint covers every descriptor property
-SUPPORTED_FORMAT_VERSIONS = (1, 2)
+SUPPORTED_FORMAT_VERSIONS = (MODEL_FORMAT_VERSION,)  # 1 was a pre-release: never read
 INPUT_NAME = "image"
 OUTPUT_NAME = "descriptor"
 LOCAL_FEATURES = "local_features"  # re-ranking outputs (docs/RERANKING.md)
@@ -75,9 +75,9 @@ def precision_class(precision: str) -> str:
 class ModelInfo:
     """Self-description of an exported SFRS model.
 
-    ``weights``: hash of the checkpoint's fp32 weights after PCA truncation (empty for models
-    exported before format version 2, whose ``fingerprint`` is that hash). ``fingerprint`` is
-    derived from :func:`identity` whenever ``weights`` is set.
+    ``weights``: hash of the checkpoint's fp32 weights after PCA truncation. ``fingerprint`` is
+    derived from :func:`identity` whenever ``weights`` is set (test doubles without weights
+    give their fingerprint directly).
     """
 
     backbone: str
@@ -109,8 +109,8 @@ class ModelInfo:
     def from_dict(cls, raw: Any, source: str = "model") -> ModelInfo:
         """A ModelInfo from its JSON object, with every field's type checked.
 
-        For format version 2 the stored fingerprint must equal the one derived from the
-        fields (metadata edited by hand or by another tool is refused).
+        The stored fingerprint must equal the one derived from the fields (metadata edited by
+        hand or by another tool is refused). Other format versions are refused.
         """
         try:
             if not isinstance(raw, dict):
@@ -212,8 +212,7 @@ def map_model_mismatch(map_model: dict[str, Any], info: ModelInfo) -> str | None
     described by ``info``, or None when it can.
 
     With the full info in the manifest (``map_model["info"]``), properties are compared one by
-    one (this also covers maps built by models exported before format version 2); otherwise
-    only the fingerprints are.
+    one; otherwise only the fingerprints are.
     """
     recorded = map_model.get("info") if isinstance(map_model, dict) else None
     if isinstance(recorded, dict):

@@ -3,7 +3,7 @@
 One number, ``threads``, governs every pool the runtime starts: onnxruntime's intra-op pool,
 the BLAS library behind numpy (exact search is a matrix product), the image-decoding pool of
 map building, and torch's intra-op pool in ``init``. Two pools that each take every core fight
-for them (measured in issue 13: onnxruntime at 2 threads beside OpenBLAS at 2 threads ran at
+for them (measured on a 2-core CPU: onnxruntime at 2 threads beside OpenBLAS at 2 threads ran at
 11.1 frames/s, 18.5 with BLAS held to one).
 
 Default: the machine's *physical* cores that this process may run on. Hyper-threads share one

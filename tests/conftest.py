@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -35,10 +36,43 @@ def corridor() -> Path:
     return _dataset("corridor")
 
 
+# What a test may never write: the user's home, $SFRS_EDGE_HOME and caches. Read once, at
+# import (before any fixture runs), so tests can check that their writes went elsewhere.
+USER_PLACES = {name: os.environ.get(name) for name in ("HOME", "SFRS_EDGE_HOME", "XDG_CACHE_HOME")}
+ISOLATED = ("HOME", "SFRS_EDGE_HOME", "XDG_CACHE_HOME", "SFRS_EDGE_CACHE", "XDG_CONFIG_HOME")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_session(tmp_path_factory):
+    """HOME, $SFRS_EDGE_HOME and the caches point into the session's temporary folder for the
+    whole run, session fixtures included (they run before any function-scoped fixture).
+
+    Kept from the user's environment: where the real datasets are (found through the real
+    home when it holds them) and pip's own configuration and cache (venv tests install
+    packages), which are pip's, not sfrs-edge's."""
+    real_data = paths.data_root()
+    keep_data = "SFRS_EDGE_DATA" not in os.environ and real_data == paths.home() / "datasets"
+    pip_config = Path.home() / ".config" / "pip" / "pip.conf"
+    pip_cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pip"
+    root = tmp_path_factory.mktemp("isolated")
+    with pytest.MonkeyPatch.context() as mp:
+        if keep_data:  # found through the real home, which is about to be hidden
+            mp.setenv("SFRS_EDGE_DATA", str(real_data))
+        if "PIP_CONFIG_FILE" not in os.environ and pip_config.is_file():
+            mp.setenv("PIP_CONFIG_FILE", str(pip_config))
+        mp.setenv("PIP_CACHE_DIR", os.environ.get("PIP_CACHE_DIR") or str(pip_cache))
+        for name in ISOLATED:
+            mp.setenv(name, str(root / name.lower()))
+        mp.delenv("SFRS_EDGE_VERIFY", raising=False)
+        yield root
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path, monkeypatch):
-    """Keep tests away from the user's ~/.sfrs-edge."""
+    """Each test gets its own $SFRS_EDGE_HOME and verification cache (no test sees another's
+    artifacts or verified files)."""
     monkeypatch.setenv("SFRS_EDGE_HOME", str(tmp_path / "sfrs-edge-home"))
+    monkeypatch.setenv("SFRS_EDGE_CACHE", str(tmp_path / "sfrs-edge-cache"))
 
 
 @pytest.fixture(autouse=True)

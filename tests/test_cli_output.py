@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from sfrs_edge.cli import main
-from sfrs_edge.cli.progress import progress, reporter
+from sfrs_edge.progress import progress, reporter
 
 
 def test_progress_off_a_terminal_prints_about_every_ten_percent(capsys):

@@ -1,4 +1,4 @@
-"""Nested model configs, and checkpoints written before the nesting (plain dicts, flat layout)."""
+"""Nested model configs; the flat layout of pre-release checkpoints is refused in one line."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from sfrs_edge.train.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint  # noqa: E402
+from sfrs_edge.train.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from sfrs_edge.train.config import InitConfig, KMeansConfig, TrainConfig  # noqa: E402
 from sfrs_edge.train.model import ModelConfig, SFRSNet  # noqa: E402
 from sfrs_edge.train.resume import LAST, read_last  # noqa: E402
 
-from sfrs_edge.errors import ConfigError  # noqa: E402
+from sfrs_edge.errors import ConfigError, ModelError  # noqa: E402
 
-# What `sfrs-edge init` saved as provenance["init"] before the nesting (asdict of the flat class).
+# What a pre-release `sfrs-edge init` saved as provenance["init"] (asdict of the flat class).
 OLD_INIT = {
     "backbone": "vgg16",
     "num_clusters": 4,
@@ -28,7 +28,7 @@ OLD_INIT = {
     "weights": "vgg16-397923af.pth",
     "batch_size": 8,
 }
-# What training saved as train_state["config"] before the nesting.
+# What pre-release training saved as train_state["config"] (flat).
 OLD_TRAIN = {
     "backbone": "efficientnet_lite0",
     "num_clusters": 8,
@@ -83,24 +83,11 @@ NEW_TRAIN = TrainConfig(
 )
 
 
-def test_a_checkpoint_dict_in_the_old_layout_loads(tmp_path):
-    torch.manual_seed(0)
-    net = SFRSNet(ModelConfig("vgg16", 4, 32, 48)).eval()
-    old = {  # written literally as checkpoints before the nesting were: no class, plain values
-        "format": CHECKPOINT_FORMAT,
-        "format_version": 1,
-        "config": {k: OLD_INIT[k] for k in list(OLD_INIT)[:6]},  # the ModelConfig fields
-        "state_dict": {k: v.clone() for k, v in net.state_dict().items()},
-        "provenance": {"kind": "off-the-shelf", "init": OLD_INIT, "alpha": 12.5},
-    }
-    path = tmp_path / "old.pt"
-    torch.save(old, path)
-    loaded, prov = load_checkpoint(path)
-    x = torch.randn(2, 3, 32, 48)
-    torch.testing.assert_close(loaded(x), net(x))
-    assert loaded.config == net.config and prov["alpha"] == 12.5
-    init = InitConfig.from_dict(prov["init"])
-    assert init == InitConfig(
+def test_a_flat_init_config_is_refused_with_the_remedy():
+    with pytest.raises(ConfigError, match="flat layout of an sfrs-edge pre-release") as exc:
+        InitConfig.from_dict(OLD_INIT)
+    assert "backbone" in str(exc.value) and "sfrs-edge init" in str(exc.value)
+    init = InitConfig(
         model=ModelConfig("vgg16", 4, 32, 48, pca_dim=None, whiten=True),
         kmeans=KMeansConfig(descriptors_per_image=10, max_images=40, iters=100),
         weights="vgg16-397923af.pth",
@@ -108,8 +95,22 @@ def test_a_checkpoint_dict_in_the_old_layout_loads(tmp_path):
     assert InitConfig.from_dict(init.to_dict()) == init  # the nested layout round-trips
 
 
-def test_training_configs_nest_one_model_config_and_read_the_old_layout():
-    assert TrainConfig.from_dict(OLD_TRAIN) == NEW_TRAIN
+def test_a_checkpoint_saves_and_loads_its_model(tmp_path):
+    torch.manual_seed(0)
+    net = SFRSNet(ModelConfig("vgg16", 4, 32, 48)).eval()
+    save_checkpoint(net, tmp_path / "m.pt", {"kind": "off-the-shelf", "alpha": 12.5})
+    loaded, prov = load_checkpoint(tmp_path / "m.pt")
+    x = torch.randn(2, 3, 32, 48)
+    torch.testing.assert_close(loaded(x), net(x))
+    assert loaded.config == net.config and prov["alpha"] == 12.5
+    torch.save({"config": {}, "state_dict": {}}, tmp_path / "bare.pt")  # no format marker
+    with pytest.raises(ModelError, match="not an sfrs-edge checkpoint"):
+        load_checkpoint(tmp_path / "bare.pt")
+
+
+def test_training_configs_nest_one_model_config():
+    with pytest.raises(ConfigError, match="training config: saved in the flat layout"):
+        TrainConfig.from_dict(OLD_TRAIN)
     saved = NEW_TRAIN.to_dict()
     assert saved["model"]["pca_dim"] == 8 and "pca_dim" not in saved  # one place for model fields
     assert TrainConfig.from_dict(saved) == NEW_TRAIN
@@ -122,12 +123,20 @@ def test_training_configs_nest_one_model_config_and_read_the_old_layout():
         TrainConfig.from_dict({**saved, "model": {"backbone": "vgg16", "depth": 3}})
 
 
-def test_resume_accepts_a_run_saved_in_the_old_layout(tmp_path):
+def test_resume_refuses_a_run_saved_in_the_flat_layout(tmp_path):
     net = SFRSNet(ModelConfig("efficientnet_lite0", 8, 96, 160))
     extra = {"train_state": {"config": OLD_TRAIN, "generation": 0, "epoch": 1}}
     save_checkpoint(net, tmp_path / LAST, {"kind": "sfrs-epoch"}, extra)
+    with pytest.raises(ConfigError, match=r"last\.pt: training config: saved in the flat layout"):
+        read_last(tmp_path, NEW_TRAIN)
+
+
+def test_resume_accepts_the_same_config_only(tmp_path):
+    net = SFRSNet(ModelConfig("efficientnet_lite0", 8, 96, 160))
+    extra = {"train_state": {"config": NEW_TRAIN.to_dict(), "generation": 0, "epoch": 1}}
+    save_checkpoint(net, tmp_path / LAST, {"kind": "sfrs-epoch"}, extra)
     assert read_last(tmp_path, NEW_TRAIN)["train_state"]["epoch"] == 1
-    other = TrainConfig.from_dict({**OLD_TRAIN, "lr": 0.01})
+    other = TrainConfig.from_dict({**NEW_TRAIN.to_dict(), "lr": 0.01})
     with pytest.raises(ConfigError, match="different configuration; cannot resume"):
         read_last(tmp_path, other)
     assert read_last(tmp_path / "empty", NEW_TRAIN) is None

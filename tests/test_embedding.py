@@ -8,10 +8,10 @@ import time
 import numpy as np
 import pytest
 
+from sfrs_edge import embedding
+from sfrs_edge.embedding import embed_images
 from sfrs_edge.errors import ImageError
 from sfrs_edge.images import list_images
-from sfrs_edge.maps import embedding
-from sfrs_edge.maps.embedding import embed_images
 from sfrs_edge.model_info import ModelInfo, Preprocessing
 
 

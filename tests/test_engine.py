@@ -208,20 +208,30 @@ def test_backend_choice_errors(tiny_onnx):
 
 
 def _handmade_model(
-    path, scale: float, h: int = 32, w: int = 48, normalise: bool = True, dim: int = 3
+    path,
+    scale: float,
+    h: int = 32,
+    w: int = 48,
+    normalise: bool = True,
+    dim: int = 3,
+    length: float | None = None,
 ):
-    """uint8 image → per-channel means × ``scale`` (→ L2-normalised) → descriptor (N, 3);
-    the metadata says ``dim``."""
+    """uint8 image → per-channel means × ``scale`` (→ L2-normalised) (× ``length``: the
+    descriptors' norm) → descriptor (N, 3); the metadata says ``dim``."""
     nodes = [
         helper.make_node("Cast", ["image"], ["f"], to=TensorProto.FLOAT),
         helper.make_node("ReduceMean", ["f", "axes"], ["m"], keepdims=0),
         helper.make_node("Mul", ["m", "s"], ["d" if normalise else "descriptor"]),
     ]
     if normalise:
-        nodes.append(helper.make_node("LpNormalization", ["d"], ["descriptor"], axis=1, p=2))
+        out = "descriptor" if length is None else "n"
+        nodes.append(helper.make_node("LpNormalization", ["d"], [out], axis=1, p=2))
+    if normalise and length is not None:
+        nodes.append(helper.make_node("Mul", ["n", "len"], ["descriptor"]))
     inits = [
         helper.make_tensor("axes", TensorProto.INT64, [2], [1, 2]),
         helper.make_tensor("s", TensorProto.FLOAT, [], [scale]),
+        helper.make_tensor("len", TensorProto.FLOAT, [], [1.0 if length is None else length]),
     ]
     graph = helper.make_graph(
         nodes,
@@ -263,6 +273,30 @@ def test_nan_descriptor_is_a_clear_error(tmp_path):
         eng.embed_frame(np.zeros((40, 60, 3), np.uint8))
     with pytest.raises(ModelError, match="NaN/inf"):
         eng.embed(np.zeros((3, 32, 48, 3), np.uint8))
+
+
+@pytest.mark.parametrize("side", [1.0, -1.0])
+def test_norms_just_outside_the_tolerance_are_refused(tmp_path, side):
+    """Unit length is checked to NORM_TOLERANCE, not loosely: norms 1 ± 1.5 tolerances are a
+    broken export, 1 ± 0.5 tolerances (fp16 rounding) pass."""
+    from sfrs_edge.engine import NORM_TOLERANCE
+
+    frame = np.full((40, 60, 3), (10, 80, 200), np.uint8)
+    batch = np.full((2, 32, 48, 3), (10, 80, 200), np.uint8)
+    near = Engine.open(
+        _handmade_model(tmp_path / "near.onnx", 1.0, length=1 + side * 0.5 * NORM_TOLERANCE)
+    )
+    assert abs(np.linalg.norm(near.embed_frame(frame)) - 1) == pytest.approx(
+        0.5 * NORM_TOLERANCE, rel=1e-3
+    )
+    assert near.embed(batch).shape == (2, 3)
+    off = Engine.open(
+        _handmade_model(tmp_path / "off.onnx", 1.0, length=1 + side * 1.5 * NORM_TOLERANCE)
+    )
+    with pytest.raises(ModelError, match="not unit length"):
+        off.embed_frame(frame)
+    with pytest.raises(ModelError, match="not unit length"):
+        off.embed(batch)
 
 
 # --- TensorRT engines --------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """No import cycles in the installed package: ``sfrs_edge`` with ``train/`` and ``export/``.
 
-The graph is read from the source with :mod:`ast`: module-level *and* function-level imports
-count (a lazy import is still a dependency), imports under ``if TYPE_CHECKING:`` do not (they
-never run). An edge goes to the most specific module an import names: ``from . import demo``
+The graph is read from the source with :mod:`ast`: module-level, function-level *and*
+``if TYPE_CHECKING:`` imports count (a lazy import is still a dependency, and a type-only
+import still ties the two modules' designs together: a circle through one is a circle). An edge goes to the most specific module an import names: ``from . import demo``
 depends on ``pkg.demo``; ``from .maps import build_map`` on ``pkg.maps``.
 """
 
@@ -28,28 +28,9 @@ def module_files() -> dict[str, Path]:
     return out
 
 
-def _is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
-
-
 def _imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
-    """Import statements anywhere in the tree, skipping ``if TYPE_CHECKING:`` bodies."""
-    found = []
-
-    def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and _is_type_checking(node.test):
-            for child in node.orelse:
-                visit(child)
-            return
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            found.append(node)
-        for child in ast.iter_child_nodes(node):
-            visit(child)
-
-    visit(tree)
-    return found
+    """Import statements anywhere in the tree (``if TYPE_CHECKING:`` bodies included)."""
+    return [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
 
 
 def _our_module(target: str, files: dict[str, Path]) -> str:
@@ -120,6 +101,11 @@ def test_graph_sees_all_three_folders_and_lazy_imports():
     # function-level (lazy) imports count: the CLI reaches train/ only inside commands
     assert "sfrs_edge.train.trainer" in graph["sfrs_edge.cli.train"]
     assert "sfrs_edge.train.model" in graph["sfrs_edge.train.checkpoint"]
+
+
+def test_type_checking_imports_count():
+    tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .b import X\n")
+    assert [n.module for n in _imports(tree) if isinstance(n, ast.ImportFrom)] == ["typing", "b"]
 
 
 def test_find_cycle_names_the_cycle():

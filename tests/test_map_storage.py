@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import test_maps
 from click.testing import CliRunner
 from test_maps import FakeEngine, _siblings
 
@@ -34,22 +34,8 @@ from sfrs_edge.maps import (
     verify_map,
     writer,
 )
-from sfrs_edge.maps.metadata import write_metadata
 
-
-@pytest.fixture
-def engine() -> FakeEngine:
-    return FakeEngine()
-
-
-@pytest.fixture
-def images(tmp_path, gardens_point) -> Path:
-    """12 real Gardens Point images (day_left 0, 5, ..., 55)."""
-    folder = tmp_path / "src"
-    folder.mkdir()
-    for i in range(0, 60, 5):
-        shutil.copy(gardens_point / "day_left" / f"Image{i:03d}.jpg", folder)
-    return folder
+engine, images = test_maps.engine, test_maps.images  # the same fixtures
 
 
 class ExtrasEngine(FakeEngine):
@@ -223,9 +209,10 @@ def test_verify_and_merge_cli(tmp_path, images, engine):
 
 
 def test_open_verifies_once_then_trusts_unchanged_files(monkeypatch, tmp_path, images, engine):
+    from sfrs_edge import verify_cache
     from sfrs_edge.maps import checksums
 
-    monkeypatch.setattr(checksums, "RACY_S", 0.0)
+    monkeypatch.setattr(verify_cache, "RACY_S", 0.0)
     out = tmp_path / "map"
     build_map(engine, images, out)
     calls = []
@@ -247,47 +234,14 @@ def test_open_verifies_once_then_trusts_unchanged_files(monkeypatch, tmp_path, i
 # --- old format --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("index", ["exact", "hnsw"])
-def test_version_1_maps_open_and_upgrade_on_update(tmp_path, images, engine, index):
-    files = sorted(images.iterdir())
-    out = tmp_path / "old"
-    out.mkdir()
-    desc = engine.embed_files(files[:6])
-    np.save(out / "descriptors.npy", desc)
-    from sfrs_edge.maps.build import _places
-
-    write_metadata(out / "metadata.sqlite", _places(files[:6], [None] * 6, 0))
-    names = ["descriptors.npy", "metadata.sqlite"]
-    section = {"type": "exact"}
-    if index == "hnsw":
-        from sfrs_edge.maps.index import HnswIndex, IndexConfig
-
-        config = IndexConfig("hnsw")
-        HnswIndex.build(desc, config).save(out / "index.bin")
-        names.append("index.bin")
-        section = config.to_manifest()
-    entries = {
-        n: {
-            "sha256": hashlib.sha256((out / n).read_bytes()).hexdigest(),
-            "bytes": (out / n).stat().st_size,
-        }
-        for n in names
-    }
-    manifest = {
-        "format": "sfrs-edge-map", "format_version": 1, "count": 6, "dim": 48, "dtype": "float32",
-        "metric": "ip", "model": {"fingerprint": engine.fingerprint}, "index": section,
-        "positions": {"kind": None, "count": 0}, "history": [], "files": entries,
-    }  # fmt: skip
-    (out / "manifest.json").write_text(json.dumps(manifest))
-    m = Map.open(out)
-    np.testing.assert_array_equal(m.descriptors, desc)
-    assert m.names == [f.name for f in files[:6]]
-    m = add_to_map(engine, out, files[6:])
-    assert m.manifest["format_version"] == 2 and len(m) == 12
-    assert m.names == [f.name for f in files]
-    ids, _ = m.search(engine.embed_files(files), k=1)
-    np.testing.assert_array_equal(ids[:, 0], np.arange(12))
-    assert (out / "descriptors.npy").exists() == (index == "exact")  # HNSW: vectors held once
+def test_format_1_manifest_is_refused_with_a_clear_error(tmp_path, images, engine):
+    """Format 1 (one descriptors.npy, before segments) was never released: no reader for it."""
+    out = tmp_path / "map"
+    build_map(engine, sorted(images.iterdir())[:3], out)
+    man = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps(dict(man, format_version=1)))
+    with pytest.raises(MapError, match="format version 1 is not supported.*rebuild the map"):
+        Map.open(out)
 
 
 # --- paths: SQLite URIs, symlinks ---------------------------------------------------------------

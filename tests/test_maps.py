@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
+from sfrs_edge.embedding import embed_images
 from sfrs_edge.errors import ConfigError, ImageError, MapError
 from sfrs_edge.images import read_image
 from sfrs_edge.maps import (
@@ -29,14 +30,15 @@ from sfrs_edge.maps import (
     remove_from_map,
     store,
 )
-from sfrs_edge.maps import build as build_mod
+from sfrs_edge.maps import sources as sources_mod
 from sfrs_edge.maps import writer as writer_mod
 from sfrs_edge.model_info import ModelInfo, Preprocessing
 
 
 class FakeEngine:
     """Stands in for sfrs_edge.engine.Engine: a real, deterministic function of the pixels
-    (8x6 grey thumbnail, mean-removed, L2-normalised), reading files with the real decoder."""
+    (the 8x6 network input in grey, mean-removed, L2-normalised); files go through the real
+    embedding pipeline."""
 
     def __init__(self, fingerprint: str = "fake0123456789ab") -> None:
         self.info = ModelInfo(
@@ -59,15 +61,17 @@ class FakeEngine:
     def fingerprint(self) -> str:
         return self.info.fingerprint
 
-    def embed_files(self, paths, batch_size=8, progress=None):
-        self.calls += len(paths)
+    def embed(self, batch):
+        self.calls += len(batch)
         out = []
-        for p in paths:
-            img = cv2.cvtColor(read_image(p), cv2.COLOR_BGR2GRAY)
-            v = cv2.resize(img, (8, 6), interpolation=cv2.INTER_AREA).astype(np.float32).ravel()
+        for img in batch:
+            v = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.float32).ravel()
             v -= v.mean()
             out.append(v / (np.linalg.norm(v) + 1e-12))
         return np.stack(out).astype(np.float32)
+
+    def embed_files(self, paths, batch_size=8, progress=None):
+        return embed_images(self, paths, batch_size).descriptors
 
 
 @pytest.fixture
@@ -318,7 +322,7 @@ def test_failure_midway_keeps_old_map(monkeypatch, tmp_path, images, engine, exc
         real_rename(src, dst)
 
     target = {
-        "embed": (build_mod, "_embed", boom),
+        "embed": (sources_mod, "embed_rows", boom),
         "metadata": (writer_mod, "write_metadata", boom),
         "manifest": (writer_mod, "dumps", boom),
         "rename1": (store.os, "rename", boom),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 
 import numpy as np
 import onnx
@@ -83,8 +84,17 @@ def test_provenance_and_version_do_not_change_identity():
     assert a.fingerprint == b.fingerprint and identity(a) == identity(b)
 
 
-def test_legacy_map_and_model_compare_by_properties():
-    """Format-1 infos (weights-only fingerprint) still compare property by property."""
+@pytest.mark.parametrize("version", [1, 3])
+def test_other_model_format_versions_are_refused(version):
+    raw = json.loads(_info().to_json())
+    raw["format_version"] = version
+    with pytest.raises(ModelError, match=f"m.onnx: model format version {version} is not supp"):
+        ModelInfo.from_json(json.dumps(raw), "m.onnx")
+
+
+def test_infos_without_weights_hash_compare_by_properties():
+    """Infos that give their fingerprint directly (no weights hash) compare property by
+    property too."""
     legacy = dataclasses.replace(_info(), weights="", fingerprint="aaaaaaaaaaaaaaaa")
     assert legacy.fingerprint == "aaaaaaaaaaaaaaaa"
     section = {"fingerprint": legacy.fingerprint, "info": json.loads(legacy.to_json())}
@@ -137,9 +147,17 @@ def test_one_flipped_weight_bit_is_refused(tiny_onnx, tmp_path):
         Engine.open(bad)
 
 
+def _age(path, seconds: float = 60.0) -> None:
+    """Set the file's mtime ``seconds`` into the past (older than the racy window)."""
+    st = path.stat()
+    old = st.st_mtime_ns - int(seconds * 1e9)
+    os.utime(path, ns=(old, old))
+
+
 def test_digest_cache_skips_rehash_and_notices_changes(tiny_onnx, tmp_path, monkeypatch):
     model = tmp_path / "m.onnx"
     model.write_bytes(tiny_onnx.read_bytes())
+    _age(model)
     calls = []
     real = model_digest.file_digest
     monkeypatch.setattr(model_digest, "file_digest", lambda p: calls.append(p) or real(p))
@@ -151,10 +169,54 @@ def test_digest_cache_skips_rehash_and_notices_changes(tiny_onnx, tmp_path, monk
     assert len(calls) == 2
 
 
+def test_digest_cache_never_trusts_a_file_hashed_just_after_a_write(
+    tiny_onnx, tmp_path, monkeypatch
+):
+    model = tmp_path / "m.onnx"
+    model.write_bytes(tiny_onnx.read_bytes())  # mtime: now, within the racy window
+    calls = []
+    real = model_digest.file_digest
+    monkeypatch.setattr(model_digest, "file_digest", lambda p: calls.append(p) or real(p))
+    assert model_digest.verify_model_file(model) and model_digest.verify_model_file(model)
+    assert len(calls) == 2  # a same-tick write could keep the mtime: rehashed
+
+
+def test_verify_full_rehashes_every_open(tiny_onnx, tmp_path, monkeypatch):
+    model = tmp_path / "m.onnx"
+    model.write_bytes(tiny_onnx.read_bytes())
+    _age(model)
+    calls = []
+    real = model_digest.file_digest
+    monkeypatch.setattr(model_digest, "file_digest", lambda p: calls.append(p) or real(p))
+    monkeypatch.setenv("SFRS_EDGE_VERIFY", "full")
+    assert model_digest.verify_model_file(model) and model_digest.verify_model_file(model)
+    assert len(calls) == 2
+
+
+def test_engine_open_walks_the_model_file_once(tiny_onnx, tmp_path, monkeypatch):
+    from sfrs_edge import onnx_proto
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(tiny_onnx.read_bytes())
+    _age(model)
+    walks = []
+    real = onnx_proto.fields
+
+    def counting(buf, start, end):
+        if start == 0:  # a walk over the top-level message
+            walks.append(end)
+        return real(buf, start, end)
+
+    monkeypatch.setattr(onnx_proto, "fields", counting)
+    Engine.open(model, backend="cpu")  # not yet verified: one full walk
+    Engine.open(model, backend="cpu")  # verified before: one header walk
+    assert len(walks) == 2
+
+
 def test_unwritable_cache_only_means_rehash(tiny_onnx, tmp_path, monkeypatch):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("x")
-    monkeypatch.setenv("SFRS_EDGE_HOME", str(blocker / "home"))
+    monkeypatch.setenv("SFRS_EDGE_CACHE", str(blocker / "cache"))
     assert model_digest.verify_model_file(tiny_onnx)
     assert model_digest.verify_model_file(tiny_onnx)
 

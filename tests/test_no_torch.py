@@ -116,7 +116,7 @@ def torch_commands(tmp: Path) -> list[tuple[list[str], str, str]]:
         (
             ["train", "--dataset", "csv", "--data", str(tmp / "d.csv"), "-o", str(tmp / "run")],
             "train",
-            "torch, scikit-learn, tqdm",
+            "torch, scikit-learn",
         ),
         (["demo", "--no-download"], "train", "torch, onnx, scikit-learn"),
     ]
@@ -233,6 +233,10 @@ def test_wheel_holds_one_top_level_package(wheel):
     missing, stale = sorted(source - modules), sorted(modules - source)
     assert not missing, f"not in the wheel (list the package in pyproject.toml): {missing}"
     assert not stale, f"in the wheel but not in the checkout: {stale}"
+    # the version is written once (sfrs_edge/version.py) and the wheel's metadata reads it
+    from sfrs_edge import __version__
+
+    assert wheel.name.startswith(f"sfrs_edge-{__version__}-")
 
 
 @pytest.mark.slow

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from sfrs_edge.errors import ConfigError
+from sfrs_edge.estimate import verified_confidence
 from sfrs_edge.rerank import RerankConfig, rerank
-from sfrs_edge.rerank.matching import mutual_matches
-from sfrs_edge.rerank.scoring import evidence, fused_scores, verified_confidence
-from sfrs_edge.rerank.verify import count_inliers
+from sfrs_edge.rerank.match import count_inliers, mutual_matches
+from sfrs_edge.rerank.stage import evidence, fused_scores
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -87,6 +87,64 @@ def test_verified_confidence():
 def test_config_errors(kwargs):
     with pytest.raises(ConfigError):
         RerankConfig(**kwargs)
+
+
+class StoredFeatures:
+    """A map's stored local features by row id (what RerankStage reads for candidates)."""
+
+    def __init__(self, rows: dict[int, tuple[np.ndarray, np.ndarray]]) -> None:
+        self.rows = rows
+
+    def extra_rows(self, name: str, ids: np.ndarray) -> np.ndarray:
+        part = 0 if name == "local_features" else 1
+        return np.stack([self.rows[int(i)][part] for i in ids])
+
+
+def test_stage_promotes_the_candidate_whose_own_stored_features_align():
+    """Map row 9 holds the query's place (same features, a shifted view), rows 5, 2 and 7 hold
+    other places. Re-ranking must read each candidate's *own* row: 9 is promoted over the
+    globally better 5 with many inliers, the others get none and keep their global order."""
+    from sfrs_edge.localize import Candidates, rerank_candidates
+    from sfrs_edge.rerank import RerankStage
+
+    rng = np.random.default_rng(3)
+    qf, qxy = scene(rng)
+    right = (qf.copy(), qxy * 1.05 + np.array([30.0, 4.0], np.float32))
+    rows = {i: scene(np.random.default_rng(20 + i)) for i in (5, 2, 7)}
+    rows[9] = right
+    stage = RerankStage(RerankConfig(k=4), StoredFeatures(rows))
+    ids = np.array([5, 9, 2, 7, 11])  # 11: beyond k, never re-ranked
+    sims = np.array([0.60, 0.58, 0.57, 0.55, 0.50])
+    outputs = {"local_features": qf, "local_xy": qxy}
+    new_ids, new_sims, res = stage.apply(outputs, ids, sims)
+    assert new_ids.tolist() == [9, 5, 2, 7, 11]
+    assert new_sims.tolist() == [0.58, 0.60, 0.57, 0.55, 0.50]  # each id keeps its similarity
+    assert res.inliers[0] >= 50 and res.evidence[0] == 1.0
+    assert res.evidence[1:].tolist() == [0.0, 0.0, 0.0]  # the unrelated places: no evidence
+    assert res.inliers[1:].max() <= 6
+    # a temporal filter sees the fused score of each re-ranked id, the rest unchanged
+    scores = np.linspace(0.0, 0.1, 12).astype(np.float32)
+    found = Candidates(ids, sims, scores)
+    fused, verified = rerank_candidates(stage, outputs, found)
+    assert fused.ids.tolist() == [9, 5, 2, 7, 11]
+    assert fused.scores[9] == pytest.approx(0.58 + 0.2) and fused.scores[5] == pytest.approx(0.6)
+    assert fused.scores[11] == scores[11] and scores[9] == pytest.approx(9 / 110)  # input kept
+
+
+def test_stage_keeps_the_top_candidate_when_its_own_features_align():
+    from sfrs_edge.rerank import RerankStage
+
+    rng = np.random.default_rng(4)
+    qf, qxy = scene(rng)
+    rows = {i: scene(np.random.default_rng(40 + i)) for i in (1, 2)}
+    rows[0] = (qf.copy(), qxy + 12.0)
+    stage = RerankStage(RerankConfig(k=3), StoredFeatures(rows))
+    ids = np.array([0, 1, 2])
+    new_ids, _, res = stage.apply(
+        {"local_features": qf, "local_xy": qxy}, ids, np.array([0.7, 0.69, 0.68])
+    )
+    assert new_ids.tolist() == [0, 1, 2] and res.evidence.tolist() == [1.0, 0.0, 0.0]
+    assert res.inliers[0] >= 50
 
 
 # ------------------------------------------- batched evidence (patch descriptors, segments)

@@ -80,6 +80,18 @@ def test_frozen_cache_equals_full_forward(gp_train, init_ckpt, tmp_path):
     np.testing.assert_allclose(tr.inputs.suffix(tr.student, f).detach().numpy(), full, atol=1e-4)
 
 
+def test_training_reports_progress_through_the_runtime_progress(
+    gp_train, init_ckpt, tmp_path, capsys
+):
+    tr = Trainer(tiny_config(tuples_per_step=2), gp_train, tmp_path, init=init_ckpt, progress=True)
+    tr.start_generation(0)
+    tr.train_epoch(0, 0)
+    err = capsys.readouterr().err.splitlines()  # not a terminal: plain lines on stderr
+    n = len(gp_train.query_paths) + len(gp_train.db_paths)
+    assert f"mining: embed: {n}/{n} images" in err
+    assert any(line.startswith("gen 0 epoch 0: ") and line.endswith(" tuples") for line in err)
+
+
 def test_teacher_frozen_and_student_restarts_from_initial_weights(gp_train, init_ckpt, tmp_path):
     tr = make(gp_train, init_ckpt, tmp_path, tuples_per_step=2)
     initial, _ = load_checkpoint(init_ckpt)

@@ -158,7 +158,7 @@ def test_shape_arithmetic_is_refused():
 
 
 def test_int8_qdq_graph_passes():
-    """i13's INT8 export: symmetric QDQ around a Conv, per-channel weights, zero points 0."""
+    """The INT8 export: symmetric QDQ around a Conv, per-channel weights, zero points 0."""
     w = np.ones((3, 3, 1, 1), np.int8)
     model = graph(
         [
@@ -181,7 +181,7 @@ def test_int8_qdq_graph_passes():
 
 
 def test_rerank_style_outputs_pass():
-    """i12's extra outputs: MaxPool (no indices), TopK (sorted, constant K), Gather."""
+    """Re-ranking's extra outputs (local features): MaxPool (no indices), TopK (sorted, constant K), Gather."""
     model = graph(
         [
             CAST,

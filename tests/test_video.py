@@ -184,3 +184,24 @@ def test_map_build_cli_with_track(engine, tiny_onnx, drive, tmp_path):
     places = Map.open(out).all_places()
     assert [p.frame for p in places][:2] == [0, 5] and places[1].position_kind == "latlon"
     assert places[1].position == pytest.approx((1.0, 2.0005))
+
+
+def test_map_build_cli_video_float16_is_float16(tiny_onnx, drive, tmp_path):
+    """``--dtype float16`` reaches a map built from video: its descriptor files are float16
+    and hold the same rows as a float32 build, rounded."""
+    runner = CliRunner()
+    base = ["map", "build", str(drive), "--model", str(tiny_onnx), "--keyframe-step", "0"]
+    base += ["--min-change", "0", "--index", "exact"]
+    r = runner.invoke(main, [*base, "-o", str(tmp_path / "f16"), "--dtype", "float16"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(main, [*base, "-o", str(tmp_path / "f32")])
+    assert r.exit_code == 0, r.output
+    from sfrs_edge.maps import Map
+
+    half, full = Map.open(tmp_path / "f16"), Map.open(tmp_path / "f32")
+    assert half.dtype == "float16" and half.manifest["dtype"] == "float16"
+    assert half.segments[0].descriptors.dtype == np.float16
+    assert full.segments[0].descriptors.dtype == np.float32
+    assert np.load(tmp_path / "f16" / "seg-000000.desc.npy").dtype == np.float16
+    np.testing.assert_allclose(half.descriptors, full.descriptors, atol=2e-3)
+    assert not np.array_equal(half.descriptors, full.descriptors)  # really rounded

@@ -207,7 +207,7 @@ class Conv2dSame(nn.Conv2d):
 
     At ONNX export the spatial size is static (only the batch is dynamic), so the padding is
     computed in Python from it and folded into the Conv's own ``pads``: no Pad node and no
-    Shape/Gather/Sub/Concat chain per conv (they cost Lite0 36 % of its CPU time, issue 13).
+    Shape/Gather/Sub/Concat chain per conv (they cost Lite0 36 % of its CPU time when exported).
     """
 
     def pads(self, height: int, width: int) -> tuple[int, int, int, int]:

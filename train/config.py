@@ -3,8 +3,8 @@
 :class:`~.model.ModelConfig` (architecture and input) is the one place for model fields;
 :class:`InitConfig` (``sfrs-edge init``) and :class:`TrainConfig` (``sfrs-edge train``) hold
 one, plus the k-means settings (:class:`KMeansConfig`) they share. Each is saved in the
-checkpoint it produces (as a nested dict); ``from_dict`` also reads the flat layout that
-checkpoints written before the nesting carry.
+checkpoint it produces (as a nested dict). The flat layout of pre-release checkpoints is not
+read: ``from_dict`` says so in one line.
 """
 
 from __future__ import annotations
@@ -16,34 +16,27 @@ from sfrs_edge.errors import ConfigError
 
 from .model import ModelConfig
 
-# Flat keys of configs saved before the nesting → (nested section, field).
-_LEGACY_KEYS = {
-    **{f.name: ("model", f.name) for f in fields(ModelConfig)},
-    "descriptors_per_image": ("kmeans", "descriptors_per_image"),
-    "max_images": ("kmeans", "max_images"),  # InitConfig
-    "kmeans_images": ("kmeans", "max_images"),  # TrainConfig
-    "kmeans_iters": ("kmeans", "iters"),
-}
+_MODEL_FIELDS = {f.name for f in fields(ModelConfig)}
 
 
 def _nested(d: dict[str, Any], what: str, known: set[str]) -> dict[str, Any]:
-    """``d`` with a flat (pre-nesting) layout moved into ``model``/``kmeans``; unknown keys fail."""
+    """``d`` with its ``model``/``kmeans`` sections as dataclasses; unknown keys fail."""
     d = dict(d)
-    sections: dict[str, dict[str, Any]] = {
-        "model": dict(d.pop("model", None) or {}),
-        "kmeans": dict(d.pop("kmeans", None) or {}),
-    }
-    for key in [k for k in d if k in _LEGACY_KEYS and k not in known]:
-        section, name = _LEGACY_KEYS[key]
-        sections[section].setdefault(name, d.pop(key))
+    flat = sorted((set(d) & _MODEL_FIELDS) - known)
+    if flat and "model" not in d:
+        raise ConfigError(
+            f"{what}: saved in the flat layout of an sfrs-edge pre-release (model fields "
+            f"{', '.join(flat)} at the top level), which is no longer read; make it again "
+            "(`sfrs-edge init`, or a new training run)"
+        )
     unknown = sorted(set(d) - known)
     if unknown:
         raise ConfigError(f"{what}: unknown keys {unknown}")
     try:
         return {
             **d,
-            "model": ModelConfig(**sections["model"]),
-            "kmeans": KMeansConfig(**sections["kmeans"]),
+            "model": ModelConfig(**dict(d.get("model") or {})),
+            "kmeans": KMeansConfig(**dict(d.get("kmeans") or {})),
         }
     except TypeError as exc:
         raise ConfigError(f"{what}: {exc}") from exc
@@ -59,7 +52,7 @@ class SavedConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]):
-        """The config saved as ``d``, nested or in the flat layout of older checkpoints."""
+        """The config saved as ``d`` (nested, as :meth:`to_dict` writes it)."""
         return cls(**_nested(d, cls.what, {f.name for f in fields(cls)}))
 
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from sfrs_edge.progress import progress as progress_bar
 from sfrs_edge.recall import rank_database, recall_at_n
 
 from .datasets import PlaceSet
@@ -29,18 +30,15 @@ def embed(
     ``full``: the model's final descriptor (PCA-whitened when it has PCA)."""
     was_training = net.training
     net.eval()
-    starts = range(0, len(paths), batch_size)
-    if progress:
-        from tqdm import tqdm
-
-        starts = tqdm(starts, desc=desc, unit="batch", leave=False)
     out = []
-    for i in starts:
-        f = inputs(net, paths[i : i + batch_size])
-        v = net.netvlad(inputs.suffix(net, f))
-        if full and net.pca is not None:
-            v = net.pca(v)
-        out.append(v.float().numpy())
+    with progress_bar(desc, unit="images", enabled=progress) as report:
+        for i in range(0, len(paths), batch_size):
+            f = inputs(net, paths[i : i + batch_size])
+            v = net.netvlad(inputs.suffix(net, f))
+            if full and net.pca is not None:
+                v = net.pca(v)
+            out.append(v.float().numpy())
+            report(min(i + batch_size, len(paths)), len(paths))
     net.train(was_training)
     return np.concatenate(out) if out else np.zeros((0, net.config.vlad_dim), np.float32)
 

@@ -1,4 +1,4 @@
-"""Run a network over image files: the one place that turns files into torch inputs."""
+"""Run a network over image files (through the runtime's embedding pipeline)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from sfrs_edge.embedding import embed_images
+from sfrs_edge.errors import ModelError
 from sfrs_edge.images import load_for_model
 from sfrs_edge.model_info import Preprocessing
+from sfrs_edge.progress import progress as progress_bar
 
 from .model import InputAdapter, SFRSNet
 
@@ -34,27 +37,34 @@ def map_images(
 ) -> np.ndarray:
     """Apply ``fn(net, normalised_images)`` (default: the full descriptor) to every image file.
 
-    ``progress``: True for a tqdm bar, or a ``report(done, total)`` callback."""
+    The files go through the runtime's embedding pipeline (:mod:`sfrs_edge.embedding`: decode
+    pool, batches, in order) with the network as the model call. ``fn`` returns one row per
+    image, or the same number of rows for every image (e.g. sampled local descriptors), which
+    come out image after image. ``progress``: True for the package's progress display (:mod:`sfrs_edge.progress`), or
+    ``report(done, total)``.
+    """
     fn = fn or (lambda n, x: n(x))
     pre = net.config.preprocessing()
     adapter = InputAdapter(pre)
+    if not len(paths):
+        return np.zeros((0, net.config.descriptor_dim), np.float32)
+
+    def infer(batch: np.ndarray) -> np.ndarray:
+        out = fn(net, adapter(torch.from_numpy(batch))).float().cpu().numpy()
+        if len(out) % len(batch):
+            raise ModelError(f"{len(out)} rows for a batch of {len(batch)} images")
+        return out.reshape(len(batch), -1, *out.shape[1:])  # rows grouped by image
+
     was_training = net.training
     net.eval()
-    batches = image_batches(paths, pre, batch_size)
-    report = progress if callable(progress) else None  # report(done, total) per batch
-    if progress is True:
-        from tqdm import tqdm
-
-        batches = tqdm(
-            batches, total=(len(paths) + batch_size - 1) // batch_size, desc="images", unit="batch"
-        )
-    out = []
-    for b in batches:
-        out.append(fn(net, adapter(b)).float().cpu().numpy())
-        if report is not None:
-            report(min(len(out) * batch_size, len(paths)), len(paths))
-    net.train(was_training)
-    return np.concatenate(out) if out else np.zeros((0, net.config.descriptor_dim), np.float32)
+    try:
+        with progress_bar("images", unit="images", enabled=progress is True) as bar:
+            report = progress if callable(progress) else bar
+            out = embed_images(infer, paths, batch_size, progress=report, preprocessing=pre)
+    finally:
+        net.train(was_training)
+    rows = out.descriptors
+    return rows.reshape(-1, *rows.shape[2:])
 
 
 def descriptors(

@@ -24,14 +24,18 @@ INIT = "init.pt"  # the off-the-shelf start of every generation
 def read_last(run_dir: Path, cfg: TrainConfig) -> dict[str, Any] | None:
     """The checkpoint dict of ``run_dir/last.pt`` (None if there is none).
 
-    Raises :class:`ConfigError` if it was trained with a different configuration (configs
-    saved in the flat layout of older runs compare by their meaning).
+    Raises :class:`ConfigError` if it was trained with a different configuration, or saved in
+    a layout this version does not read.
     """
     last = run_dir / LAST
     if not last.exists():
         return None
     ckpt = read_checkpoint(last)
-    if TrainConfig.from_dict(ckpt["train_state"]["config"]) != cfg:
+    try:
+        saved = TrainConfig.from_dict(ckpt["train_state"]["config"])
+    except ConfigError as exc:
+        raise ConfigError(f"{last}: {exc}; cannot resume") from None
+    if saved != cfg:
         raise ConfigError(f"{last}: was trained with a different configuration; cannot resume")
     return ckpt
 

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from sfrs_edge.errors import ConfigError
+from sfrs_edge.progress import progress as progress_bar
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -202,47 +203,42 @@ class Trainer:
         order = np.random.default_rng(cfg.seed + epoch).permutation(ts.num_queries)
         chunks = [order[i : i + cfg.cache_size] for i in range(0, len(order), cfg.cache_size)]
         sums: dict[str, list[float]] = {}
-        bar = None
-        if self.progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(order), desc=f"gen {g} epoch {epoch}", unit="tuple")
-        self.student.train()
-        for chunk in chunks:
-            desc = embed(
-                self.student,
-                self.inputs,
-                [*ts.query_paths, *ts.db_paths],
-                cfg.batch_size,
-                self.progress,
-                "mining: embed",
-            )
-            q_desc, db_desc = desc[: ts.num_queries], desc[ts.num_queries :]
-            tuples = mine_chunk(
-                chunk,
-                q_desc,
-                db_desc,
-                self.gt,
-                self.cache,
-                self.rng,
-                cfg.neg_num,
-                cfg.neg_pool,
-                cfg.pos_num,
-                cfg.pos_pool,
-            )
+        done = 0
+        label = f"gen {g} epoch {epoch}"
+        with progress_bar(label, unit="tuples", enabled=self.progress) as report:
             self.student.train()
-            for s in range(0, len(tuples), cfg.tuples_per_step):
-                step = tuples[s : s + cfg.tuples_per_step]
-                if not rank_share(step, self.dist):
-                    continue
-                parts = self.train_step(step, g)
-                for k, v in parts.items():
-                    sums.setdefault(k, []).append(v)
-                if bar is not None:
-                    bar.update(len(step))
-                    bar.set_postfix({k: f"{v:.4f}" for k, v in parts.items()})
-        if bar is not None:
-            bar.close()
+            for chunk in chunks:
+                desc = embed(
+                    self.student,
+                    self.inputs,
+                    [*ts.query_paths, *ts.db_paths],
+                    cfg.batch_size,
+                    self.progress,
+                    "mining: embed",
+                )
+                q_desc, db_desc = desc[: ts.num_queries], desc[ts.num_queries :]
+                tuples = mine_chunk(
+                    chunk,
+                    q_desc,
+                    db_desc,
+                    self.gt,
+                    self.cache,
+                    self.rng,
+                    cfg.neg_num,
+                    cfg.neg_pool,
+                    cfg.pos_num,
+                    cfg.pos_pool,
+                )
+                self.student.train()
+                for s in range(0, len(tuples), cfg.tuples_per_step):
+                    step = tuples[s : s + cfg.tuples_per_step]
+                    done += len(step)
+                    report(done, len(order))
+                    if not rank_share(step, self.dist):
+                        continue
+                    parts = self.train_step(step, g)
+                    for k, v in parts.items():
+                        sums.setdefault(k, []).append(v)
         self.scheduler.step()
         return {k: float(np.mean(v)) for k, v in sums.items()}
 

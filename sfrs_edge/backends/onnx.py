@@ -100,13 +100,19 @@ class OnnxBackend:
         backend: str = "auto",
         threads: int | None = None,
         spin: bool | None = None,
+        metadata: dict[str, str] | None = None,
     ) -> None:
+        """``metadata``: the file's ``metadata_props`` when the caller has read them already
+        (the TensorRT provider's options come from them; else read here)."""
         self.path = path
         self.threads = threads_mod.resolve(threads)
         providers = choose_providers(backend)
         cache = path.parent / ".trt_cache" if os.access(path.parent, os.W_OK) else None
         self.session = create_session(
-            path, provider_options(providers, path, cache, ort.__version__), self.threads, spin
+            path,
+            provider_options(providers, path, cache, ort.__version__, metadata),
+            self.threads,
+            spin,
         )
         active = self.session.get_providers()
         if backend != "auto" and PROVIDERS[backend] not in active:

@@ -10,8 +10,8 @@ CPU (and across PCIe). The TensorRT EP gets (onnxruntime docs, "TensorRT Executi
   cached engine of another model (or of the fp16 export of the same weights, which shares the
   fingerprint) can never be picked up, and an onnxruntime upgrade builds afresh.
 
-The model's metadata is read from the file without onnx (the runtime does not depend on it):
-:func:`read_metadata_props` walks the top-level protobuf fields and skips the graph.
+The model's metadata comes from the walk :class:`~sfrs_edge.engine.Engine` already made over
+the file (:mod:`sfrs_edge.onnx_proto`, no ``onnx`` package), or from one header-only walk here.
 """
 
 from __future__ import annotations
@@ -20,13 +20,21 @@ import os
 from pathlib import Path
 
 from ..model_info import INPUT_NAME, METADATA_KEY, ModelInfo
+from ..onnx_proto import read_metadata_props
+
+__all__ = [
+    "info_from_props",
+    "model_info_of",
+    "provider_options",
+    "read_metadata_props",
+    "tensorrt_options",
+]
 
 TENSORRT = "TensorrtExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 ORDER = (TENSORRT, CUDA, CPU)
 PROFILE_MAX_BATCH = 8  # Engine batches map building by up to this (see Engine.embed)
-_METADATA_FIELD = 14  # ModelProto.metadata_props (onnx.proto)
 
 
 def ordered(providers: list[str], available: list[str]) -> list[str]:
@@ -35,79 +43,19 @@ def ordered(providers: list[str], available: list[str]) -> list[str]:
     return [p for p in ORDER[first:] if p in available or p == CPU]
 
 
-def _varint(f) -> int | None:
-    shift = result = 0
-    while True:
-        b = f.read(1)
-        if not b:
-            return None
-        result |= (b[0] & 0x7F) << shift
-        if not b[0] & 0x80:
-            return result
-        shift += 7
-
-
-def _entry(data: bytes) -> tuple[str, str]:
-    """Decode a StringStringEntryProto (key = 1, value = 2)."""
-    fields, i = {}, 0
-    while i < len(data):
-        tag, i = _decode(data, i)
-        length, i = _decode(data, i)
-        fields[tag >> 3] = data[i : i + length].decode("utf-8", "replace")
-        i += length
-    return fields.get(1, ""), fields.get(2, "")
-
-
-def _decode(data: bytes, i: int) -> tuple[int, int]:
-    shift = result = 0
-    while True:
-        b = data[i]
-        i += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, i
-        shift += 7
-
-
-def read_metadata_props(path: str | os.PathLike) -> dict[str, str]:
-    """ONNX ``metadata_props`` of a model file, reading only the top-level field headers
-    (the graph and its weights are skipped by seeking). Empty dict when the file is odd."""
-    props: dict[str, str] = {}
-    size = Path(path).stat().st_size
-    with open(path, "rb") as f:
-        while f.tell() < size:
-            tag = _varint(f)
-            if tag is None:
-                break
-            wire = tag & 7
-            if wire == 0:
-                if _varint(f) is None:
-                    break
-            elif wire == 2:
-                length = _varint(f)
-                if length is None or f.tell() + length > size:
-                    return {}
-                if tag >> 3 == _METADATA_FIELD:
-                    key, value = _entry(f.read(length))
-                    props[key] = value
-                else:
-                    f.seek(length, os.SEEK_CUR)
-            elif wire == 5:
-                f.seek(4, os.SEEK_CUR)
-            elif wire == 1:
-                f.seek(8, os.SEEK_CUR)
-            else:
-                return {}
-    return props
+def info_from_props(props: dict[str, str], path: str | os.PathLike) -> ModelInfo | None:
+    """The :class:`ModelInfo` in a model's ``metadata_props``, or None when it has none (Engine
+    reports that later)."""
+    try:
+        text = props.get(METADATA_KEY)
+        return ModelInfo.from_json(text, str(path)) if text else None
+    except Exception:  # noqa: BLE001 - any oddity: no options derived; Engine.open checks it
+        return None
 
 
 def model_info_of(path: str | os.PathLike) -> ModelInfo | None:
     """The file's :class:`ModelInfo`, or None when it has none (Engine reports that later)."""
-    try:
-        text = read_metadata_props(path).get(METADATA_KEY)
-        return ModelInfo.from_json(text, str(path)) if text else None
-    except Exception:  # noqa: BLE001 - any oddity: no options derived; Engine.open checks it
-        return None
+    return info_from_props(read_metadata_props(path), path)
 
 
 def cache_prefix(info: ModelInfo, ort_version: str) -> str:
@@ -152,13 +100,21 @@ def tensorrt_options(
 
 
 def provider_options(
-    providers: list[str], model_path: Path, cache_dir: Path | None, ort_version: str
+    providers: list[str],
+    model_path: Path,
+    cache_dir: Path | None,
+    ort_version: str,
+    metadata: dict[str, str] | None = None,
 ) -> list:
-    """``providers`` as onnxruntime's ``providers=`` argument, TensorRT with its options."""
+    """``providers`` as onnxruntime's ``providers=`` argument, TensorRT with its options.
+    ``metadata``: the model's ``metadata_props`` when already read (else read from the file)."""
     out: list = []
     for p in providers:
         if p == TENSORRT:
-            info = model_info_of(model_path)
+            if metadata is None:
+                info = model_info_of(model_path)
+            else:
+                info = info_from_props(metadata, model_path)
             out.append((p, tensorrt_options(info, cache_dir, ort_version)))
         else:
             out.append(p)

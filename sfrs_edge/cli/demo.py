@@ -15,9 +15,9 @@ import click
 
 from .. import paths
 from ..errors import ConfigError
+from ..progress import progress
 from .extras import require_extra
 from .options import PcaDim
-from .progress import progress
 
 TOLERANCE = 2
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
+from ..progress import progress
 from .options import backend_option, map_option, model_option
-from .progress import progress
 
 
 def _query_files(args: tuple[Path, ...]) -> list[Path]:

@@ -42,7 +42,7 @@ def _engine(model_path: Path | None, backend: str, threads: int | None = None):
 
 def _progress(label: str):
     """Progress of a long run: a bar on a terminal, a line per ~10 % otherwise (stderr)."""
-    from .progress import reporter
+    from ..progress import reporter
 
     return reporter(label, "images")
 
@@ -193,6 +193,9 @@ def build_command(
             hnsw_m=hnsw_m,
             ef_construction=ef_construction,
             ef=ef,
+            dtype=dtype,
+            batch_size=batch_size,
+            threads=threads,
         )
         dt = time.perf_counter() - t0
         v = m.manifest["history"][-1]["video"]

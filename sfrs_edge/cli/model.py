@@ -96,7 +96,7 @@ def init_command(
     if clusters < 2:
         raise ConfigError(f"--clusters must be at least 2, got {clusters}")
     click.echo(f"init: {backbone}, {len(images)} images from {images_dir}", err=as_json)
-    from .progress import progress
+    from ..progress import progress
 
     with progress("init: images read", unit="images") as report:
         net, provenance = build_offtheshelf(images, cfg, progress=report)

@@ -120,7 +120,7 @@ def _load_splits(kind, data, o):
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def train_command(kind, data, run_dir, **o):
     """Train an SFRS model in generations (self-supervised image-to-region similarities)."""
-    require_extra("train", "train", "torch", "sklearn", "tqdm")
+    require_extra("train", "train", "torch", "sklearn")
     from sfrs_edge.train.config import TrainConfig
     from sfrs_edge.train.distributed import init_from_env
     from sfrs_edge.train.model import ModelConfig

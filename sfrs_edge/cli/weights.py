@@ -10,7 +10,7 @@ import click
 
 from ..download import DownloadError
 from ..errors import SfrsEdgeError
-from .progress import progress
+from ..progress import progress
 
 
 @contextlib.contextmanager

@@ -12,20 +12,16 @@ Layout (``docs/MAPS.md``)::
       index.bin                  hnswlib graph (HNSW maps; holds the vectors of its rows)
 """
 
-from .build import (
-    add_to_map,
-    append_to_map,
-    build_map,
-    collect_images,
-    map_info,
-    remove_from_map,
-)
+from .build import build_map
 from .index import AUTO_HNSW_THRESHOLD, IndexConfig
+from .info import map_info
 from .manifest import FORMAT_VERSION
 from .map import Map
 from .merge import merge_maps, verify_map
 from .metadata import Place
 from .poses import Pose, read_exif_gps, read_poses_csv
+from .sources import collect_images
+from .update import add_to_map, append_to_map, remove_from_map
 from .writer import Rows
 
 __all__ = [

@@ -1,9 +1,9 @@
 """The map manifest (``manifest.json``): what the map is, what built it, its segments, checksums.
 
 Every field is type- and range-checked when read (:func:`read_manifest`): a malformed manifest is
-a :class:`MapError` naming the field and its value, never a traceback. Format version 1 (one
-``descriptors.npy`` + ``metadata.sqlite`` [+ ``index.bin``], written by sfrs-edge before
-segments existed) is read as a map of one segment.
+a :class:`MapError` naming the field and its value, never a traceback. Only the current format
+version is read (earlier layouts were never released): any other version is refused with the
+remedy, rebuilding the map.
 """
 
 from __future__ import annotations
@@ -19,14 +19,10 @@ from ..errors import MapError
 MANIFEST = "manifest.json"
 FORMAT = "sfrs-edge-map"
 FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
 INDEX = "index.bin"
 DTYPES = ("float32", "float16")
 EXTRA_DTYPES = ("float16", "float32", "float64", "uint8", "int8", "int16", "int32", "int64")
 MAX_MANIFEST_BYTES = 64 << 20
-# v1 file names
-DESCRIPTORS = "descriptors.npy"
-METADATA = "metadata.sqlite"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$")
 _SHA = re.compile(r"^[0-9a-f]{64}$")
@@ -73,7 +69,7 @@ def dumps(manifest: dict[str, Any]) -> bytes:
 
 
 def parse_manifest(data: bytes, where: str) -> dict[str, Any]:
-    """Parse and validate manifest bytes; returns a version-2 view (v1 maps: one segment)."""
+    """Parse and validate manifest bytes (MapError naming what is wrong)."""
     if len(data) > MAX_MANIFEST_BYTES:
         raise MapError(f"{where}: manifest is {len(data)} bytes, not an sfrs-edge manifest")
     try:
@@ -83,14 +79,11 @@ def parse_manifest(data: bytes, where: str) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise MapError(f"{where}: not an sfrs-edge map manifest")
     version = manifest.get("format_version")
-    if type(version) is not int or version not in READABLE_VERSIONS:
+    if type(version) is not int or version != FORMAT_VERSION:
         raise MapError(
             f"{where}: map format version {version!r} is not supported by sfrs-edge "
-            f"{__version__} (reads versions {', '.join(map(str, READABLE_VERSIONS))}); "
-            "rebuild the map with this version"
+            f"{__version__} (reads version {FORMAT_VERSION}); rebuild the map with this version"
         )
-    if version == 1:
-        manifest = _upgrade_v1(manifest, where)
     validate(manifest, where)
     return manifest
 
@@ -114,21 +107,6 @@ def _dict(m: dict, key: str, where: str, prefix: str = "") -> dict:
     if not isinstance(v, dict):
         raise _field(where, prefix + key, v, "an object")
     return v
-
-
-def _upgrade_v1(m: dict, where: str) -> dict:
-    """Read a version-1 manifest as one segment (files keep their v1 names)."""
-    files = _dict(m, "files", where)
-    index = _dict(m, "index", where)
-    count = _int(m, "count", where, 1, 1 << 40)
-    hnsw = index.get("type") == "hnsw"
-    seg = {"rows": count, "descriptors": DESCRIPTORS, "metadata": METADATA, "extras": {}}
-    out = dict(m, segments=[seg], indexed=count if hnsw else 0, extras={}, dtype="float32")
-    for name in (DESCRIPTORS, METADATA) + ((INDEX,) if hnsw else ()):
-        if name not in files:
-            raise MapError(f"{where}: manifest does not list {name}; rebuild the map")
-    out["files"] = files
-    return out
 
 
 def validate(m: dict[str, Any], where: str) -> None:

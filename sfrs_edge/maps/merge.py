@@ -12,10 +12,9 @@ import numpy as np
 
 from ..errors import ConfigError, MapError
 from .index import IndexConfig
-from .manifest import new_manifest
 from .map import Map
 from .store import atomic_map_dir
-from .writer import Rows, history_event, write_map
+from .writer import Rows, history_event, write_new_map
 
 DUPLICATES = ("error", "first", "rename")
 
@@ -92,21 +91,17 @@ def merge_maps(
     base = IndexConfig.from_manifest(hnsw_src.manifest["index"]) if hnsw_src else IndexConfig()
     config = dataclasses.replace(base, type=index).resolved(len(rows.places))
     kind = next((m.position_kind for m in maps if m.position_kind), None)
-    with_pos = sum(p.position is not None for p in rows.places)
-    manifest = new_manifest(
-        dim=first.dim,
-        model=first.manifest["model"],
-        index=config.to_manifest(),
-        count=len(rows.places),
-        positions={"kind": kind if with_pos else None, "source": "merge", "count": with_pos},
-        history=[
-            history_event(
-                "merge", len(rows.places), sources=[str(Path(m.path).resolve()) for m in maps]
-            )
-        ],
-    )
+    read = [str(Path(m.path).resolve()) for m in maps]
     with atomic_map_dir(output) as staging:
-        write_map(staging, manifest, rows, config, first.dtype)
+        write_new_map(
+            staging,
+            rows,
+            config,
+            first.dtype,
+            model=first.manifest["model"],
+            positions={"kind": kind, "source": "merge"},
+            event=history_event("merge", len(rows.places), sources=read),
+        )
     return Map.open(output)
 
 

@@ -2,7 +2,8 @@
 
 The file list becomes a dataset (``ray.data.from_items``), ``map_batches`` runs it through a
 pool of actors that each hold one :class:`~sfrs_edge.engine.Engine` (created once per actor, not
-per batch) and decode their own batch, and the driver gathers the outputs back in file order;
+per batch) and run their batch through the embedding pipeline (:mod:`sfrs_edge.embedding`), and
+the driver gathers the outputs back in file order;
 the map itself is then written by the normal single-process writer (atomic, checksummed).
 
 Sizing: Ray Data schedules its own tasks (splitting, output) beside the actors. An actor pool
@@ -26,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from ..embedding import Embedded, embed_images
 from ..errors import ConfigError, ImageError
-from .embedding import Embedded, infer_fn
 
 log = logging.getLogger(__name__)
 
@@ -36,42 +37,38 @@ LOCAL = "local"  # --ray without an address: start a local Ray instance
 
 
 class EmbedActor:
-    """One Engine per actor; a batch of paths in, outputs (or per-file errors) out."""
+    """One Engine per actor; a batch of paths in, outputs (or per-file errors) out.
+
+    The batch goes through the same embedding pipeline as a one-process build
+    (:func:`sfrs_edge.embedding.embed_images`). Every output batch also carries ``actor`` (this
+    actor's process id), so the driver can report which actors embedded how many rows.
+    """
 
     def __init__(self, model: str, backend: str = "cpu", threads: int = 1) -> None:
         from ..engine import Engine
 
         self.engine = Engine.open(model, backend=backend, threads=threads)
-        self.infer = infer_fn(self.engine)
+        self.threads = threads
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from ..images import load_for_model
-
-        pre = self.engine.info.preprocessing
-        images, ok, errors = [], [], []
-        for path in batch["path"]:
-            try:
-                images.append(load_for_model(str(path), pre))
-                ok.append(True)
-                errors.append("")
-            except ImageError as exc:
-                ok.append(False)
-                errors.append(str(exc))
-        n = len(batch["path"])
+        paths = [Path(str(p)) for p in batch["path"]]
+        n = len(paths)
+        try:
+            got = embed_images(self.engine, paths, n, self.threads, skip_bad=True)
+            outputs, kept, skipped = got.outputs, set(got.kept), iter(got.skipped)
+        except ImageError as exc:  # none of the batch could be read
+            outputs, kept, skipped = {}, set(), iter([str(exc)] * n)
+        mask = np.array([p in kept for p in paths])
         out: dict[str, np.ndarray] = {
             "index": np.asarray(batch["index"]),
-            "error": np.asarray(errors, dtype=object),
+            "error": np.asarray(["" if ok else next(skipped) for ok in mask], dtype=object),
+            "actor": np.full(n, os.getpid(), np.int64),
         }
-        result = self.infer(np.stack(images)) if images else {}
-        mask = np.asarray(ok)
-        names = result.keys() if result else ["descriptor"]
-        for name in names:
-            if result:
-                arr = np.asarray(result[name])
-                full = np.zeros((n, *arr.shape[1:]), arr.dtype)
-                full[mask] = arr
-            else:
-                full = np.zeros((n, self.engine.dim), np.float32)
+        if not outputs:
+            outputs = {"descriptor": np.zeros((0, self.engine.dim), np.float32)}
+        for name, arr in outputs.items():
+            full = np.zeros((n, *arr.shape[1:]), arr.dtype)
+            full[mask] = arr
             out[name] = full
         return out
 
@@ -112,8 +109,9 @@ def embed_with_ray(
     skip_bad: bool = False,
     workers: int | None = None,
     backend: str = "cpu",
-) -> Embedded:
-    """Outputs of ``model`` for ``files`` computed by a Ray actor pool, in file order."""
+) -> tuple[Embedded, dict[str, int]]:
+    """Outputs of ``model`` for ``files`` computed by a Ray actor pool, in file order, and
+    the rows each actor embedded (``{"pid <process id>": rows}``)."""
     ray = connect(address)
     files = [Path(f) for f in files]
     cpus = int(ray.cluster_resources().get("CPU", 1))
@@ -141,6 +139,8 @@ def embed_with_ray(
         raise ImageError(f"Ray returned {len(cols['index'])} results for {len(files)} images")
     errors = [str(e) for e in cols.pop("error")]
     cols.pop("index")
+    pids, rows = np.unique(cols.pop("actor"), return_counts=True)
+    actors = {f"pid {int(p)}": int(r) for p, r in zip(pids, rows, strict=True)}
     bad = [i for i, e in enumerate(errors) if e]
     if bad and not skip_bad:
         raise ImageError(errors[bad[0]])
@@ -151,4 +151,5 @@ def embed_with_ray(
         raise ImageError(f"none of the {len(files)} images could be read: {errors[bad[0]]}")
     outputs = {name: np.ascontiguousarray(arr[keep]) for name, arr in cols.items()}
     kept = [f for f, k in zip(files, keep, strict=True) if k]
-    return Embedded(outputs, kept, [errors[i] for i in bad], time.perf_counter() - t0)
+    embedded = Embedded(outputs, kept, [errors[i] for i in bad], time.perf_counter() - t0)
+    return embedded, actors

@@ -4,7 +4,9 @@ A generation is written into a staging directory (:func:`.store.atomic_map_dir`)
 Files are written once and never changed, so an update links the previous generation's files
 (O(1) each) and writes only what is new:
 
-- :func:`write_map`: a fresh map of one segment (build, remove, merge);
+- :func:`write_new_map`: a fresh map of one segment with a new manifest (``map build`` from
+  images or video, ``map merge``); :func:`write_map`: the same under a given manifest (``map
+  remove`` keeps the old map's history);
 - :func:`append_rows`: a new segment after the existing ones (``map add``: O(k) work and
   writes). HNSW maps search rows added since the index was built exactly, and fold them into
   the index once they exceed :func:`fold_threshold` (amortised); exact maps concatenate their
@@ -25,7 +27,7 @@ import numpy as np
 from ..errors import MapError
 from . import checksums
 from .index import HnswIndex, IndexConfig
-from .manifest import DTYPES, INDEX, MANIFEST, dumps, now
+from .manifest import DTYPES, INDEX, MANIFEST, dumps, new_manifest, now
 from .metadata import Place, write_metadata
 from .store import link_or_copy
 
@@ -172,6 +174,38 @@ def write_map(
     files.finish(manifest)
 
 
+def write_new_map(
+    staging: Path,
+    rows: Rows,
+    config: IndexConfig,
+    dtype: str,
+    *,
+    model: dict[str, Any],
+    positions: dict[str, Any],
+    event: dict[str, Any],
+) -> dict[str, Any]:
+    """Write a fresh map of ``rows`` with a new manifest into ``staging``; returns the manifest.
+
+    ``model``: the manifest's model section (:func:`model_section`); ``positions``: ``kind``
+    and ``source`` of the places' positions (the count is taken from the rows, and the kind
+    dropped when no place has one); ``event``: the history's first entry (:func:`history_event`).
+    """
+    count = sum(p.position is not None for p in rows.places)
+    pos = dict(positions, count=count)
+    if not count:
+        pos["kind"] = None
+    manifest = new_manifest(
+        dim=rows.descriptors.shape[1],
+        model=model,
+        index=config.to_manifest(),
+        count=len(rows.places),
+        positions=pos,
+        history=[event],
+    )
+    write_map(staging, manifest, rows, config, dtype)
+    return manifest
+
+
 def append_rows(staging: Path, old: Any, rows: Rows, manifest: dict[str, Any]) -> None:
     """A generation = ``old`` (a :class:`Map` opened without its graph) + ``rows`` as a new
     segment. Writes O(len(rows)) bytes, except when folding/compacting (see module doc)."""
@@ -188,11 +222,7 @@ def append_rows(staging: Path, old: Any, rows: Rows, manifest: dict[str, Any]) -
     number = int(old.manifest.get("next_segment", len(old.segments)))
     indexed = old.indexed
     hnsw = old.index_type == "hnsw"
-    # rows the graph holds keep no descriptor file (format-1 HNSW maps stored both)
-    segs = [
-        dict(s.entry, descriptors=None) if hnsw and s.stop <= indexed else dict(s.entry)
-        for s in old.segments
-    ]
+    segs = [dict(s.entry) for s in old.segments]
     new = _segment(files, number, start, rows, dtype, keep_desc=True)
     if hnsw and (start + len(rows.places) - indexed) > fold_threshold(indexed):
         segs, indexed = _fold(files, old, rows, segs, new)

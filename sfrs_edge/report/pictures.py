@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from ..images import read_image
-from ..localize import LocalizationResult, Match
+from ..results import LocalizationResult, Match
 from . import plots
 
 log = logging.getLogger(__name__)

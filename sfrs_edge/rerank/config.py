@@ -18,7 +18,8 @@ class RerankConfig:
     ``geometry``: RANSAC model (``none``: count mutual matches, FoL's own score).
     ``reproj_px``: RANSAC threshold in network-input pixels. Evidence = inliers mapped to
     [0, 1] between ``min_inliers`` (below: no evidence, the global order stands) and
-    ``full_inliers``; fused score = global similarity + ``weight`` · evidence.
+    ``full_inliers``; fused score = global similarity + ``weight`` · evidence. ``scorer``:
+    which registered scorer (:data:`~sfrs_edge.rerank.SCORERS`) counts the evidence.
     """
 
     k: int = 10
@@ -28,6 +29,7 @@ class RerankConfig:
     min_inliers: int = 6
     full_inliers: int = 20
     weight: float = 0.2
+    scorer: str = "inliers"
 
     def __post_init__(self) -> None:
         if self.k < 1:

@@ -3,7 +3,7 @@
 Used by :meth:`sfrs_edge.localize.Localizer.stream` and ``sfrs-edge localize --video/--camera``.
 Each input item is a :class:`~sfrs_edge.video.Frame` (from :class:`~sfrs_edge.stream.FrameStream`
 or :class:`~sfrs_edge.video.VideoSource`) or a plain uint8 BGR array. Each output is a
-:class:`StreamResult` holding the frame's own :class:`~sfrs_edge.localize.LocalizationResult`,
+:class:`StreamResult` holding the frame's own :class:`~sfrs_edge.results.LocalizationResult`,
 the filtered best place (see :mod:`sfrs_edge.stream.filtering`), and the latency from capture (decode
 of the frame) to result.
 """
@@ -13,14 +13,23 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
+from ..results import LocalizationResult, Match
 from .filtering import FilterConfig, TemporalFilter
 
-if TYPE_CHECKING:  # types only: localize imports this module (Localizer.stream)
-    from ..localize import LocalizationResult, Localizer, Match
+
+class FrameLocalizer(Protocol):
+    """What a stream needs of a :class:`~sfrs_edge.localize.Localizer` (which calls this module
+    from ``Localizer.stream``, so the dependency runs one way only)."""
+
+    def localize_for_filter(
+        self, frame_bgr: np.ndarray, focus: np.ndarray | None = None
+    ) -> tuple[LocalizationResult, np.ndarray, tuple[float, float] | None]: ...
+
+    def match(self, place_id: int, similarity: float) -> Match: ...
 
 
 @dataclass(frozen=True)
@@ -55,7 +64,7 @@ def _unpack(item: Any, n: int) -> tuple[int, float | None, np.ndarray, float]:
 
 
 def localize_stream(
-    localizer: Localizer,
+    localizer: FrameLocalizer,
     frames: Iterable[Any],
     config: FilterConfig | None = None,
 ) -> Iterator[StreamResult]:

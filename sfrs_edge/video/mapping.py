@@ -15,22 +15,22 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
+from ..embedding import embed_items
 from ..errors import ConfigError, ImageError
 from ..images import resize_for_model
 from ..maps.index import IndexConfig
-from ..maps.manifest import new_manifest
 from ..maps.map import Map
 from ..maps.metadata import Place
 from ..maps.poses import Pose
 from ..maps.store import atomic_map_dir
-from ..maps.writer import Rows, check_engine, history_event, model_section, write_map
+from ..maps.writer import Rows, check_engine, history_event, model_section, write_new_map
 from .keyframes import KeyframeConfig, KeyframeSelector
-from .reader import VideoSource
+from .reader import Frame, VideoSource
 from .tracks import DEFAULT_MAX_GAP, Track
 
 log = logging.getLogger(__name__)
@@ -41,35 +41,47 @@ def video_keyframes(
     video: str | os.PathLike,
     keyframes: KeyframeConfig | None = None,
     progress: Callable[[int, int], None] | None = None,
+    batch_size: int = 8,
+    threads: int | None = None,
 ) -> tuple[list[tuple[int, float]], np.ndarray, dict]:
-    """Decode ``video`` and embed its keyframes: ([(frame, seconds)], descriptors, stats)."""
+    """Decode ``video`` and embed its keyframes: ([(frame, seconds)], descriptors, stats).
+
+    Candidates (time step reached) go through the embedding pipeline in batches; the change
+    test then runs over their descriptors in video order, as it would frame by frame (a
+    candidate's verdict depends only on the keyframes before it).
+    """
     selector = KeyframeSelector(keyframes)
     pre = engine.info.preprocessing
-    buf = np.zeros((1, pre.height, pre.width, 3), np.uint8)
-    kept: list[tuple[int, float]] = []
-    descs: list[np.ndarray] = []
     with VideoSource(video) as source:
         total = source.frame_count or 0
-        for frame in source:
-            if not selector.due(frame.timestamp):
-                continue
-            resize_for_model(frame.image, pre, out=buf[0])
-            d = engine.embed(buf)[0]
-            if selector.accept(d):
-                kept.append((frame.index, frame.timestamp))
-                descs.append(d)
-            if progress is not None:
-                progress(frame.index + 1, max(total, frame.index + 1))
+
+        def candidates() -> Iterator[Frame]:
+            for frame in source:
+                if progress is not None:
+                    progress(frame.index + 1, max(total, frame.index + 1))
+                if selector.due(frame.timestamp):
+                    yield frame
+
+        got = embed_items(
+            candidates(),
+            lambda frame: resize_for_model(frame.image, pre),
+            engine.embed,  # descriptors only: video maps keep no extra arrays
+            batch_size=batch_size,
+            threads=threads,
+        )
         stats = {
             "frames": source.decoded,
             "corrupt_frames": source.corrupt,
             "candidates": selector.candidates,
-            "rejected_unchanged": selector.rejected,
             "fps": source.fps,
         }
-    if not kept:
+    if not got.kept:
         raise ImageError(f"{video}: no frame could be decoded")
-    return kept, np.stack(descs).astype(np.float32), stats
+    desc = np.asarray(got.descriptors, np.float32)
+    keep = [i for i, d in enumerate(desc) if selector.accept(d)]
+    stats["rejected_unchanged"] = selector.rejected
+    kept = [(got.kept[i].index, got.kept[i].timestamp) for i in keep]
+    return kept, np.ascontiguousarray(desc[keep]), stats
 
 
 def _track_poses(
@@ -102,15 +114,21 @@ def build_map_from_video(
     ef_construction: int = 200,
     ef: int = 128,
     progress: Callable[[int, int], None] | None = None,
+    dtype: str = "float32",
+    batch_size: int = 8,
+    threads: int | None = None,
 ) -> Map:
-    """Write a map of ``video``'s keyframes at ``output`` (replacing a map there); see module."""
+    """Write a map of ``video``'s keyframes at ``output`` (replacing a map there); see module.
+
+    ``dtype``: storage of descriptor files, as for :func:`sfrs_edge.maps.build_map`;
+    ``batch_size``/``threads``: the embedding pipeline's batch and decode threads."""
     check_engine(engine)
     video = Path(video).expanduser()
     keyframes = keyframes or KeyframeConfig()
     trk = track if isinstance(track, Track) or track is None else Track.read(track)
     output = Path(output).expanduser()
     with atomic_map_dir(output) as staging:
-        kept, desc, stats = video_keyframes(engine, video, keyframes, progress)
+        kept, desc, stats = video_keyframes(engine, video, keyframes, progress, batch_size, threads)
         times = [t for _, t in kept]
         poses = (
             _track_poses(trk, times, max_gap, track_offset, allow_missing_poses)
@@ -132,12 +150,6 @@ def build_map_from_video(
             for i, ((idx, t), pose) in enumerate(zip(kept, poses, strict=True))
         ]
         config = IndexConfig(index, hnsw_m, ef_construction, ef).resolved(len(places))
-        count = sum(p.position is not None for p in places)
-        pos_info = {
-            "kind": trk.kind if trk is not None and count else None,
-            "source": f"track:{Path(trk.source).name}" if trk is not None else None,
-            "count": count,
-        }
         event = history_event("build", len(places), source=str(video.resolve()))
         event.update(
             video=stats,
@@ -145,15 +157,19 @@ def build_map_from_video(
         )
         if trk is not None:
             event["track"] = {"max_gap": max_gap, "offset": track_offset}
-        manifest = new_manifest(
-            dim=engine.dim,
+        positions = {
+            "kind": trk.kind if trk is not None else None,
+            "source": f"track:{Path(trk.source).name}" if trk is not None else None,
+        }
+        write_new_map(
+            staging,
+            Rows(desc, places),
+            config,
+            dtype,
             model=model_section(engine),
-            index=config.to_manifest(),
-            count=len(places),
-            positions=pos_info,
-            history=[event],
+            positions=positions,
+            event=event,
         )
-        write_map(staging, manifest, Rows(desc, places), config, "float32")
     if stats["corrupt_frames"]:
         log.warning("%s: skipped %d corrupt frames", video, stats["corrupt_frames"])
     return Map.open(output, expect_fingerprint=engine.fingerprint)

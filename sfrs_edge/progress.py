@@ -1,4 +1,5 @@
-"""One progress convention for long commands: a bar on a terminal, plain lines otherwise.
+"""One progress convention for long work (CLI commands, map building, training): a bar on a
+terminal, plain lines otherwise.
 
 ``with progress("embedding", unit="images") as report: ... report(done, total)``
 
