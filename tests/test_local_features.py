@@ -317,3 +317,14 @@ def test_export_rerank_fits_the_projection_once_and_keeps_it(tmp_path, tiny_chec
     assert read_checkpoint(ckpt)["local"]["config"]["patch_sizes"] == [1, 2]
     second = local_head(ckpt, net, [])  # no images needed now: nothing is refitted
     assert head_fingerprint(second) == head_fingerprint(first)
+
+
+def test_local_parity_compares_locations_within_a_segment():
+    from sfrs_edge.export.verify import _local_parity
+
+    xy = np.array([[[16.0, 16.0], [48.0, 16.0], [16.0, 16.0]]])  # rows 0 and 2 share a centre
+    feats = np.eye(3, dtype=np.float32)[None]
+    got = [None, feats, xy]
+    assert _local_parity((feats, xy), got, np.array([0, 0, 1])) == (1.0, 1.0)
+    share, cos = _local_parity((feats, xy), got)  # without segments the shared centre collides
+    assert cos < 1.0
