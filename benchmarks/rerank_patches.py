@@ -55,6 +55,10 @@ class PatchFeatures(Features):
         from sfrs_edge.train.local_features import LocalHead, fit_projection
 
         key = json.dumps({k: v for k, v in cfg.to_dict().items() if k != "num_features"})
+        path = CACHE / f"projection_{hashlib.sha256(key.encode()).hexdigest()[:12]}.npz"
+        if key not in self._proj and path.exists():
+            with np.load(path) as z:
+                self._proj[key] = (z["mean"], z["projection"])
         if key not in self._proj:
             probe = LocalHead(cfg, 1, self.net.config.preprocessing().size)
             gen = torch.Generator().manual_seed(0)
@@ -68,6 +72,7 @@ class PatchFeatures(Features):
                             idx = torch.randperm(img.shape[1], generator=gen)[:10]
                             rows.append(img[:, idx].t().numpy())
             self._proj[key] = fit_projection(np.concatenate(rows), cfg)
+            np.savez(path, mean=self._proj[key][0], projection=self._proj[key][1])
         return self._proj[key]
 
     def local(self, name: str, cfg) -> tuple[np.ndarray, np.ndarray]:

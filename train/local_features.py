@@ -203,7 +203,7 @@ class LocalHead(nn.Module):
     def set_projection(self, mean: np.ndarray, projection: np.ndarray) -> None:
         """Install a fitted (mean, projection (dim, in_dim))."""
         with torch.no_grad():
-            self.mean.copy_(torch.as_tensor(mean))
+            self.mean = torch.as_tensor(mean, dtype=torch.float32).clone()  # a buffer still
             self.projection = nn.Parameter(
                 torch.as_tensor(projection, dtype=torch.float32).clone(), requires_grad=False
             )
