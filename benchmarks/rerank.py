@@ -516,7 +516,9 @@ def main(argv: list[str] | None = None) -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
-    ap.add_argument("--part", choices=("all", "main", "ablation", "latency"), default="all")
+    ap.add_argument(
+        "--part", choices=("all", "main", "ablation", "latency", "patches"), default="all"
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     import cv2
@@ -525,8 +527,14 @@ def main(argv: list[str] | None = None) -> None:
     cv2.setNumThreads(1)  # per-query work is small: one thread, no spinning pools
     threadpool_limits(1)
     build_cache()
+    if args.part == "patches":
+        from .rerank_patches import run_patches
+
+        run_patches(args.out)
+        return
     feats = Features()
-    base_l, base_r = LocalConfig(), RerankConfig()
+    # The cell-feature study (the earlier default): cells, plain PCA.
+    base_l, base_r = LocalConfig(descriptor="cells", whiten=False), RerankConfig()
     if args.part in ("all", "main"):
         run_main(feats, args.out, base_l, base_r)
     if args.part in ("all", "ablation"):

@@ -112,7 +112,7 @@ def export_model(
     local_info = None
     if local is not None:
         import torch
-        from sfrs_edge.train.local_features import head_info
+        from sfrs_edge.train.local_features import final_map_size, head_info
         from sfrs_edge.train.model import ExportWrapper
 
         local = copy.deepcopy(local).float().eval()
@@ -120,7 +120,7 @@ def export_model(
         h, w = local.input_size
         with torch.no_grad():  # P is fixed by the input size: read it off one forward pass
             probe = ExportWrapper(ref, local)(torch.zeros(1, h, w, 3, dtype=torch.uint8))
-        local_info = head_info(local, int(probe[1].shape[1]))
+        local_info = head_info(local, int(probe[1].shape[1]), final_map_size(ref))
     info = model_info(ref, precision=precision, provenance=_json_safe(provenance), local=local_info)
     exported = copy.deepcopy(ref)  # tracing must not touch the reference
     if fp16:

@@ -47,16 +47,20 @@ class Parity:
         )
 
 
-def _local_parity(want: tuple, got: list) -> tuple[float, float]:
-    """(share of locations selected by both, mean cosine of their descriptors)."""
+def _local_parity(want: tuple, got: list, segment: np.ndarray | None = None) -> tuple[float, float]:
+    """(share of locations selected by both, mean cosine of their descriptors). ``segment``:
+    the output segment (patch size) of every row; locations are compared within a segment
+    (windows of different sizes can share a centre)."""
     agree, cos = [], []
     for wf, wxy, gf, gxy in zip(want[0], want[1], got[1], got[2], strict=True):
-        wkeys = {tuple(v): i for i, v in enumerate(np.round(wxy.astype(np.float64), 1))}
-        pairs = [
-            (wkeys[tuple(v)], j)
-            for j, v in enumerate(np.round(gxy.astype(np.float64), 1))
-            if tuple(v) in wkeys
-        ]
+        seg = np.zeros(len(wxy), np.int64) if segment is None else segment
+
+        def keys(xy: np.ndarray, seg: np.ndarray = seg) -> list[tuple]:
+            rounded = np.round(xy.astype(np.float64), 1).tolist()
+            return [(int(s), *v) for s, v in zip(seg, rounded, strict=True)]
+
+        wkeys = {k: i for i, k in enumerate(keys(wxy))}
+        pairs = [(wkeys[k], j) for j, k in enumerate(keys(gxy)) if k in wkeys]
         agree.append(len(pairs) / len(wxy))
         if pairs:
             a = wf[[p[0] for p in pairs]].astype(np.float64)
@@ -120,8 +124,13 @@ def parity(
     c = np.where(np.isfinite(num) & (den > 0), num / np.maximum(den, 1e-30), -1.0)
     if local is None:
         return Parity(float(c.min()), float(c.mean()), len(c))
+    from sfrs_edge.train.local_features import final_map_size
+
+    counts = [s["count"] for s in local.segments(final_map_size(reference))]
     agree, lcos = _local_parity(
-        (res["want_features"], res["want_xy"]), [None, res["local_features"], res["local_xy"]]
+        (res["want_features"], res["want_xy"]),
+        [None, res["local_features"], res["local_xy"]],
+        np.repeat(np.arange(len(counts)), counts),
     )
     return Parity(float(c.min()), float(c.mean()), len(c), agree, lcos)
 

@@ -63,7 +63,7 @@ def test_contribution_is_the_share_of_the_global_descriptor(net, maps):
 def test_head_selects_distinct_peaks_with_pixel_coordinates(net, maps):
     fine, final = maps
     head = LocalHead(
-        LocalConfig(num_features=8, dim=16, layer="fine"),
+        LocalConfig(descriptor="cells", num_features=8, dim=16, layer="fine"),
         fine.shape[1],
         net.config.preprocessing().size,
     )
@@ -94,7 +94,7 @@ def local_onnx(tmp_path_factory, tiny_checkpoint, gardens_point, net):
     from sfrs_edge.export import export_model
 
     images = list_images(gardens_point / "day_right")[::10]
-    head = fit_local_head(net, images, LocalConfig(num_features=32, dim=16, layer="fine"))
+    head = fit_local_head(net, images, LocalConfig(patch_sizes=(1, 2), num_features=16, dim=16))
     out = tmp_path_factory.mktemp("local") / "local.onnx"
     report = export_model(net, out, verify_images=images[:3], local=head)
     return out, report
@@ -103,26 +103,31 @@ def local_onnx(tmp_path_factory, tiny_checkpoint, gardens_point, net):
 def test_export_emits_static_local_outputs_and_engine_reports_them(local_onnx, gardens_point):
     path, report = local_onnx
     local = report.info.local
-    assert local["outputs"][LOCAL_FEATURES]["shape"] == [32, 16]
+    # tiny model: a 3x5-cell map, so 15 single cells and 8 windows of 2x2 (P = 15 + 8)
+    assert local["outputs"][LOCAL_FEATURES]["shape"] == [23, 16]
+    assert [(s["size"], s["count"], s["grid"]) for s in local["segments"]] == [
+        (1, 15, [3, 5]),
+        (2, 8, [2, 4]),
+    ]
     engine = Engine.open(path)
     extras = engine.extra_outputs
     assert extras == {
-        LOCAL_FEATURES: ((32, 16), np.dtype("float16")),
-        LOCAL_XY: ((32, 2), np.dtype("float16")),
+        LOCAL_FEATURES: ((23, 16), np.dtype("float16")),
+        LOCAL_XY: ((23, 2), np.dtype("float16")),
     }
     import onnx
 
     for out in onnx.load(str(path)).graph.output[1:]:
-        assert [d.dim_value for d in out.type.tensor_type.shape.dim[1:]] in ([32, 16], [32, 2])
+        assert [d.dim_value for d in out.type.tensor_type.shape.dim[1:]] in ([23, 16], [23, 2])
     from sfrs_edge.images import load_for_model
 
     files = list_images(gardens_point / "night_right")[:3]
     batch = np.stack([load_for_model(p, engine.info.preprocessing) for p in files])
     all_out = engine.embed_all(batch)
-    assert all_out[LOCAL_FEATURES].shape == (3, 32, 16)
+    assert all_out[LOCAL_FEATURES].shape == (3, 23, 16)
     np.testing.assert_allclose(all_out["descriptor"], engine.embed(batch), atol=1e-6)
     empty = engine.embed_all(batch[:0])
-    assert empty[LOCAL_XY].shape == (0, 32, 2)
+    assert empty[LOCAL_XY].shape == (0, 23, 2)
     # one frame through the preallocated, bound outputs: the same values as the batch path,
     # and each call's arrays are its own (not views of buffers the next frame overwrites)
     from sfrs_edge.images import read_image
@@ -215,3 +220,139 @@ def test_cli_localize_rerank(local_onnx, local_map, gardens_point):
     run = CliRunner().invoke(main, [*args, "--map", str(plain.path), "--json"])
     assert run.exit_code == 0, run.output
     assert '"reranked": false' in run.output
+
+
+# ------------------------------------------------------------------ patch descriptors
+
+
+def test_window_vlad_is_the_netvlad_of_the_window(net, maps):
+    """A patch descriptor before projection is exactly NetVLAD over that window's cells."""
+    _, final = maps
+    head = LocalHead(LocalConfig(patch_sizes=(1, 2, 3)), 1, net.config.preprocessing().size)
+    with torch.no_grad():
+        vlads = head.patch_vlads(net, final)
+        h, w = final.shape[-2:]
+        for s, v in zip((1, 2, 3), vlads, strict=True):
+            gw = w - s + 1
+            assert v.shape == (4, net.netvlad.num_clusters * final.shape[1], (h - s + 1) * gw)
+            for i, j in ((0, 0), (h - s, w - s), (0, w - s)):
+                want = net.netvlad(final[:, :, i : i + s, j : j + s])
+                got = v[:, :, i * gw + j]
+                assert torch.allclose(got, want, atol=1e-5), (s, i, j)
+
+
+def test_whitening_decorrelates_and_plain_pca_is_orthonormal():
+    from sfrs_edge.train.patch_vlad import fit_whitening
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 40)) * np.r_[10.0, np.linspace(3, 0.1, 39)]  # anisotropic
+    mean, proj = fit_whitening(x, 8)
+    y = (x - mean) @ proj.T
+    np.testing.assert_allclose(np.cov(y.T), np.eye(8), atol=0.1)
+    _, plain = fit_whitening(x, 8, whiten=False)
+    np.testing.assert_allclose(plain @ plain.T, np.eye(8), atol=1e-4)
+    assert abs(plain[0, 0]) > 0.99  # the largest-variance axis first
+    from sfrs_edge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="samples"):
+        fit_whitening(x[:5], 8)
+
+
+def test_patch_head_emits_one_segment_per_size_in_order(net, maps):
+    _, final = maps
+    cfg = LocalConfig(patch_sizes=(1, 2), num_features=6, dim=8)
+    size = net.config.preprocessing().size
+    head = LocalHead(cfg, net.netvlad.num_clusters * final.shape[1], size)
+    k_c = head.mean.shape[0]
+    rng = np.random.default_rng(0)
+    head.set_projection(np.zeros(k_c, np.float32), rng.normal(size=(8, k_c)).astype(np.float32))
+    with torch.no_grad():
+        feats, xy = head(net, final, final)
+        weights = weight_map(net, final, "contribution")
+    assert feats.shape == (4, 12, 8) and feats.dtype == torch.float16
+    assert torch.allclose(feats.float().norm(dim=-1), torch.ones(4, 12), atol=1e-2)
+    cell = size[1] / final.shape[-1]
+    frac = (xy / cell) % 1.0  # single cells are centred on half cells, 2x2 windows on cells
+    assert torch.allclose(frac[:, :6], torch.full_like(frac[:, :6], 0.5))
+    assert torch.allclose(frac[:, 6:], torch.zeros_like(frac[:, 6:]), atol=1e-4)
+    # the first single cell is the image's top-contributing cell
+    top = weights.reshape(4, -1).argmax(1)
+    w = final.shape[-1]
+    assert torch.equal(
+        ((xy[:, 0, 0] / cell) - 0.5).round().long()
+        + w * ((xy[:, 0, 1] / cell) - 0.5).round().long(),
+        top,
+    )
+    segs = head.segments(final.shape[-2:])
+    assert [s["count"] for s in segs] == [6, 6] and segs[1]["grid"] == [2, 4]
+
+
+def test_patch_sizes_that_do_not_fit_the_map_are_refused(net, maps):
+    from sfrs_edge.errors import ConfigError
+
+    _, final = maps
+    head = LocalHead(LocalConfig(patch_sizes=(2, 5)), 1, net.config.preprocessing().size)
+    with pytest.raises(ConfigError, match="patch size 5 does not fit the 3x5-cell"):
+        head.patch_vlads(net, final)
+    with pytest.raises(ConfigError, match="distinct positive"):
+        LocalConfig(patch_sizes=(2, 2))
+    with pytest.raises(ConfigError, match="descriptor"):
+        LocalConfig(descriptor="pixels")
+
+
+def test_head_state_round_trip_and_old_cell_checkpoints(net, maps):
+    from sfrs_edge.train.local_features import head_fingerprint, head_from_state, head_state
+
+    _, final = maps
+    size = net.config.preprocessing().size
+    head = fit_local_head(
+        net, list_images_for_fit(), LocalConfig(patch_sizes=(1, 2), num_features=4, dim=8)
+    )
+    again = head_from_state(head_state(head), size)
+    assert head_fingerprint(again) == head_fingerprint(head)
+    with torch.no_grad():
+        assert torch.equal(again(net, final, final)[0], head(net, final, final)[0])
+    old = {  # written before patch descriptors: cells, plain PCA, "components"
+        "config": {"num_features": 4, "dim": 2, "weight": "contribution", "layer": "final"},
+        "in_dim": 3,
+        "mean": torch.zeros(3),
+        "components": torch.eye(3)[:2],
+    }
+    cells = head_from_state(old, size)
+    assert cells.config.descriptor == "cells" and not cells.config.whiten
+    assert torch.equal(cells.projection, torch.eye(3)[:2])
+
+
+def list_images_for_fit():
+    from sfrs_edge.paths import data_root
+
+    return list_images(data_root() / "gardens_point" / "day_right")[:12]
+
+
+def test_export_rerank_fits_the_projection_once_and_keeps_it(tmp_path, tiny_checkpoint):
+    import shutil
+
+    from sfrs_edge.export.pipeline import local_head
+    from sfrs_edge.train.checkpoint import read_checkpoint
+    from sfrs_edge.train.local_features import head_fingerprint
+
+    ckpt = tmp_path / "imported.pt"
+    shutil.copy(tiny_checkpoint, ckpt)
+    assert "local" not in read_checkpoint(ckpt)
+    small = LocalConfig(patch_sizes=(1, 2), num_features=4, dim=8)
+    net = load_checkpoint(ckpt)[0]
+    first = local_head(ckpt, net, list_images_for_fit(), small)
+    assert read_checkpoint(ckpt)["local"]["config"]["patch_sizes"] == [1, 2]
+    second = local_head(ckpt, net, [])  # no images needed now: nothing is refitted
+    assert head_fingerprint(second) == head_fingerprint(first)
+
+
+def test_local_parity_compares_locations_within_a_segment():
+    from sfrs_edge.export.verify import _local_parity
+
+    xy = np.array([[[16.0, 16.0], [48.0, 16.0], [16.0, 16.0]]])  # rows 0 and 2 share a centre
+    feats = np.eye(3, dtype=np.float32)[None]
+    got = [None, feats, xy]
+    assert _local_parity((feats, xy), got, np.array([0, 0, 1])) == (1.0, 1.0)
+    share, cos = _local_parity((feats, xy), got)  # without segments the shared centre collides
+    assert cos < 1.0

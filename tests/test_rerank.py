@@ -8,6 +8,7 @@ import pytest
 from sfrs_edge.errors import ConfigError
 from sfrs_edge.estimate import verified_confidence
 from sfrs_edge.rerank import RerankConfig, rerank
+from sfrs_edge.rerank.evidence import Segment
 from sfrs_edge.rerank.match import count_inliers, mutual_matches
 from sfrs_edge.rerank.stage import evidence, fused_scores
 
@@ -164,3 +165,147 @@ def test_a_registered_scorer_is_the_one_config_names(monkeypatch):
     assert res.order.tolist() == [1, 0, 2] and res.inliers.tolist() == [40, 0, 0]
     with pytest.raises(ConfigError, match="unknown re-ranking scorer 'nope'; known: .*inliers"):
         rerank(feats[0], xy[0], feats, xy, sims, RerankConfig(k=3, scorer="nope"))
+
+
+# ------------------------------------------- batched evidence (patch descriptors, segments)
+
+
+def _brute_mutual(q, c, min_sim):
+    sims = q.astype(np.float32) @ c.astype(np.float32).T
+    out = {}
+    for p in range(len(q)):
+        j = int(sims[p].argmax())
+        if int(sims[:, j].argmax()) == p and sims[p, j] >= min_sim:
+            out[p] = j
+    return out
+
+
+def test_batched_mutual_nn_equals_the_per_candidate_definition():
+    from sfrs_edge.rerank.evidence import mutual_nn
+
+    rng = np.random.default_rng(1)
+    q, _ = scene(rng, 20, 8)
+    cands = np.stack([scene(rng, 30, 8)[0] for _ in range(5)])
+    cands[2, :20] = q  # candidate 2 holds the query's features
+    m = mutual_nn(q, cands, 0.2)
+    for c in range(5):
+        want = _brute_mutual(q, cands[c], 0.2)
+        got = {int(p): int(m.index[c, p]) for p in np.flatnonzero(m.ok[c])}
+        assert got == want
+    assert m.counts[2] == 20
+
+
+def test_spatial_score_rewards_one_shared_displacement():
+    from sfrs_edge.rerank.evidence import Matches, Segment, spatial_scores
+
+    seg = Segment(0, 4, grid=(5, 9), step_px=(32.0, 32.0))
+    qxy = np.array([[16, 16], [80, 48], [144, 80], [208, 16]], np.float32)
+    shifted = qxy + [64, 0]  # every match moved by 2 grid steps
+    scattered = np.array([[300, 100], [16, 140], [208, 16], [40, 40]], np.float32)
+    cxy = np.stack([shifted, scattered])
+    m = Matches(np.tile(np.arange(4), (2, 1)), np.ones((2, 4), bool), np.ones((2, 4), np.float32))
+    s = spatial_scores(qxy, cxy, m, seg)
+    assert s[0] == pytest.approx(4.0)  # each consistent match adds exactly 1
+    assert s[1] < s[0]
+    none = Matches(m.index, np.zeros((2, 4), bool), m.similarity)
+    assert spatial_scores(qxy, cxy, none, seg).tolist() == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("method", ["ransac", "magsac"])
+def test_homography_inliers_counts_a_consistent_candidate(method):
+    from sfrs_edge.rerank.evidence import Matches, homography_inliers
+
+    rng = np.random.default_rng(2)
+    qxy = rng.uniform([0, 0], [640, 360], size=(40, 2)).astype(np.float32)
+    good = qxy * 0.9 + [30, 10]
+    bad = rng.uniform([0, 0], [640, 360], size=(40, 2)).astype(np.float32)
+    few = good.copy()
+    m = Matches(np.tile(np.arange(40), (3, 1)), np.ones((3, 40), bool), np.ones((3, 40)))
+    ok = m.ok.copy()
+    ok[2, 3:] = False  # three matches: no homography
+    m = Matches(m.index, ok, m.similarity)
+    inl = homography_inliers(qxy, np.stack([good, bad, few]), m, 8.0, method)
+    assert inl[0] == 40 and inl[1] < 15 and inl[2] == 0
+
+
+def test_segment_scores_keep_segments_apart_and_normalise_by_count():
+    from sfrs_edge.rerank.evidence import Segment, segment_scores
+
+    rng = np.random.default_rng(3)
+    q, qxy = scene(rng, 30, 16)
+    other, oxy = scene(rng, 30, 16)
+    c = np.stack([np.concatenate([q[:10], other[10:]]), other])  # cand 0 = query in segment 0
+    cxy = np.stack([np.concatenate([qxy[:10], oxy[10:]]), oxy])
+    segs = [Segment(0, 10, (3, 5), (32.0, 32.0)), Segment(10, 30, (4, 5), (32.0, 32.0))]
+    sc, counts = segment_scores(q, qxy, c, cxy, segs, "count", 0.7, 24.0)
+    assert counts[0, 0] == 10 and sc[0, 0] == pytest.approx(1.0)
+    assert counts[1, 0] == 0 and counts[:, 1].max() == 0
+    sc, _ = segment_scores(q, qxy, c, cxy, segs, "ransac", 0.3, 24.0)
+    assert sc[0, 0] == pytest.approx(1.0) and sc[1, 0] < 0.5
+
+
+def test_zscore_fusion_weighs_sizes_and_the_global_similarity():
+    from sfrs_edge.rerank.evidence import fuse_zscore, zscore
+
+    assert zscore(np.ones(4)).tolist() == [0.0] * 4
+    sims = np.array([0.9, 0.8, 0.7])
+    scores = np.array([[0.0, 0.1], [1.0, 0.0], [0.0, 0.9]])
+    assert np.argmax(fuse_zscore(sims, scores, 0.0, [1.0, 0.0])) == 1
+    assert np.argmax(fuse_zscore(sims, scores, 0.0, [0.0, 1.0])) == 2
+    assert np.argmax(fuse_zscore(sims, scores, 10.0, [1.0, 1.0])) == 0
+
+
+def _two_segment_scene():
+    """Query of 2 segments (40 + 24 features) and 4 candidates; candidate 2 is the query seen
+    shifted, in both segments."""
+    rng = np.random.default_rng(4)
+    qf, qxy = scene(rng, 64, 32)
+    qxy = np.round(qxy / 32) * 32 + 16  # on a 32-px grid
+    cf, cxy = [], []
+    for c in range(4):
+        f, xy = scene(np.random.default_rng(20 + c), 64, 32)
+        if c == 2:
+            f, xy = qf.copy(), qxy + np.array([64.0, 0.0], np.float32)
+        cf.append(f)
+        cxy.append(xy)
+    segs = [Segment(0, 40, (12, 20), (32.0, 32.0)), Segment(40, 64, (11, 19), (32.0, 32.0))]
+    return qf, qxy, np.stack(cf), np.stack(cxy), segs
+
+
+@pytest.mark.parametrize("scorer", ["ransac", "magsac", "spatial", "count"])
+@pytest.mark.parametrize("fusion", ["linear", "zscore", "evidence"])
+def test_batched_scorers_promote_the_consistent_candidate(scorer, fusion):
+    qf, qxy, cf, cxy, segs = _two_segment_scene()
+    sims = np.array([0.7, 0.6, 0.55, 0.5])
+    cfg = RerankConfig(
+        k=4, scorer=scorer, fusion=fusion, size_weights=(1.0, 0.5), min_similarity=0.5
+    )
+    res = rerank(qf, qxy, cf, cxy, sims, cfg, segs)
+    assert res.order[0] == 2
+    assert res.matches[0] == 64 and res.inliers[0] >= 60
+    assert list(res.order[1:]) == [0, 1, 3] or fusion == "zscore"  # no evidence elsewhere
+    if fusion != "evidence":  # fused scores stay on the similarity scale for the filters
+        assert sims.min() - 0.5 < res.scores[-1] <= res.scores[0] < sims.max() + 1.5
+
+
+def test_batched_scorer_without_segment_metadata_infers_the_grid():
+    from sfrs_edge.rerank.stage import whole_segment
+
+    qf, qxy, cf, cxy, _ = _two_segment_scene()
+    seg = whole_segment(qxy)
+    assert seg.start == 0 and seg.stop == 64 and seg.step_px == (32.0, 32.0)
+    assert seg.grid[1] == int(round((qxy[:, 0].max() - qxy[:, 0].min()) / 32)) + 1
+    cfg = RerankConfig(scorer="spatial", fusion="linear", min_similarity=0.5)
+    res = rerank(qf, qxy, cf, cxy, np.array([0.7, 0.6, 0.55, 0.5]), cfg)
+    assert res.order[0] == 2
+
+
+def test_rerank_config_refuses_unknown_fusion_and_negative_weights():
+    with pytest.raises(ConfigError, match="fusion"):
+        RerankConfig(fusion="max")
+    with pytest.raises(ConfigError, match="negative"):
+        RerankConfig(size_weights=(1.0, -0.5))
+    from sfrs_edge.rerank.stage import get_scorer
+
+    with pytest.raises(ConfigError, match="magsac"):
+        get_scorer("sift")

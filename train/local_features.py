@@ -1,5 +1,13 @@
 """Local features for re-ranking, taken from the regions the NetVLAD aggregation relies on.
 
+Two kinds (``LocalConfig.descriptor``):
+
+- ``patches`` (default): Patch-NetVLAD descriptors (:mod:`.patch_vlad`): the network's own
+  NetVLAD residuals summed over windows of ``patch_sizes`` cells, intra- and L2-normalised,
+  reduced by the head's ``projection`` (PCA-whitening fitted at ``init --rerank``), one segment
+  of the output per window size;
+- ``cells``: single backbone cells (the earlier variant, kept for comparison), described below.
+
 FoL (Wang et al., AAAI 2025) keeps local features only where its aggregator puts mass. NetVLAD
 has no dustbin (soft assignments sum to 1 everywhere), so the weight of a location here is one
 of (:data:`WEIGHT_MAPS`):
@@ -33,24 +41,54 @@ from sfrs_edge.errors import ConfigError
 
 from .backbones import VGG16, EfficientNetLite0
 from .norms import l2_normalize
+from .patch_vlad import (
+    fit_whitening,
+    grid_size,
+    normalize_vlad,
+    residual_map,
+    window_centres,
+    window_sums,
+)
 
 WEIGHT_MAPS = ("contribution", "confidence", "norm", "uniform")
 LAYERS = ("fine", "final")
+DESCRIPTORS = ("patches", "cells")
 LITE0_FINE_BLOCK = 10  # last block of stage 5: 112 channels at stride 16
 SUPPRESSED = 2.0  # subtracted from non-peak cells of the [0, 1]-scaled map: rank after peaks
 
 
 @dataclass
 class LocalConfig:
-    """How local features are selected and described (saved in the checkpoint and the model)."""
+    """How local features are selected and described (saved in the checkpoint and the model).
 
+    ``descriptor``: ``patches`` (windows of ``patch_sizes`` cells, :mod:`.patch_vlad`) or
+    ``cells``. ``num_features``: locations kept per patch size (cells: in total), the top ones
+    by ``weight`` after NMS of ``nms_radius`` (in cells of that size's window grid); all of them
+    when there are fewer. ``dim``: size after the projection; ``whiten``: PCA-whitening (else
+    plain PCA). ``layer`` applies to cells only (patches aggregate the final map, as NetVLAD).
+    """
+
+    descriptor: str = "patches"
+    patch_sizes: tuple[int, ...] = (2, 5)
     num_features: int = 128
     dim: int = 64
+    whiten: bool = True
     weight: str = "contribution"
     layer: str = "final"  # measured: "fine" (stride 16) re-ranks worse (docs/RERANKING.md)
     nms_radius: int = 1  # cells; 0 disables suppression
 
     def __post_init__(self) -> None:
+        self.patch_sizes = tuple(int(s) for s in self.patch_sizes)  # JSON gives lists
+        if self.descriptor not in DESCRIPTORS:
+            raise ConfigError(
+                f"local descriptor must be one of {DESCRIPTORS}, got {self.descriptor!r}"
+            )
+        if (
+            not self.patch_sizes
+            or min(self.patch_sizes) < 1
+            or len(set(self.patch_sizes)) != len(self.patch_sizes)
+        ):
+            raise ConfigError(f"patch_sizes must be distinct positive ints, got {self.patch_sizes}")
         if self.weight not in WEIGHT_MAPS:
             raise ConfigError(f"local weight map must be one of {WEIGHT_MAPS}, got {self.weight!r}")
         if self.layer not in LAYERS:
@@ -59,7 +97,14 @@ class LocalConfig:
             raise ConfigError("num_features and dim must be positive, nms_radius not negative")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["patch_sizes"] = list(self.patch_sizes)
+        return d
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """Window sizes of the output's segments (cells: one segment of size 1)."""
+        return self.patch_sizes if self.descriptor == "patches" else (1,)
 
 
 def backbone_maps(backbone: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,6 +121,15 @@ def backbone_maps(backbone: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, t
         y = backbone(x)
         return y, y
     raise ConfigError(f"no local-feature layer known for {type(backbone).__name__}")
+
+
+@torch.no_grad()
+def final_map_size(net: nn.Module) -> tuple[int, int]:
+    """(rows, cols) of the map NetVLAD aggregates at the net's input size (one probe pass)."""
+    h, w = net.config.preprocessing().size
+    p = next(net.parameters())
+    final = backbone_maps(net.backbone, torch.zeros(1, 3, h, w, dtype=p.dtype))[1]
+    return int(final.shape[-2]), int(final.shape[-1])
 
 
 def fine_channels(backbone: str) -> int:
@@ -131,19 +185,31 @@ def _interp_matrix(n_out: int, n_in: int) -> torch.Tensor:
 
 
 class LocalHead(nn.Module):
-    """Weight map → NMS → top-N → PCA-reduced descriptors (float16) + pixel coordinates."""
+    """Weight map → NMS → top-N → projected descriptors (float16) + pixel coordinates.
+
+    ``projection`` (dim, in_dim) and ``mean`` (in_dim,) are the head's learnable interface
+    (docs/RERANKING.md, "Local head interface"): a descriptor is
+    normalize(projection · (v − mean)) of the L2-normalised input v (a cell's backbone feature,
+    or a window's normalised NetVLAD, in_dim = K·C). ``init`` fits them as a PCA(-whitening);
+    training may replace them (keep them in :func:`head_state`, the export emits them as is).
+    """
 
     def __init__(self, config: LocalConfig, in_dim: int, input_size: tuple[int, int]) -> None:
         super().__init__()
         self.config = config
         self.input_size = input_size
         self.register_buffer("mean", torch.zeros(in_dim))
-        self.register_buffer("components", torch.eye(in_dim)[: config.dim].clone())
+        self.projection = nn.Parameter(torch.eye(in_dim)[: config.dim].clone(), requires_grad=False)
 
-    def set_pca(self, mean: np.ndarray, components: np.ndarray) -> None:
+    def set_projection(self, mean: np.ndarray, projection: np.ndarray) -> None:
+        """Install a fitted (mean, projection (dim, in_dim))."""
         with torch.no_grad():
-            self.mean.copy_(torch.as_tensor(mean))
-            self.components = torch.as_tensor(components, dtype=torch.float32).clone()
+            self.mean = torch.as_tensor(mean, dtype=torch.float32).clone()  # a buffer still
+            self.projection = nn.Parameter(
+                torch.as_tensor(projection, dtype=torch.float32).clone(), requires_grad=False
+            )
+
+    set_pca = set_projection  # the earlier name (cells' plain PCA)
 
     def select(self, weights: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Flat indices (N, P) of the kept cells of a (N, H, W) weight map resized to ``size``."""
@@ -166,21 +232,55 @@ class LocalHead(nn.Module):
         p = min(self.config.num_features, h * w)
         return torch.topk(weights.reshape(-1, h * w), p, dim=1).indices
 
-    def describe(self, dense: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(descriptors (N, P, dim) float16, pixel xy (N, P, 2) float32) at flat cells ``idx``.
+    @staticmethod
+    def _onehot(idx: torch.Tensor, cells: int) -> torch.Tensor:
+        """(N, P, cells) one-hot rows of flat indices: gathers become MatMuls (TensorRT-safe
+        ops only: one-hot = clip(1 − (idx − cell)², 0, 1))."""
+        diff = idx.float().unsqueeze(-1) - torch.from_numpy(np.arange(cells, dtype=np.float32))
+        return torch.clamp(1.0 - diff * diff, 0.0, 1.0)
 
-        Gathering is a one-hot MatMul (one-hot = clip(1 − (idx − cell)², 0, 1)): TensorRT-safe
-        ops only, and P·HW·C multiply-adds, small beside the backbone."""
+    def _project(self, v: torch.Tensor) -> torch.Tensor:
+        """normalize(projection · (v − mean)) of (N, M, in_dim) rows."""
+        return l2_normalize((v - self.mean) @ self.projection.t(), dim=-1)
+
+    def describe(self, dense: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cells: (descriptors (N, P, dim) float16, pixel xy (N, P, 2) float32) at flat cells
+        ``idx`` of the (N, C, H, W) map ``dense``."""
         c, h, w = (int(v) for v in dense.shape[1:])
         feats = l2_normalize(dense.float(), dim=1).reshape(-1, c, h * w).transpose(1, 2)
-        cells = np.arange(h * w, dtype=np.float32)  # numpy: constants in the traced graph
-        ih, iw = self.input_size
-        table = np.stack([(cells % w + 0.5) * (iw / w), (cells // w + 0.5) * (ih / h)], axis=-1)
-        diff = idx.float().unsqueeze(-1) - torch.from_numpy(cells)  # N,P,HW
-        onehot = torch.clamp(1.0 - diff * diff, 0.0, 1.0)
-        picked = torch.matmul(onehot, feats)  # N,P,C
-        desc = l2_normalize((picked - self.mean) @ self.components.t(), dim=-1)
-        return desc.half(), torch.matmul(onehot, torch.from_numpy(table.astype(np.float32)))
+        table = window_centres((h, w), 1, self.input_size)
+        onehot = self._onehot(idx, h * w)  # N,P,HW
+        desc = self._project(torch.matmul(onehot, feats))  # N,P,C → N,P,dim
+        return desc.half(), torch.matmul(onehot, torch.from_numpy(table))
+
+    def patch_vlads(self, net: nn.Module, final: torch.Tensor) -> list[torch.Tensor]:
+        """Normalised window VLADs (N, K·C, M_s) of every window, one tensor per patch size."""
+        res = residual_map(net, final)
+        k, kc = net.netvlad.num_clusters, int(res.shape[1])
+        out = []
+        for s in self.config.patch_sizes:
+            gh, gw = grid_size(tuple(final.shape[-2:]), s)
+            out.append(normalize_vlad(window_sums(res, s).reshape(-1, kc, gh * gw), k))
+        return out
+
+    def patches(
+        self, net: nn.Module, final: torch.Tensor, weights: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patches: every size's top windows (by summed ``weights``), concatenated in
+        ``patch_sizes`` order: (descriptors (N, ΣP_s, dim) float16, pixel xy (N, ΣP_s, 2))."""
+        map_size = tuple(int(v) for v in final.shape[-2:])
+        feats, xys = [], []
+        for s, v in zip(self.config.patch_sizes, self.patch_vlads(net, final), strict=True):
+            gh, gw = grid_size(map_size, s)
+            wsum = window_sums(weights.unsqueeze(1), s).squeeze(1)  # N,gh,gw
+            onehot = self._onehot(self.select(wsum, (gh, gw)), gh * gw)  # N,P,M
+            # Project every window, then pick: the pick runs on dim-wide rows, not K·C-wide.
+            desc = self._project(v.transpose(1, 2))  # N,M,dim
+            feats.append(torch.matmul(onehot, desc))
+            xys.append(
+                torch.matmul(onehot, torch.from_numpy(window_centres(map_size, s, self.input_size)))
+            )
+        return torch.cat(feats, 1).half(), torch.cat(xys, 1)
 
     def outputs(
         self, net: nn.Module, x: torch.Tensor
@@ -196,9 +296,29 @@ class LocalHead(nn.Module):
     def forward(
         self, net: nn.Module, fine: torch.Tensor, final: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        dense = fine if self.config.layer == "fine" else final
         weights = weight_map(net, final, self.config.weight)
+        if self.config.descriptor == "patches":
+            return self.patches(net, final, weights)
+        dense = fine if self.config.layer == "fine" else final
         return self.describe(dense, self.select(weights, tuple(dense.shape[-2:])))
+
+    def segments(self, map_size: tuple[int, int]) -> list[dict[str, Any]]:
+        """The output's segments for a final map of ``map_size`` cells: window size, count,
+        window grid (rows, cols) and the pixel size of one grid step (for spatial scoring)."""
+        h, w = (int(v) for v in map_size)
+        ih, iw = self.input_size
+        out = []
+        for s in self.config.sizes:
+            gh, gw = grid_size((h, w), s)
+            out.append(
+                {
+                    "size": s,
+                    "count": min(self.config.num_features, gh * gw),
+                    "grid": [gh, gw],
+                    "step_px": [iw / w, ih / h],
+                }
+            )
+        return out
 
 
 def fit_local_pca(features: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -211,26 +331,38 @@ def fit_local_pca(features: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarra
     return mean.astype(np.float32), vt[:dim].astype(np.float32)
 
 
+def fit_projection(samples: np.ndarray, config: LocalConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, projection) for ``config`` from L2-normalised input rows (N, in_dim)."""
+    if config.whiten or samples.shape[1] > 4096:  # K·C-wide rows: randomised SVD
+        return fit_whitening(samples, config.dim, whiten=config.whiten)
+    return fit_local_pca(samples, config.dim)
+
+
 def head_fingerprint(head: LocalHead) -> str:
-    """Short hash of the local head (settings + PCA): maps' local features must come from it."""
+    """Short hash of the local head (settings + projection): maps' local features must come
+    from it."""
     import hashlib
     import json
 
     h = hashlib.sha256(json.dumps(head.config.to_dict(), sort_keys=True).encode())
-    for t in (head.mean, head.components):
+    for t in (head.mean, head.projection):
         h.update(t.detach().cpu().contiguous().float().numpy().tobytes())
     return h.hexdigest()[:16]
 
 
-def head_info(head: LocalHead, num_features: int) -> dict[str, Any]:
-    """The ``local`` section of the model metadata: settings, outputs, fingerprint.
-    ``num_features``: the P the graph emits (``config.num_features`` or fewer on small inputs)."""
+def head_info(head: LocalHead, num_features: int, map_size: tuple[int, int]) -> dict[str, Any]:
+    """The ``local`` section of the model metadata: settings, outputs, segments, fingerprint.
+    ``num_features``: the P the graph emits; ``map_size``: the final map's cells."""
     from sfrs_edge.model_info import LOCAL_FEATURES, LOCAL_XY
 
     cfg = head.config
+    segments = head.segments(map_size)
+    if sum(seg["count"] for seg in segments) != num_features:
+        raise ConfigError(f"local head segments {segments} do not add up to {num_features}")
     return {
         **cfg.to_dict(),
         "fingerprint": head_fingerprint(head),
+        "segments": segments,
         "outputs": {
             LOCAL_FEATURES: {"shape": [num_features, cfg.dim], "dtype": "float16"},
             LOCAL_XY: {"shape": [num_features, 2], "dtype": "float16", "units": "input px"},
@@ -244,42 +376,55 @@ def head_state(head: LocalHead) -> dict[str, Any]:
         "config": head.config.to_dict(),
         "in_dim": int(head.mean.shape[0]),
         "mean": head.mean.detach().cpu().clone(),
-        "components": head.components.detach().cpu().clone(),
+        "projection": head.projection.detach().cpu().clone(),
     }
 
 
 def head_from_state(state: dict[str, Any], input_size: tuple[int, int]) -> LocalHead:
-    """Rebuild a :class:`LocalHead` from :func:`head_state` (checkpoint key ``local``)."""
+    """Rebuild a :class:`LocalHead` from :func:`head_state` (checkpoint key ``local``).
+    Checkpoints written before patch descriptors (cells, ``components``) still load."""
     try:
-        cfg = LocalConfig(**state["config"])
+        config = dict(state["config"])
+        config.setdefault("descriptor", "cells")  # before patches existed
+        config.setdefault("whiten", False)
+        cfg = LocalConfig(**config)
         head = LocalHead(cfg, int(state["in_dim"]), input_size)
-        head.set_pca(state["mean"].numpy(), state["components"].numpy())
+        proj = state["projection"] if "projection" in state else state["components"]
+        head.set_projection(state["mean"].numpy(), proj.numpy())
     except (KeyError, TypeError, AttributeError) as exc:
         raise ConfigError(f"checkpoint's local-feature head is malformed ({exc})") from exc
-    if tuple(head.components.shape) != (cfg.dim, int(state["in_dim"])):
-        raise ConfigError("checkpoint's local-feature PCA does not match its settings")
+    if tuple(head.projection.shape) != (cfg.dim, int(state["in_dim"])):
+        raise ConfigError("checkpoint's local-feature projection does not match its settings")
     return head.eval()
 
 
 @torch.no_grad()
 def fit_local_head(
-    net: nn.Module, images, config: LocalConfig, batch_size: int = 8, per_image: int = 200
+    net: nn.Module, images, config: LocalConfig, batch_size: int = 8, per_image: int | None = None
 ) -> LocalHead:
-    """A :class:`LocalHead` whose PCA is fitted on ``per_image`` random locations of each image
-    (the ``layer`` map, L2-normalised): what ``init`` and ``export --rerank`` run."""
+    """A :class:`LocalHead` whose projection is fitted on ``per_image`` random locations of each
+    image (per patch size; default 200 cells or 10 windows): what ``init --rerank`` and
+    ``export --rerank`` run."""
     from .features import map_images
 
     gen = torch.Generator().manual_seed(0)
+    patches = config.descriptor == "patches"
+    per_image = per_image or (10 if patches else 200)
+    probe = LocalHead(config, 1, net.config.preprocessing().size)
+
+    def pick(rows: torch.Tensor) -> torch.Tensor:  # rows N,M,D → N·take,D
+        take = min(per_image, rows.shape[1])
+        idx = torch.stack([torch.randperm(rows.shape[1], generator=gen)[:take] for _ in rows])
+        return torch.gather(rows, 1, idx.unsqueeze(2).expand(-1, -1, rows.shape[2])).flatten(0, 1)
 
     def sample(n: nn.Module, x: torch.Tensor) -> torch.Tensor:
         fine, final = backbone_maps(n.backbone, x)
+        if patches:
+            return torch.cat([pick(v.transpose(1, 2)) for v in probe.patch_vlads(n, final)])
         dense = fine if config.layer == "fine" else final
-        f = l2_normalize(dense.float(), dim=1).flatten(2).transpose(1, 2)  # N,HW,C
-        take = min(per_image, f.shape[1])
-        idx = torch.stack([torch.randperm(f.shape[1], generator=gen)[:take] for _ in f])
-        return torch.gather(f, 1, idx.unsqueeze(2).expand(-1, -1, f.shape[2])).flatten(0, 1)
+        return pick(l2_normalize(dense.float(), dim=1).flatten(2).transpose(1, 2))
 
     feats = map_images(net, list(images), sample, batch_size)
     head = LocalHead(config, feats.shape[1], net.config.preprocessing().size)
-    head.set_pca(*fit_local_pca(feats, config.dim))
+    head.set_projection(*fit_projection(feats, config))
     return head.eval()

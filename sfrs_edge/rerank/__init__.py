@@ -2,9 +2,11 @@
 
 :mod:`.config` holds the settings; :mod:`.match` pairs local features (mutual nearest
 neighbours above a similarity) and keeps the pairs one geometric model explains (OpenCV
-RANSAC); :mod:`.stage` scores each candidate with a registered scorer, fuses the evidence with
-the global similarity so that weak local evidence leaves the global order alone, and runs it
-for a :class:`~sfrs_edge.localize.Localizer`. See docs/RERANKING.md.
+RANSAC) one candidate at a time; :mod:`.evidence` scores all candidates at once per output
+segment (one per patch size: batched mutual NN, RANSAC/MAGSAC, rapid spatial scoring, match
+count) and fuses the segments' scores; :mod:`.stage` picks the scorer, fuses the evidence with
+the global similarity, and runs it for a :class:`~sfrs_edge.localize.Localizer`. See
+docs/RERANKING.md.
 """
 
 from .config import RerankConfig

@@ -8,6 +8,7 @@ from typing import Any
 from ..errors import ConfigError
 
 GEOMETRIES = ("homography", "similarity", "fundamental", "none")
+FUSIONS = ("evidence", "linear", "zscore")
 
 
 @dataclass(frozen=True)
@@ -19,7 +20,16 @@ class RerankConfig:
     ``reproj_px``: RANSAC threshold in network-input pixels. Evidence = inliers mapped to
     [0, 1] between ``min_inliers`` (below: no evidence, the global order stands) and
     ``full_inliers``; fused score = global similarity + ``weight`` · evidence. ``scorer``:
-    which registered scorer (:data:`~sfrs_edge.rerank.SCORERS`) counts the evidence.
+    which scorer counts the evidence: ``inliers`` (per candidate, over all local features:
+    the cell-feature method, :data:`~sfrs_edge.rerank.SCORERS`) or a batched per-segment one
+    (:data:`~sfrs_edge.rerank.evidence.SCORERS`: ``ransac``, ``magsac``, ``spatial``,
+    ``count``), scored per output segment (one per patch size).
+
+    ``fusion`` of the per-segment scores s (each per query feature, in [0, 1]) with the global
+    similarity g: ``linear``: g + Σ w_s·s; ``zscore`` (Patch-NetVLAD's, plus the global
+    score): ``global_weight``·z(g) + Σ w_s·z(s), z over the k candidates; ``evidence``: g +
+    ``weight``·evidence (the cell-feature rule). ``size_weights`` w_s per segment (empty: 1
+    each; a model whose segments differ in number uses 1 each).
     """
 
     k: int = 10
@@ -30,8 +40,16 @@ class RerankConfig:
     full_inliers: int = 20
     weight: float = 0.2
     scorer: str = "inliers"
+    fusion: str = "evidence"
+    size_weights: tuple[float, ...] = ()
+    global_weight: float = 1.0
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "size_weights", tuple(float(w) for w in self.size_weights))
+        if self.fusion not in FUSIONS:
+            raise ConfigError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
+        if any(w < 0 for w in self.size_weights) or self.global_weight < 0:
+            raise ConfigError("size_weights and global_weight must not be negative")
         if self.k < 1:
             raise ConfigError(f"re-ranking needs k >= 1 candidates, got {self.k}")
         if self.geometry not in GEOMETRIES:

@@ -23,7 +23,9 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..model_info import LOCAL_FEATURES, LOCAL_XY
+from . import evidence as batched
 from .config import RerankConfig
+from .evidence import Segment, fuse_zscore, segment_scores
 from .match import count_inliers, mutual_matches
 
 log = logging.getLogger(__name__)
@@ -44,13 +46,17 @@ def scorer(name: str) -> Callable[[Scorer], Scorer]:
     return register
 
 
-def get_scorer(name: str) -> Scorer:
-    """The scorer called ``name`` (ConfigError naming the known ones otherwise)."""
+def get_scorer(name: str) -> Scorer | None:
+    """The per-candidate scorer called ``name``, None for a batched one
+    (:data:`.evidence.SCORERS`); ConfigError naming the known ones otherwise."""
+    if name in batched.SCORERS:
+        return None
     try:
         return SCORERS[name]
     except KeyError:
+        known = sorted([*SCORERS, *batched.SCORERS])
         raise ConfigError(
-            f"unknown re-ranking scorer {name!r}; known: {', '.join(sorted(SCORERS))}"
+            f"unknown re-ranking scorer {name!r}; known: {', '.join(known)}"
         ) from None
 
 
@@ -102,10 +108,22 @@ def rerank(
     candidate_xy: np.ndarray,
     similarities: np.ndarray,
     config: RerankConfig,
+    segments: list[Segment] | None = None,
 ) -> RerankResult:
     """Re-rank C candidates given the query's (P, D) features and (P, 2) coordinates, the
-    candidates' (C, P, D) and (C, P, 2), and their global similarities (C,)."""
+    candidates' (C, P, D) and (C, P, 2), and their global similarities (C,). ``segments``:
+    the output's segments (one per patch size; None: one over all P)."""
     score = get_scorer(config.scorer)
+    if score is None:
+        return _rerank_batched(
+            query_features,
+            query_xy,
+            candidate_features,
+            candidate_xy,
+            similarities,
+            config,
+            segments or [whole_segment(query_xy)],
+        )
     n = len(similarities)
     matches = np.zeros(n, np.int64)
     inliers = np.zeros(n, np.int64)
@@ -113,7 +131,10 @@ def rerank(
         matches[c], inliers[c] = score(
             query_features, query_xy, candidate_features[c], candidate_xy[c], config
         )
-    scores = fused_scores(similarities, inliers, config)
+    return _result(fused_scores(similarities, inliers, config), matches, inliers, config)
+
+
+def _result(scores, matches, inliers, config: RerankConfig) -> RerankResult:
     order = np.argsort(-scores, kind="stable")
     return RerankResult(
         order=order,
@@ -122,6 +143,51 @@ def rerank(
         inliers=inliers[order],
         evidence=evidence(inliers, config)[order],
     )
+
+
+def whole_segment(xy: np.ndarray) -> Segment:
+    """One segment over all of a model's local features when its metadata names none (models
+    exported before patch descriptors): grid step = the smallest spacing of the coordinates."""
+    xy = np.asarray(xy, np.float64)
+    step = []
+    for axis in (0, 1):
+        gaps = np.diff(np.unique(xy[:, axis]))
+        step.append(float(gaps[gaps > 1e-3].min()) if (gaps > 1e-3).any() else 1.0)
+    span = xy.max(0) - xy.min(0) if len(xy) else np.zeros(2)
+    grid = (int(round(span[1] / step[1])) + 1, int(round(span[0] / step[0])) + 1)
+    return Segment(0, len(xy), grid, (step[0], step[1]))
+
+
+def _rerank_batched(qf, qxy, cf, cxy, sims, config: RerankConfig, segments) -> RerankResult:
+    """Batched per-segment scoring (:mod:`.evidence`), then ``config.fusion``."""
+    sc, counts = segment_scores(
+        qf,
+        np.asarray(qxy, np.float32),
+        cf,
+        np.asarray(cxy, np.float32),
+        segments,
+        config.scorer,
+        config.min_similarity,
+        config.reproj_px,
+    )
+    w = np.asarray(config.size_weights, np.float64)
+    if len(w) != len(segments):
+        w = np.ones(len(segments))
+    sims = np.asarray(sims, np.float64)
+    sizes = np.array([s.stop - s.start for s in segments], np.float64)
+    # "inliers" (what evidence and confidence read): verified matches over all segments
+    # (spatial: its per-match consistency summed), as the cell-feature scorer counts them.
+    inliers = np.rint(sc @ sizes).astype(np.int64)
+    if config.fusion == "linear":
+        fused = sims + sc @ w
+    elif config.fusion == "zscore":
+        z = fuse_zscore(sims, sc, config.global_weight, w)
+        # back on the similarity scale (temporal filters compare these with similarities)
+        spread = sims.std() if len(sims) > 1 else 0.0
+        fused = sims.mean() + spread * z / max(config.global_weight + w.sum(), 1e-12)
+    else:
+        fused = fused_scores(sims, inliers, config)
+    return _result(fused, counts.sum(1), inliers, config)
 
 
 def map_local_fingerprint(the_map: Any) -> str | None:
@@ -183,6 +249,7 @@ class RerankStage:
 
     config: RerankConfig
     map: Any  # reads candidates' rows of the map extras (memory-mapped)
+    segments: list[Segment] | None = None  # the model's output segments (patch sizes)
     frames: int = field(default=0, init=False)  # frames re-ranked so far
     frames_with_evidence: int = field(default=0, init=False)
     _warned: bool = field(default=False, init=False, repr=False)
@@ -195,7 +262,8 @@ class RerankStage:
         if reason is not None:
             log.warning("re-ranking off, answering from the global descriptor only: %s", reason)
             return None
-        return cls(config, the_map)
+        segs = (engine.info.local or {}).get("segments")
+        return cls(config, the_map, Segment.from_info(segs) if segs else None)
 
     def _rows(self, name: str, ids: np.ndarray) -> np.ndarray:
         read = getattr(self.map, "extra_rows", None)
@@ -209,7 +277,13 @@ class RerankStage:
         head = ids[:k]
         feats, xy = self._rows(LOCAL_FEATURES, head), self._rows(LOCAL_XY, head)
         result = rerank(
-            outputs[LOCAL_FEATURES], outputs[LOCAL_XY], feats, xy, sims[:k], self.config
+            outputs[LOCAL_FEATURES],
+            outputs[LOCAL_XY],
+            feats,
+            xy,
+            sims[:k],
+            self.config,
+            self.segments,
         )
         self._note_evidence(result)
         new_ids = np.concatenate([head[result.order], ids[k:]])
