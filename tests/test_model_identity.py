@@ -105,7 +105,7 @@ def test_infos_without_weights_hash_compare_by_properties():
     )
     with pytest.raises(MapError, match="input size differs"):
         check_map_model(section, taller, "m")
-    with pytest.raises(MapError, match="fingerprint differs"):  # no info recorded
+    with pytest.raises(MapError, match="records no model description"):  # refused, no fallback
         check_map_model({"fingerprint": "bbbbbbbbbbbbbbbb"}, legacy, "m")
 
 
