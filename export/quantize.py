@@ -204,6 +204,9 @@ def quantize_model(
     entry.key, entry.value = METADATA_KEY, int8_info.to_json()
     out_model.producer_name = "sfrs-edge"
     onnx.save(out_model, str(output))
+    from .onnx_export import stamp_digest  # every export records its content digest
+
+    stamp_digest(output)
     return int8_info, quantize, keep
 
 

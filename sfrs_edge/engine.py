@@ -314,7 +314,7 @@ class Engine:
         onnxruntime sessions are freed with the engine). Idempotent; use ``with Engine.open(...)``."""
         close = getattr(self.backend, "close", None)
         if close is not None:
-            with self._lock:
+            with self._free_lock:
                 close()
 
     def __enter__(self) -> Engine:
