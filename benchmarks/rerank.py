@@ -517,7 +517,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     ap.add_argument(
-        "--part", choices=("all", "main", "ablation", "latency", "patches"), default="all"
+        "--part",
+        choices=("all", "main", "ablation", "latency", "patches", "default"),
+        default="all",
     )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -527,10 +529,10 @@ def main(argv: list[str] | None = None) -> None:
     cv2.setNumThreads(1)  # per-query work is small: one thread, no spinning pools
     threadpool_limits(1)
     build_cache()
-    if args.part == "patches":
-        from .rerank_patches import run_patches
+    if args.part in ("patches", "default"):
+        from .rerank_patches import run_default, run_patches
 
-        run_patches(args.out)
+        (run_patches if args.part == "patches" else run_default)(args.out)
         return
     feats = Features()
     # The cell-feature study (the earlier default): cells, plain PCA.

@@ -17,6 +17,7 @@ import itertools
 import json
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -405,3 +406,71 @@ def _md(report: dict) -> list[str]:
             f"{lat[20]['cpu_p50_ms']} / {lat[20]['cpu_p90_ms']} | " + " | ".join(cells) + " |"
         )
     return lines
+
+
+def runtime_latency(feats: PatchFeatures, cfg, rr, k: int) -> dict:
+    """Added CPU and wall ms per query of the runtime's :func:`sfrs_edge.rerank.rerank` (the
+    code a Localizer runs) over the top-k, night queries against day_left."""
+    from sfrs_edge.rerank import rerank
+
+    segs = feats.segments(cfg)
+    (qf, qxy), (dbf, dbxy) = feats.local("night_right", cfg), feats.local("day_left", cfg)
+    ranked, sims = global_ranking(
+        feats.sets["night_right"]["desc"], feats.sets["day_left"]["desc"], k
+    )
+    wall, cpu = [], []
+    for i in range(len(ranked)):
+        row = ranked[i]
+        t, tc = time.perf_counter(), time.thread_time()
+        rerank(qf[i], qxy[i], dbf[row], dbxy[row], sims[i], replace(rr, k=k), segs)
+        wall.append((time.perf_counter() - t) * 1000)
+        cpu.append((time.thread_time() - tc) * 1000)
+    return {
+        "cpu_p50_ms": round(float(np.percentile(cpu, 50)), 2),
+        "cpu_p90_ms": round(float(np.percentile(cpu, 90)), 2),
+        "wall_p50_ms": round(float(np.percentile(wall, 50)), 2),
+        "wall_p90_ms": round(float(np.percentile(wall, 90)), 2),
+    }
+
+
+def run_default(out: Path) -> None:
+    """What ``init --rerank`` produces (``LocalConfig()``, ``RerankConfig()`` defaults, no
+    tuning here): recall at every k on all pairs, margins, latency, bytes → rerank_default.*"""
+    from sfrs_edge.train.local_features import LocalConfig
+
+    from sfrs_edge.rerank import RerankConfig
+
+    from .rerank import _write
+
+    feats = PatchFeatures()
+    cfg, rr = LocalConfig(), RerankConfig()
+    tables, segs = evidence_tables(feats, cfg, rr.reproj_px)
+    table = tables[rr.scorer]
+    w = list(rr.size_weights) or [1.0] * len(segs)
+    fusion = {"kind": rr.fusion, "global": rr.global_weight, "weights": w}
+    entry = {
+        "local": cfg.to_dict(),
+        "rerank": rr.to_dict(),
+        "fusion": fusion,
+        "recall": row_for(table, fusion),
+        "latency": {k: runtime_latency(feats, cfg, rr, k) for k in (10, 20)},
+        "bytes_per_image": sum((s.stop - s.start) * (cfg.dim + 2) * 2 for s in segs),
+        "_table": table,
+    }
+    report = {"note": HONEST, "default": {k: v for k, v in entry.items() if k[0] != "_"}}
+    report["margins"] = margin_study(entry)
+    md = ["# Re-ranking: the default of `init --rerank`", "", HONEST, ""]
+    md += _md({"variants": {"default": entry}})
+    _write(out, "rerank_default", report, md + _md_margins(report["margins"]))
+
+
+def _md_margins(rows: list[dict]) -> list[str]:
+    md = ["", "## Re-rank only when ambiguous (k=10)", "", HONEST, ""]
+    md += ["| margin | " + " | ".join(f"{pair_name(p)} R@1 (% re-ranked)" for p in PAIRS) + " |"]
+    md += ["|---" * (1 + len(PAIRS)) + "|"]
+    for row in rows:
+        cells = [
+            f"{row[pair_name(p)]['r1']} ({row[pair_name(p)]['reranked_share']})" for p in PAIRS
+        ]
+        md.append(f"| {row['margin']} | " + " | ".join(cells) + " |")
+    return md
