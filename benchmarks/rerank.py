@@ -131,7 +131,7 @@ class Features:
 
         s = self.sets[name]
         head = LocalHead(cfg, s[cfg.layer].shape[1], self.net.config.preprocessing().size)
-        head.set_pca(*self.pca(cfg.layer, cfg.dim))
+        head.set_projection(*self.pca(cfg.layer, cfg.dim))
         feats, xys = [], []
         with torch.no_grad():
             for i in range(0, len(s["desc"]), 25):

@@ -165,7 +165,7 @@ def test_projection_equals_the_exported_heads_description():
     w = torch.randn(3, 6, generator=g).numpy()
     proj = LocalProjection(mean, w)
     head = LocalHead(LocalConfig(dim=3, num_features=4, nms_radius=0), 6, (32, 32))
-    head.set_pca(mean, w)
+    head.set_projection(mean, w)
     dense = torch.randn(1, 6, 2, 2, generator=g)
     idx = torch.tensor([[0, 1, 2, 3]])
     desc, _ = head.describe(dense, idx)

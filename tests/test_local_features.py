@@ -67,7 +67,9 @@ def test_head_selects_distinct_peaks_with_pixel_coordinates(net, maps):
         fine.shape[1],
         net.config.preprocessing().size,
     )
-    head.set_pca(np.zeros(fine.shape[1], np.float32), np.eye(fine.shape[1], dtype=np.float32)[:16])
+    head.set_projection(
+        np.zeros(fine.shape[1], np.float32), np.eye(fine.shape[1], dtype=np.float32)[:16]
+    )
     with torch.no_grad():
         feats, xy = head(net, fine, final)
     assert feats.shape == (4, 8, 16) and feats.dtype == torch.float16
@@ -94,7 +96,11 @@ def local_onnx(tmp_path_factory, tiny_checkpoint, gardens_point, net):
     from sfrs_edge.export import export_model
 
     images = list_images(gardens_point / "day_right")[::10]
-    head = fit_local_head(net, images, LocalConfig(patch_sizes=(1, 2), num_features=16, dim=16))
+    head = fit_local_head(
+        net,
+        images,
+        LocalConfig("patches", patch_sizes=(1, 2), num_features=16, dim=16, whiten=True),
+    )
     out = tmp_path_factory.mktemp("local") / "local.onnx"
     report = export_model(net, out, verify_images=images[:3], local=head)
     return out, report
@@ -228,7 +234,9 @@ def test_cli_localize_rerank(local_onnx, local_map, gardens_point):
 def test_window_vlad_is_the_netvlad_of_the_window(net, maps):
     """A patch descriptor before projection is exactly NetVLAD over that window's cells."""
     _, final = maps
-    head = LocalHead(LocalConfig(patch_sizes=(1, 2, 3)), 1, net.config.preprocessing().size)
+    head = LocalHead(
+        LocalConfig("patches", patch_sizes=(1, 2, 3)), 1, net.config.preprocessing().size
+    )
     with torch.no_grad():
         vlads = head.patch_vlads(net, final)
         h, w = final.shape[-2:]
@@ -260,7 +268,7 @@ def test_whitening_decorrelates_and_plain_pca_is_orthonormal():
 
 def test_patch_head_emits_one_segment_per_size_in_order(net, maps):
     _, final = maps
-    cfg = LocalConfig(patch_sizes=(1, 2), num_features=6, dim=8)
+    cfg = LocalConfig("patches", patch_sizes=(1, 2), num_features=6, dim=8)
     size = net.config.preprocessing().size
     head = LocalHead(cfg, net.netvlad.num_clusters * final.shape[1], size)
     k_c = head.mean.shape[0]
@@ -291,11 +299,11 @@ def test_patch_sizes_that_do_not_fit_the_map_are_refused(net, maps):
     from sfrs_edge.errors import ConfigError
 
     _, final = maps
-    head = LocalHead(LocalConfig(patch_sizes=(2, 5)), 1, net.config.preprocessing().size)
+    head = LocalHead(LocalConfig("patches", patch_sizes=(2, 5)), 1, net.config.preprocessing().size)
     with pytest.raises(ConfigError, match="patch size 5 does not fit the 3x5-cell"):
         head.patch_vlads(net, final)
     with pytest.raises(ConfigError, match="distinct positive"):
-        LocalConfig(patch_sizes=(2, 2))
+        LocalConfig("patches", patch_sizes=(2, 2))
     with pytest.raises(ConfigError, match="descriptor"):
         LocalConfig(descriptor="pixels")
 
@@ -306,7 +314,9 @@ def test_head_state_round_trip_and_old_cell_checkpoints(net, maps):
     _, final = maps
     size = net.config.preprocessing().size
     head = fit_local_head(
-        net, list_images_for_fit(), LocalConfig(patch_sizes=(1, 2), num_features=4, dim=8)
+        net,
+        list_images_for_fit(),
+        LocalConfig("patches", patch_sizes=(1, 2), num_features=4, dim=8),
     )
     again = head_from_state(head_state(head), size)
     assert head_fingerprint(again) == head_fingerprint(head)
@@ -339,7 +349,7 @@ def test_export_rerank_fits_the_projection_once_and_keeps_it(tmp_path, tiny_chec
     ckpt = tmp_path / "imported.pt"
     shutil.copy(tiny_checkpoint, ckpt)
     assert "local" not in read_checkpoint(ckpt)
-    small = LocalConfig(patch_sizes=(1, 2), num_features=4, dim=8)
+    small = LocalConfig("patches", patch_sizes=(1, 2), num_features=4, dim=8)
     net = load_checkpoint(ckpt)[0]
     first = local_head(ckpt, net, list_images_for_fit(), small)
     assert read_checkpoint(ckpt)["local"]["config"]["patch_sizes"] == [1, 2]

@@ -135,17 +135,17 @@ def initial_projection(net: nn.Module, images, batch_size: int = 8) -> LocalProj
     from .local_features import LocalConfig, fit_local_head
 
     head = fit_local_head(net, images, LocalConfig(), batch_size)
-    return LocalProjection(head.mean.numpy(), head.components.numpy())
+    return LocalProjection(head.mean.numpy(), head.projection.detach().numpy())
 
 
 def projection_head_state(proj: LocalProjection, net: nn.Module) -> dict[str, Any]:
     """The checkpoint's ``local`` entry for a trained projection: the default local head (the
-    settings ``init --rerank`` uses) with the trained W in place of the PCA components."""
+    settings ``init --rerank`` uses) with the trained W in place of the PCA projection."""
     from .local_features import LocalConfig, LocalHead, head_state
 
     w = proj.weight.detach().cpu()
     head = LocalHead(
         LocalConfig(dim=int(w.shape[0])), int(w.shape[1]), net.config.preprocessing().size
     )
-    head.set_pca(proj.mean.detach().cpu().numpy(), w.numpy())
+    head.set_projection(proj.mean.detach().cpu().numpy(), w.numpy())
     return head_state(head)

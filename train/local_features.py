@@ -68,11 +68,14 @@ class LocalConfig:
     plain PCA). ``layer`` applies to cells only (patches aggregate the final map, as NetVLAD).
     """
 
-    descriptor: str = "patches"
+    # the default is the configuration the published re-ranking figures were measured with (cells,
+    # plain PCA, scored by RerankConfig's defaults); patches are an option until a measured
+    # patch + scorer pair beats it on the tuning pairs (docs/RERANKING.md)
+    descriptor: str = "cells"
     patch_sizes: tuple[int, ...] = (2, 5)
     num_features: int = 128
     dim: int = 64
-    whiten: bool = True
+    whiten: bool = False
     weight: str = "contribution"
     layer: str = "final"  # measured: "fine" (stride 16) re-ranks worse (docs/RERANKING.md)
     nms_radius: int = 1  # cells; 0 disables suppression
@@ -208,8 +211,6 @@ class LocalHead(nn.Module):
             self.projection = nn.Parameter(
                 torch.as_tensor(projection, dtype=torch.float32).clone(), requires_grad=False
             )
-
-    set_pca = set_projection  # the earlier name (cells' plain PCA)
 
     def select(self, weights: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Flat indices (N, P) of the kept cells of a (N, H, W) weight map resized to ``size``."""
