@@ -212,6 +212,28 @@ def test_sparse_seq_falls_back_when_a_line_off_the_candidates_may_win():
     assert sparse.fallbacks > 0
 
 
+@pytest.mark.parametrize("candidates", [1, 100])
+def test_sparse_seq_finds_a_steady_line_hidden_below_the_spikes(candidates):
+    """A place seen steadily at 0.6 (row 100 + t) against one-frame spikes at 0.62..0.66: the
+    dense filter follows the steady line; so must the sparse one, although the line's cells are
+    outside the candidates (1) or below the first pass's cells (100 candidates, 60 spikes)."""
+    rng = np.random.default_rng(7)
+    cfg = FilterConfig(method="seq", window=5)
+    dense, sparse = TemporalFilter(cfg), TemporalFilter(cfg)
+    for t in range(12):
+        s = (0.3 + 0.01 * rng.standard_normal(3000)).astype(np.float32)
+        spikes = rng.choice(np.r_[0:90, 130:3000], 60, replace=False)
+        s[spikes] = rng.uniform(0.62, 0.66, 60)
+        s[100 + t] = 0.6
+        out = dense.update(s)
+        # no focus rows either: the line is never among the known cells
+        best, score = sparse.observe(exact_frame(s, None, c=candidates))
+        assert best == int(np.argmax(out))
+        assert score == pytest.approx(float(out[best]), rel=1e-9)
+        if t >= cfg.window:
+            assert best == 100 + t  # the steady line, not a spike
+
+
 @pytest.mark.parametrize("method", ["seq", "hmm"])
 def test_sparse_filter_on_partial_frames_matches_the_dense_one(method):
     """HNSW-like frames (candidates, focus, sample): seq gives the dense answer over the same
