@@ -17,7 +17,7 @@ from test_map_storage import ExtrasEngine
 
 from sfrs_edge.errors import MapError
 from sfrs_edge.maps import Map, build_map, verify_map
-from sfrs_edge.maps.contents import SAMPLE_ROWS, check_similarities
+from sfrs_edge.maps.contents import NORM_TOLERANCE, SAMPLE_ROWS, check_similarities, check_vectors
 from sfrs_edge.maps.hnsw_file import HEADER
 from sfrs_edge.model_info import check_map_model
 from sfrs_edge.rerank import RerankConfig
@@ -69,6 +69,20 @@ def test_a_nan_row_beyond_the_open_sample_is_found_by_verify(tmp_path, gardens_p
     for check in (lambda: Map.open(out), lambda: verify_map(out)):  # a changed file is hashed
         with pytest.raises(MapError, match=f"row {SAMPLE_ROWS + 2} holds NaN"):  # and read
             check()
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_rows_just_outside_unit_length_are_refused(sign):
+    """The tolerance is the model's plus float16 rounding, not more: rows 1.5 tolerances off
+    unit length are refused (naming the row), rows half a tolerance off pass."""
+    rng = np.random.default_rng(0)
+    rows = rng.standard_normal((5, 8)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    check_vectors(rows * (1 + sign * 0.5 * NORM_TOLERANCE), "descriptors")
+    bad = rows.copy()
+    bad[3] *= 1 + sign * 1.5 * NORM_TOLERANCE
+    with pytest.raises(MapError, match="row 3"):
+        check_vectors(bad, "descriptors")
 
 
 def test_search_refuses_impossible_similarities():
