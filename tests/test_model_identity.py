@@ -60,6 +60,8 @@ def _info(**changes) -> ModelInfo:
         ({"whitening": False}, "whitening"),
         ({"weights": "fedcba9876543210"}, "weights"),
         ({"precision": "int8"}, "precision class"),
+        ({"num_clusters": 32}, "NetVLAD size"),
+        ({"backbone": "efficientnet_lite0"}, "backbone"),
     ],
 )
 def test_every_descriptor_property_changes_fingerprint_and_is_named(change, named):
