@@ -178,3 +178,13 @@ def test_loaded_hnsw_reads_vectors_from_its_file(tmp_path):
     more /= np.linalg.norm(more, axis=1, keepdims=True)
     g.add(more, len(x))
     np.testing.assert_allclose(g.vectors([len(x) + 3, 7]), np.stack([more[3], x[7]]), atol=1e-6)
+
+
+def test_recall_at_n_counts_a_query_once_its_first_positive_is_within_n():
+    """Hand-computed: query 0's positive at rank 1, query 1's at rank 3, query 2 has none."""
+    ranked = np.array([[7, 1, 2], [4, 5, 9], [3, 3, 3]])
+    positives = [np.array([7]), np.array([9, 8]), np.array([0])]
+    got = recall_at_n(ranked, positives, (1, 2, 3))
+    assert got == {1: pytest.approx(100 / 3), 2: pytest.approx(100 / 3), 3: pytest.approx(200 / 3)}
+    assert index_window_positives(4, 10, 1)[0].tolist() == [0, 1]
+    assert index_window_positives(4, 10, 1)[3].tolist() == [2, 3, 4]
