@@ -95,9 +95,8 @@ def search_copy(block: np.ndarray | None) -> np.ndarray | None:
     """The float32 array an exact search multiplies: ``block`` itself when float32 (a memory
     map stays one), else converted once.
 
-    Converting float16 per query cost 15–22× the float32 product (numpy converts at a few ns
-    per value; onnxruntime's float16 MatMul and Cast were 2.4–3.5× slower than float32 here,
-    docs/BENCHMARKS.md), so a float16 map halves disk and download, not search memory."""
+    Converting float16 per query cost 15–22× the float32 product (docs/MAPS.md), so a float16
+    map halves disk and download, not search memory."""
     if block is None or block.dtype == np.float32:  # None: rows only the HNSW graph holds
         return block
     out = np.empty(block.shape, np.float32)

@@ -37,8 +37,8 @@ class FrameLocalizer(Protocol):
     def match(self, place_id: int, similarity: float) -> Match: ...
 
 
-# Frames localized at the same time by default. Measured on the 2-core machine (Lite0 360x640,
-# re-ranking k=10, seq; docs/BENCHMARKS.md "Camera loop at scale"): see IN_FLIGHT_NOTE there.
+# Frames localized at the same time by default; 1 until `benchmarks.loop_scale --parts camera`
+# shows that a second frame in flight pays on the target machine.
 DEFAULT_IN_FLIGHT = 1
 
 
