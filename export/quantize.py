@@ -32,6 +32,8 @@ from sfrs_edge.errors import ConfigError, ModelError
 from sfrs_edge.images import load_for_model
 from sfrs_edge.model_info import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelInfo
 
+from .onnx_export import stamp_digest
+
 log = logging.getLogger(__name__)
 
 BACKBONE_PREFIX = "/net/backbone/"  # node names of the traced backbone (ExportWrapper.net)
@@ -204,9 +206,7 @@ def quantize_model(
     entry.key, entry.value = METADATA_KEY, int8_info.to_json()
     out_model.producer_name = "sfrs-edge"
     onnx.save(out_model, str(output))
-    from .onnx_export import stamp_digest  # every export records its content digest
-
-    stamp_digest(output)
+    stamp_digest(output)  # every export records its content digest
     return int8_info, quantize, keep
 
 
