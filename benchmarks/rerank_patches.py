@@ -355,6 +355,7 @@ def choose(variants: dict) -> dict:
 def choose_margin(rows: list[dict]) -> float | None:
     """The margin that re-ranks the fewest tuning queries at the tuning recall of re-ranking
     every query (None: every margin tried loses recall on the tuning pairs)."""
+
     def objective(row):
         return float(np.mean([row[pair_name(p)]["r1"] for p in TUNING]))
 
@@ -481,6 +482,43 @@ def runtime_latency(feats: PatchFeatures, cfg, rr, k: int) -> dict:
     }
 
 
+CALIBRATION_TOLERANCES = (24.0, 48.0, 72.0)  # reproj_px of the spatial scorer's verified matches
+
+
+def calibration(feats: PatchFeatures, cfg, rr) -> dict:
+    """Confidence of the runtime's :func:`sfrs_edge.rerank.rerank` answers per pair and
+    tolerance: the answer's evidence minus the best evidence > 2 frames away (the estimate's
+    rule on an index-ordered walk), share of queries at or above 0.3 / 0.5 / 0.8 and R@1 there."""
+    from sfrs_edge.rerank import rerank
+
+    segs, out = feats.segments(cfg), {}
+    for tol in CALIBRATION_TOLERANCES:
+        for db, q in PAIRS:
+            (qf, qxy), (dbf, dbxy) = feats.local(q, cfg), feats.local(db, cfg)
+            ranked, sims = global_ranking(feats.sets[q]["desc"], feats.sets[db]["desc"], rr.k)
+            pos = positives(db, q, len(ranked), len(feats.sets[db]["desc"]))
+            conf, right = [], []
+            for i, row in enumerate(ranked):
+                res = rerank(
+                    qf[i], qxy[i], dbf[row], dbxy[row], sims[i], replace(rr, reproj_px=tol), segs
+                )
+                ids = row[res.order]
+                far = np.abs(ids - ids[0]) > 2
+                rival = res.evidence[far].max() if far.any() else 0.0
+                conf.append(float(np.clip(res.evidence[0] - rival, 0.0, 1.0)))
+                right.append(bool(np.isin(ids[0], pos[i])))
+            conf_a, right_a = np.array(conf), np.array(right)
+            row_out = {"r1": round(100 * float(right_a.mean()), 1)}
+            for th in (0.3, 0.5, 0.8):
+                m = conf_a >= th
+                row_out[str(th)] = [
+                    round(100 * float(m.mean()), 1),
+                    round(100 * float(right_a[m].mean()), 1) if m.any() else None,
+                ]
+            out[f"{tol}|{pair_name((db, q))}"] = row_out
+    return out
+
+
 def run_default(out: Path) -> None:
     """What ``init --rerank`` produces (``LocalConfig()``, ``RerankConfig()`` defaults, no
     tuning here): recall at every k on all pairs, margins, latency, bytes → rerank_default.*"""
@@ -506,10 +544,17 @@ def run_default(out: Path) -> None:
         "_table": table,
     }
     report = {"note": HONEST, "default": {k: v for k, v in entry.items() if k[0] != "_"}}
-    report["margins"] = margin_study(entry)
+    report["margins"] = margin_study(entry, rr.k)
+    report["calibration"] = calibration(feats, cfg, rr)
     md = ["# Re-ranking: the default of `init --rerank`", "", HONEST, ""]
     md += _md({"variants": {"default": entry}})
-    _write(out, "rerank_default", report, md + _md_margins(report["margins"]))
+    md += ["", "## Confidence (share at or above / R@1 there)", "", HONEST, ""]
+    md += ["| reproj_px | pair | R@1 | >= 0.3 | >= 0.5 | >= 0.8 |", "|---|---|---|---|---|---|"]
+    for key, c in report["calibration"].items():
+        tol, pair = key.split("|")
+        cells = [f"{c[t][0]} / {c[t][1]}" for t in ("0.3", "0.5", "0.8")]
+        md.append(f"| {tol} | {pair} | {c['r1']} | " + " | ".join(cells) + " |")
+    _write(out, "rerank_default", report, md + _md_margins(report["margins"], rr.k))
 
 
 def _md_margins(rows: list[dict], k: int = 10) -> list[str]:
