@@ -24,8 +24,12 @@ row objects; ``part`` says which):
     python -m benchmarks.loop_scale --model M --map MAP --sizes 1000 100000 --quick
     python -m benchmarks.loop_scale --report benchmarks/results/loop_scale.json
 
-HNSW graphs (M=16, ef_construction=100) and maps are cached under ``--work`` (built once,
-``nice``); a cached graph is reused when the map directory is rewritten.
+HNSW graphs (M=16, ef_construction=100) and maps are cached under ``--work`` (built once;
+``--parts graphs`` builds the graphs and, given ``--model`` and ``--map``, the grown maps, so that
+they can be built under ``nice`` before the timing parts run); a cached graph is reused when the
+map directory is rewritten. ``--scorers`` re-ranks with each named ``scorer[:fusion]`` side by
+side (default: :class:`~sfrs_edge.rerank.RerankConfig`'s); every row records the 1-minute load
+average before and after its part (``load_before`` / ``load_after``: the machine is shared).
 """
 
 from __future__ import annotations
@@ -245,15 +249,16 @@ def after_child(a: dict) -> list[dict]:
     rows = []
     streams = {}
     frame = np.zeros((16, 16, 3), np.uint8)
-    for rerank in (0, 10):
+    for rerank, scorer in [(0, "")] + [(10, sc) for sc in a["scorers"]]:
         for filt in a["filters"]:
             backend = OutputsBackend(q if rerank else {"descriptor": q["descriptor"]})
             eng = Engine(Path("stand-in.onnx"), info, backend)
-            loc = Localizer(eng, the_map, k=5, rerank=rerank or None, threads=1)
+            config = rerank_config(scorer) if rerank else None
+            loc = Localizer(eng, the_map, k=5, rerank=config, threads=1)
             walk = q["walk"]  # the query route: frame i near map row walk[i]
             frames = (frame for _ in iter(int, 1))
             gen = loc.stream(frames, filter=filt, window=5, speed=float(walk[1] - walk[0]))
-            streams[(filt, rerank)] = (gen, [], [])
+            streams[(filt, rerank, scorer)] = (gen, [], [])
     for _ in range(a["frames"]):
         for gen, times, cpus in streams.values():
             t, c = time.perf_counter(), time.thread_time()
@@ -263,7 +268,7 @@ def after_child(a: dict) -> list[dict]:
             times.append(wall * 1000.0 - inner)
             cpus.append(cpu * 1000.0)  # the stand-in inference costs no measurable CPU
     rss = rss_bytes()
-    for (filt, rerank), (_, times, cpus) in streams.items():
+    for (filt, rerank, scorer), (_, times, cpus) in streams.items():
         t = np.array(times[10:])
         c = np.array(cpus[10:])
         rows.append(
@@ -272,6 +277,7 @@ def after_child(a: dict) -> list[dict]:
                 places=size,
                 filter=filt,
                 rerank=rerank,
+                scorer=scorer,
                 p50_ms=round(float(np.percentile(t, 50)), 3),
                 p99_ms=round(float(np.percentile(t, 99)), 3),
                 cpu_p50_ms=round(float(np.percentile(c, 50)), 3),
@@ -319,6 +325,7 @@ def run_after(args, info) -> list[dict]:
             work=str(work),
             size=size,
             filters=list(args.filters),
+            scorers=list(args.scorers),
             frames=n_q,
             info=pickle.dumps(info).hex(),
         )
@@ -331,12 +338,28 @@ def run_after(args, info) -> list[dict]:
         got = json.loads(out.stdout.strip().splitlines()[-1])
         for r in got:
             log(
-                f"loop_scale: {size} places {r['filter']} rerank {r['rerank']}: "
+                f"loop_scale: {size} places {r['filter']} rerank {r['rerank']} {r['scorer']}: "
                 f"p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms (CPU p50 {r['cpu_p50_ms']} ms) "
                 f"RSS {r['rss_mib']} MiB open {r['open_s']} s"
             )
         rows += got
     return rows
+
+
+def rerank_config(scorer: str):
+    """RerankConfig(k=10) with ``scorer[:fusion]`` ('' or 'default': the config's defaults)."""
+    from sfrs_edge.rerank import RerankConfig
+
+    if scorer in ("", "default"):
+        return RerankConfig(k=10)
+    name, _, fusion = scorer.partition(":")
+    return RerankConfig(k=10, scorer=name, **({"fusion": fusion} if fusion else {}))
+
+
+def load_now() -> tuple[float, str]:
+    """The 1-minute load average and ``uptime``'s line (logged: the machine is shared)."""
+    out = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    return round(os.getloadavg()[0], 2), out
 
 
 def _env(threads: int) -> dict[str, str]:
@@ -429,10 +452,19 @@ def run_camera(args) -> list[dict]:
     the_map = Map.open(args.map)
     configs = []
     for threads in (1, 2):
-        for rerank in (None, 10):
-            loc = Localizer(args.model, the_map, threads=threads, rerank=rerank)
+        for scorer in [None, *args.scorers]:
+            config = None if scorer is None else rerank_config(scorer)
+            loc = Localizer(args.model, the_map, threads=threads, rerank=config)
             for flight in (1, 2):
-                configs.append(dict(threads=threads, rerank=rerank or 0, in_flight=flight, loc=loc))
+                configs.append(
+                    dict(
+                        threads=threads,
+                        rerank=0 if config is None else config.k,
+                        scorer=scorer or "",
+                        in_flight=flight,
+                        loc=loc,
+                    )
+                )
     chunk = 25 if args.quick else 50
     rounds = 1 if args.quick else 4
     acc = {id(c): dict(frames=0, wall=0.0, cpu=0.0, rerank_cpu=0.0, lat=[]) for c in configs}
@@ -456,6 +488,7 @@ def run_camera(args) -> list[dict]:
             part="camera",
             threads=c["threads"],
             rerank=c["rerank"],
+            scorer=c["scorer"],
             in_flight=c["in_flight"],
             filter="seq",
             frames=a["frames"],
@@ -487,16 +520,19 @@ def report(rows: list[dict], out: Path) -> Path | None:
     if plt is None or not after:
         return None
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
-    for filt in FILTERS:
-        for rerank in (0, 10):
-            sel = sorted(
-                (r for r in after if r["filter"] == filt and r["rerank"] == rerank),
-                key=lambda r: r["places"],
-            )
-            if sel:
-                x = [r["places"] for r in sel]
-                label = f"{filt}, rerank {rerank or 'off'}"
-                ax[0].plot(x, [r["p50_ms"] for r in sel], marker="o", label=label)
+    keys = sorted({(r["filter"], r["rerank"], r.get("scorer", "")) for r in after})
+    for filt, rerank, scorer in keys:
+        sel = sorted(
+            (
+                r
+                for r in after
+                if (r["filter"], r["rerank"], r.get("scorer", "")) == (filt, rerank, scorer)
+            ),
+            key=lambda r: r["places"],
+        )
+        x = [r["places"] for r in sel]
+        label = f"{filt}, rerank {rerank or 'off'}" + (f" {scorer}" if rerank and scorer else "")
+        ax[0].plot(x, [r["p50_ms"] for r in sel], marker="o", label=label)
     sizes = sorted({r["places"] for r in after})
     ax[1].plot(sizes, [max(r["rss_mib"] for r in after if r["places"] == s) for s in sizes], "o-")
     for a, title in zip(
@@ -521,6 +557,13 @@ def main(argv: list[str] | None = None) -> None:
         default=["after", "fp16", "camera"],
         choices=["graphs", "after", "fp16", "camera"],
     )
+    ap.add_argument(
+        "--scorers",
+        nargs="+",
+        default=["default"],
+        help="re-ranking scorer[:fusion] per configuration, side by side (default: "
+        "RerankConfig's defaults)",
+    )
     ap.add_argument("--quick", action="store_true", help="fewer frames and repetitions")
     ap.add_argument("--frames", type=int, default=None, help="frames per configuration")
     ap.add_argument("--work", type=Path, default=Path("/tmp/i21/loop"))
@@ -536,15 +579,27 @@ def main(argv: list[str] | None = None) -> None:
     if ("after" in args.parts or "camera" in args.parts) and (not args.model or not args.map):
         ap.error("--model and --map are needed for the after and camera parts")
     rows: list[dict] = []
-    if "graphs" in args.parts:  # only the cached HNSW graphs (slow at 1M: run it early)
+    if "graphs" in args.parts:  # the cached HNSW graphs and maps (slow at 1M: run it early)
         for size in args.sizes:
             graph(args.work, size)
-    if "after" in args.parts:
-        rows += run_after(args, stand_in_info(args.model))
-    if "fp16" in args.parts:
-        rows += run_fp16(args)
-    if "camera" in args.parts:
-        rows += run_camera(args)
+        if args.model and args.map:
+            pool, info = local_pool(args.model, args.map), stand_in_info(args.model)
+            for size in args.sizes:
+                build_grown_map(args.work, size, pool, info)
+    timed = {
+        "after": lambda: run_after(args, stand_in_info(args.model)),
+        "fp16": lambda: run_fp16(args),
+        "camera": lambda: run_camera(args),
+    }
+    for part, fn in timed.items():
+        if part not in args.parts:
+            continue
+        before, line = load_now()
+        log(f"loop_scale {part}: load before: {line}")
+        got = fn()
+        after, line = load_now()
+        log(f"loop_scale {part}: load after: {line}")
+        rows += [dict(r, load_before=before, load_after=after) for r in got]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if not rows:
         return
