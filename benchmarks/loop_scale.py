@@ -545,6 +545,14 @@ def report(rows: list[dict], out: Path) -> Path | None:
     return savefig(fig, out)
 
 
+def _key(row: dict) -> tuple:
+    """What a new row replaces in an existing JSON: its part's rows (at its map size for
+    ``after``, so that sizes can be measured in separate runs)."""
+    return (
+        (row.get("part"), row.get("places")) if row.get("part") == "after" else (row.get("part"),)
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, help="re-ranking export (local features)")
@@ -603,9 +611,9 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if not rows:
         return
-    if args.out.is_file():  # keep the other parts' rows of an earlier run
-        parts = {r["part"] for r in rows}
-        rows = [r for r in json.loads(args.out.read_text()) if r.get("part") not in parts] + rows
+    if args.out.is_file():  # keep an earlier run's rows of other parts (and other map sizes)
+        new = {_key(r) for r in rows}
+        rows = [r for r in json.loads(args.out.read_text()) if _key(r) not in new] + rows
     args.out.write_text(json.dumps(rows, indent=1))
     log(f"loop_scale: wrote {args.out} (rss of this process {rss_bytes() / 2**20:.0f} MiB)")
 
