@@ -221,6 +221,23 @@ class OutputsBackend:
 
 # --- part: after inference ------------------------------------------------------------------
 
+
+def rss_split() -> dict[str, float]:
+    """Resident MiB of this process by kind (Linux ``/proc/self/status``): ``anon`` (heap, the
+    process's own memory) and ``file`` (pages of memory-mapped files: the graph, the local
+    features read so far, and their readahead; the kernel can reclaim these)."""
+    out = {"anon": 0.0, "file": 0.0}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            key, _, val = line.partition(":")
+            if key in ("RssAnon", "RssFile", "RssShmem"):
+                kind = "anon" if key == "RssAnon" else "file"
+                out[kind] += int(val.split()[0]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return {k: round(v, 1) for k, v in out.items()}
+
+
 _AFTER = """
 import json, sys, time
 sys.path.insert(0, {repo!r})
@@ -246,6 +263,7 @@ def after_child(a: dict) -> list[dict]:
     t0 = time.perf_counter()
     the_map = Map.open(work / f"map_{size}")
     open_s = time.perf_counter() - t0
+    rss_open = rss_split()
     rows = []
     streams = {}
     frame = np.zeros((16, 16, 3), np.uint8)
@@ -268,6 +286,7 @@ def after_child(a: dict) -> list[dict]:
             times.append(wall * 1000.0 - inner)
             cpus.append(cpu * 1000.0)  # the stand-in inference costs no measurable CPU
     rss = rss_bytes()
+    rss_end = rss_split()
     for (filt, rerank, scorer), (_, times, cpus) in streams.items():
         t = np.array(times[10:])
         c = np.array(cpus[10:])
@@ -286,6 +305,10 @@ def after_child(a: dict) -> list[dict]:
                 frames=len(t),
                 rss_mib=round(rss / 2**20, 1),
                 rss_before_open_mib=round(rss0 / 2**20, 1),
+                rss_anon_after_open_mib=rss_open["anon"],
+                rss_file_after_open_mib=rss_open["file"],
+                rss_anon_mib=rss_end["anon"],
+                rss_file_mib=rss_end["file"],
                 open_s=round(open_s, 3),
             )
         )
