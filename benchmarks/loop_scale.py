@@ -576,6 +576,62 @@ def _key(row: dict) -> tuple:
     )
 
 
+def tables(rows: list[dict]) -> str:
+    """The JSON's rows as the markdown tables of ``docs/BENCHMARKS.md``."""
+    out = []
+    after = [r for r in rows if r.get("part") == "after"]
+    if after:
+        out += [
+            "| places | filter | rerank | p50 ms | p99 ms | CPU p50 ms | RSS MiB (anon + file) "
+            "| open s | load before/after |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in sorted(
+            after, key=lambda r: (r["places"], r["rerank"], r.get("scorer", ""), r["filter"])
+        ):
+            rr = f"k={r['rerank']} {r.get('scorer', '')}".strip() if r["rerank"] else "off"
+            mem = f"{r['rss_mib']:.0f}"
+            if "rss_anon_mib" in r:
+                mem += f" ({r['rss_anon_mib']:.0f} + {r['rss_file_mib']:.0f})"
+            out.append(
+                f"| {r['places']:,} | {r['filter']} | {rr} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
+                f"| {r['cpu_p50_ms']:.2f} | {mem} | {r['open_s']:.2f} "
+                f"| {r.get('load_before', '–')} / {r.get('load_after', '–')} |"
+            )
+        out.append("")
+    fp16 = [r for r in rows if r.get("part") == "fp16"]
+    if fp16:
+        out += [
+            "| map | float32 ms | float16 (converted at open) ms | ratio | float16 converted per "
+            "query ms | top-1 agreement | conversion at open s | load before/after |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in fp16:
+            out.append(
+                f"| {r['places']:,} × {r['dim']} | {r['fp32_p50_ms']} | {r['fp16_p50_ms']} "
+                f"| {r['ratio_fp16_fp32']:.2f} | {r['fp16_per_query_p50_ms']} "
+                f"| {r['top1_agreement_pct']:.1f} % | {r['convert_at_open_s']} "
+                f"| {r.get('load_before', '–')} / {r.get('load_after', '–')} |"
+            )
+        out.append("")
+    cam = [r for r in rows if r.get("part") == "camera"]
+    if cam:
+        out += [
+            "| threads | in flight | rerank | frames/s | CPU ms/frame | re-ranking CPU ms/frame "
+            "| latency p50 / p99 ms | load before/after |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in sorted(cam, key=lambda r: (r["threads"], r["rerank"], r.get("scorer", ""))):
+            rr = f"k={r['rerank']} {r.get('scorer', '')}".strip() if r["rerank"] else "off"
+            out.append(
+                f"| {r['threads']} | {r['in_flight']} | {rr} | {r['fps']:.1f} "
+                f"| {r['cpu_ms_per_frame']:.1f} | {r['rerank_cpu_ms_per_frame']:.2f} "
+                f"| {r['latency_p50_ms']:.0f} / {r['latency_p99_ms']:.0f} "
+                f"| {r.get('load_before', '–')} / {r.get('load_after', '–')} |"
+            )
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, help="re-ranking export (local features)")
@@ -599,10 +655,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--frames", type=int, default=None, help="frames per configuration")
     ap.add_argument("--work", type=Path, default=Path("/tmp/i21/loop"))
     ap.add_argument("--out", type=Path, default=RESULTS / "loop_scale.json")
-    ap.add_argument("--report", type=Path, default=None, help="plot an existing JSON")
+    ap.add_argument(
+        "--report", type=Path, default=None, help="print the tables of an existing JSON and plot it"
+    )
     args = ap.parse_args(argv)
     if args.report is not None:
         rows = json.loads(args.report.read_text())
+        print(tables(rows))
         print(report(rows, REPO / "docs" / "img" / "loop_scale.png"))
         return
     args.frames = args.frames or (60 if args.quick else 200)
