@@ -557,9 +557,14 @@ def report(rows: list[dict], out: Path) -> Path | None:
         label = f"{filt}, rerank {rerank or 'off'}" + (f" {scorer}" if rerank and scorer else "")
         ax[0].plot(x, [r["p50_ms"] for r in sel], marker="o", label=label)
     sizes = sorted({r["places"] for r in after})
-    ax[1].plot(sizes, [max(r["rss_mib"] for r in after if r["places"] == s) for s in sizes], "o-")
+    first = [next(r for r in after if r["places"] == s) for s in sizes]
+    ax[1].plot(sizes, [r["rss_mib"] for r in first], "o-", label="total")
+    if all("rss_anon_mib" in r for r in first):
+        ax[1].plot(sizes, [r["rss_anon_mib"] for r in first], "s--", label="anonymous")
+        ax[1].plot(sizes, [r["rss_file_mib"] for r in first], "^--", label="file-backed (mmap)")
+        ax[1].legend(fontsize=7)
     for a, title in zip(
-        ax, ("after-inference ms per frame (p50)", "RSS MiB after open"), strict=True
+        ax, ("after-inference ms per frame (p50)", "resident MiB after the run"), strict=True
     ):
         a.set_xscale("log")
         a.set_xlabel("map places (512-d HNSW, local features)")
