@@ -296,7 +296,7 @@ def after_child(a: dict) -> list[dict]:
                 places=size,
                 filter=filt,
                 rerank=rerank,
-                scorer=scorer,
+                scorer=scorer_label(scorer) if rerank else "",
                 p50_ms=round(float(np.percentile(t, 50)), 3),
                 p99_ms=round(float(np.percentile(t, 99)), 3),
                 cpu_p50_ms=round(float(np.percentile(c, 50)), 3),
@@ -377,6 +377,12 @@ def rerank_config(scorer: str):
         return RerankConfig(k=10)
     name, _, fusion = scorer.partition(":")
     return RerankConfig(k=10, scorer=name, **({"fusion": fusion} if fusion else {}))
+
+
+def scorer_label(scorer: str) -> str:
+    """``scorer:fusion`` as run (``(default)`` appended for RerankConfig's defaults)."""
+    c = rerank_config(scorer)
+    return f"{c.scorer}:{c.fusion}" + (" (default)" if scorer in ("", "default") else "")
 
 
 def load_now() -> tuple[float, str]:
@@ -483,7 +489,7 @@ def run_camera(args) -> list[dict]:
                     dict(
                         threads=threads,
                         rerank=0 if config is None else config.k,
-                        scorer=scorer or "",
+                        scorer="" if scorer is None else scorer_label(scorer),
                         in_flight=flight,
                         loc=loc,
                     )
