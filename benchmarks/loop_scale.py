@@ -592,23 +592,34 @@ def tables(rows: list[dict]) -> str:
     out = []
     after = [r for r in rows if r.get("part") == "after"]
     if after:
+
+        def rr(r: dict) -> str:
+            return f"k={r['rerank']} {r.get('scorer', '')}".strip() if r["rerank"] else "off"
+
+        kinds = sorted({rr(r) for r in after}, key=lambda k: (k != "off", k))
         out += [
-            "| places | filter | rerank | p50 ms | p99 ms | CPU p50 ms | RSS MiB (anon + file) "
-            "| open s | load before/after |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| places | filter | "
+            + " | ".join(f"rerank {k}: p50 / p99 ms" for k in kinds)
+            + " | RSS MiB (anon + file) | open s | load before/after |",
+            "|---|---|" + "---|" * (len(kinds) + 3),
         ]
-        for r in sorted(
-            after, key=lambda r: (r["places"], r["rerank"], r.get("scorer", ""), r["filter"])
-        ):
-            rr = f"k={r['rerank']} {r.get('scorer', '')}".strip() if r["rerank"] else "off"
-            mem = f"{r['rss_mib']:.0f}"
-            if "rss_anon_mib" in r:
-                mem += f" ({r['rss_anon_mib']:.0f} + {r['rss_file_mib']:.0f})"
-            out.append(
-                f"| {r['places']:,} | {r['filter']} | {rr} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
-                f"| {r['cpu_p50_ms']:.2f} | {mem} | {r['open_s']:.2f} "
-                f"| {r.get('load_before', '–')} / {r.get('load_after', '–')} |"
-            )
+        for size in sorted({r["places"] for r in after}):
+            for filt in FILTERS:
+                sel = {rr(r): r for r in after if r["places"] == size and r["filter"] == filt}
+                if not sel:
+                    continue
+                r = next(iter(sel.values()))
+                mem = f"{r['rss_mib']:.0f}"
+                if "rss_anon_mib" in r:
+                    mem += f" ({r['rss_anon_mib']:.0f} + {r['rss_file_mib']:.0f})"
+                cells = [
+                    f"{sel[k]['p50_ms']:.2f} / {sel[k]['p99_ms']:.2f}" if k in sel else "–"
+                    for k in kinds
+                ]
+                out.append(
+                    f"| {size:,} | {filt} | " + " | ".join(cells) + f" | {mem} | {r['open_s']:.2f} "
+                    f"| {r.get('load_before', '–')} / {r.get('load_after', '–')} |"
+                )
         out.append("")
     fp16 = [r for r in rows if r.get("part") == "fp16"]
     if fp16:
