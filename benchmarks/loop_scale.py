@@ -294,6 +294,7 @@ def after_child(a: dict) -> list[dict]:
             dict(
                 part="after",
                 places=size,
+                rows_per_frame=int(walk[1] - walk[0]),
                 filter=filt,
                 rerank=rerank,
                 scorer=scorer_label(scorer) if rerank else "",
@@ -330,7 +331,8 @@ def run_after(args, info) -> list[dict]:
 
         m = Map.open(path)
         start = size // 3
-        walk = start + np.arange(n_q) * max(1, size // 100_000)
+        step = args.rows_per_frame or max(1, size // 100_000)  # denser map: more rows per frame
+        walk = start + np.arange(n_q) * step
         q = m.vectors(walk % size)
         rng = np.random.default_rng(1)
         q = q + 0.02 * rng.standard_normal(q.shape).astype(np.float32)
@@ -672,6 +674,13 @@ def main(argv: list[str] | None = None) -> None:
         default=["default"],
         help="re-ranking scorer[:fusion] per configuration, side by side (default: "
         "RerankConfig's defaults)",
+    )
+    ap.add_argument(
+        "--rows-per-frame",
+        type=int,
+        default=None,
+        help="after part: map rows the query route advances per frame (default: 1 per 100k "
+        "places, at least 1: a denser map along the same route)",
     )
     ap.add_argument("--quick", action="store_true", help="fewer frames and repetitions")
     ap.add_argument("--frames", type=int, default=None, help="frames per configuration")
