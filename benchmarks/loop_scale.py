@@ -259,6 +259,13 @@ def after_child(a: dict) -> list[dict]:
     import pickle
 
     info = pickle.loads(bytes.fromhex(a["info"]))
+    if a["cold"]:  # the map's extras start outside the page cache (this map's files only)
+        for f in (work / f"map_{size}").glob("*.x.*.npy"):
+            fd = os.open(f, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
     rss0 = rss_bytes()
     t0 = time.perf_counter()
     the_map = Map.open(work / f"map_{size}")
@@ -267,16 +274,19 @@ def after_child(a: dict) -> list[dict]:
     rows = []
     streams = {}
     frame = np.zeros((16, 16, 3), np.uint8)
-    for rerank, scorer in [(0, "")] + [(10, sc) for sc in a["scorers"]]:
-        for filt in a["filters"]:
-            backend = OutputsBackend(q if rerank else {"descriptor": q["descriptor"]})
-            eng = Engine(Path("stand-in.onnx"), info, backend)
-            config = rerank_config(scorer) if rerank else None
-            loc = Localizer(eng, the_map, k=5, rerank=config, threads=1)
-            walk = q["walk"]  # the query route: frame i near map row walk[i]
-            frames = (frame for _ in iter(int, 1))
-            gen = loc.stream(frames, filter=filt, window=5, speed=float(walk[1] - walk[0]))
-            streams[(filt, rerank, scorer)] = (gen, [], [])
+    settings = [(0, "")] + [(10, sc) for sc in a["scorers"]]
+    configs = [(filt, rerank, sc) for rerank, sc in settings for filt in a["filters"]]
+    local = {k: q[k] for k in ("local_features", "local_xy")}
+    for j, (filt, rerank, scorer) in enumerate(configs):
+        j = j if a["cold"] else 0  # cold: each configuration walks its own stretch of the map
+        outputs = {"descriptor": q["descriptor"][j], **(local if rerank else {})}
+        eng = Engine(Path("stand-in.onnx"), info, OutputsBackend(outputs))
+        config = rerank_config(scorer) if rerank else None
+        loc = Localizer(eng, the_map, k=5, rerank=config, threads=1)
+        walk = q["walk"][j]  # the query route: frame i near map row walk[i]
+        frames = (frame for _ in iter(int, 1))
+        gen = loc.stream(frames, filter=filt, window=5, speed=float(walk[1] - walk[0]))
+        streams[(filt, rerank, scorer)] = (gen, [], [])
     for _ in range(a["frames"]):
         for gen, times, cpus in streams.values():
             t, c = time.perf_counter(), time.thread_time()
@@ -295,6 +305,7 @@ def after_child(a: dict) -> list[dict]:
                 part="after",
                 places=size,
                 rows_per_frame=int(walk[1] - walk[0]),
+                cold=bool(a["cold"]),
                 filter=filt,
                 rerank=rerank,
                 scorer=scorer_label(scorer) if rerank else "",
@@ -330,13 +341,17 @@ def run_after(args, info) -> list[dict]:
         from sfrs_edge.maps import Map
 
         m = Map.open(path)
-        start = size // 3
         step = args.rows_per_frame or max(1, size // 100_000)  # denser map: more rows per frame
-        walk = start + np.arange(n_q) * step
-        q = m.vectors(walk % size)
+        n_walks = len(args.filters) * (1 + len(args.scorers)) if args.cold else 1
+        if args.cold:  # one stretch of the route per configuration
+            starts = [(j + 1) * size // (n_walks + 1) for j in range(n_walks)]
+        else:
+            starts = [size // 3]
+        walk = np.stack([s0 + np.arange(n_q) * step for s0 in starts])
+        q = m.vectors(walk.ravel() % size).reshape(len(starts), n_q, -1)
         rng = np.random.default_rng(1)
         q = q + 0.02 * rng.standard_normal(q.shape).astype(np.float32)
-        q /= np.linalg.norm(q, axis=1, keepdims=True)
+        q /= np.linalg.norm(q, axis=-1, keepdims=True)
         del m
         qn = len(pool["query_descriptor"])
         np.savez(
@@ -351,6 +366,7 @@ def run_after(args, info) -> list[dict]:
             size=size,
             filters=list(args.filters),
             scorers=list(args.scorers),
+            cold=bool(args.cold),
             frames=n_q,
             info=pickle.dumps(info).hex(),
         )
@@ -551,21 +567,23 @@ def report(rows: list[dict], out: Path) -> Path | None:
     if plt is None or not after:
         return None
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
-    keys = sorted({(r["filter"], r["rerank"], r.get("scorer", "")) for r in after})
-    for filt, rerank, scorer in keys:
+
+    def key(r: dict) -> tuple:
+        return (r["filter"], r["rerank"], r.get("scorer", ""), bool(r.get("cold")))
+
+    for filt, rerank, scorer, cold in sorted({key(r) for r in after}):
         sel = sorted(
-            (
-                r
-                for r in after
-                if (r["filter"], r["rerank"], r.get("scorer", "")) == (filt, rerank, scorer)
-            ),
-            key=lambda r: r["places"],
+            (r for r in after if key(r) == (filt, rerank, scorer, cold)), key=lambda r: r["places"]
         )
         x = [r["places"] for r in sel]
         label = f"{filt}, rerank {rerank or 'off'}" + (f" {scorer}" if rerank and scorer else "")
-        ax[0].plot(x, [r["p50_ms"] for r in sel], marker="o", label=label)
+        label += " (cold)" if cold else ""
+        style = "s--" if cold else "o-"
+        ax[0].plot(x, [r["p50_ms"] for r in sel], style, label=label)
     sizes = sorted({r["places"] for r in after})
-    first = [next(r for r in after if r["places"] == s) for s in sizes]
+    warm = [r for r in after if not r.get("cold")] or after
+    sizes = sorted({r["places"] for r in warm})
+    first = [next(r for r in warm if r["places"] == s) for s in sizes]
     ax[1].plot(sizes, [r["rss_mib"] for r in first], "o-", label="total")
     if all("rss_anon_mib" in r for r in first):
         ax[1].plot(sizes, [r["rss_anon_mib"] for r in first], "s--", label="anonymous")
@@ -584,9 +602,9 @@ def report(rows: list[dict], out: Path) -> Path | None:
 def _key(row: dict) -> tuple:
     """What a new row replaces in an existing JSON: its part's rows (at its map size for
     ``after``, so that sizes can be measured in separate runs)."""
-    return (
-        (row.get("part"), row.get("places")) if row.get("part") == "after" else (row.get("part"),)
-    )
+    if row.get("part") == "after":
+        return (row.get("part"), row.get("places"), bool(row.get("cold")))
+    return (row.get("part"),)
 
 
 def tables(rows: list[dict]) -> str:
@@ -605,9 +623,13 @@ def tables(rows: list[dict]) -> str:
             + " | RSS MiB (anon + file) | open s | load before/after |",
             "|---|---|" + "---|" * (len(kinds) + 3),
         ]
-        for size in sorted({r["places"] for r in after}):
+        for size, cold in sorted({(r["places"], bool(r.get("cold"))) for r in after}):
             for filt in FILTERS:
-                sel = {rr(r): r for r in after if r["places"] == size and r["filter"] == filt}
+                sel = {
+                    rr(r): r
+                    for r in after
+                    if (r["places"], bool(r.get("cold")), r["filter"]) == (size, cold, filt)
+                }
                 if not sel:
                     continue
                 r = next(iter(sel.values()))
@@ -618,8 +640,9 @@ def tables(rows: list[dict]) -> str:
                     f"{sel[k]['p50_ms']:.2f} / {sel[k]['p99_ms']:.2f}" if k in sel else "–"
                     for k in kinds
                 ]
+                where = f"{size:,}" + (" cold" if cold else "")
                 out.append(
-                    f"| {size:,} | {filt} | " + " | ".join(cells) + f" | {mem} | {r['open_s']:.2f} "
+                    f"| {where} | {filt} | " + " | ".join(cells) + f" | {mem} | {r['open_s']:.2f} "
                     f"| {r.get('load_before', '–')} / {r.get('load_after', '–')} |"
                 )
         out.append("")
@@ -681,6 +704,12 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="after part: map rows the query route advances per frame (default: 1 per 100k "
         "places, at least 1: a denser map along the same route)",
+    )
+    ap.add_argument(
+        "--cold",
+        action="store_true",
+        help="after part: the map's local features start outside the page cache and every "
+        "configuration walks its own stretch of the map (so each reads its rows first)",
     )
     ap.add_argument("--quick", action="store_true", help="fewer frames and repetitions")
     ap.add_argument("--frames", type=int, default=None, help="frames per configuration")
