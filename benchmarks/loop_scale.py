@@ -1,6 +1,6 @@
 """The camera loop at scale: what a frame costs after inference, at 1k to 1M places.
 
-Three parts (``--parts``), each written to ``benchmarks/results/loop_scale.json`` (a list of
+Four parts (``--parts``), each written to ``benchmarks/results/loop_scale.json`` (a list of
 row objects; ``part`` says which):
 
 - ``after``: per-frame time of everything after inference (search k=32, temporal filter,
@@ -15,6 +15,8 @@ row objects; ``part`` says which):
   memory (RSS) and open time are that process's.
 - ``fp16``: exact search over float32 vs float16 maps (converted at open, the runtime's rule)
   vs the per-query conversion used before, interleaved; top-1 agreement; conversion time.
+- ``rerank``: ``RerankStage.apply`` alone (the night frames' outputs against ``--map``), wall
+  and CPU per frame, and where cProfile finds the time, per ``--scorers`` entry.
 - ``camera``: frames/s and CPU time per frame of ``Localizer.stream`` over Gardens Point night
   as an MJPG video (every frame, no drops), filter ``seq``, re-ranking off/on, 1 and 2 inference
   threads, 1 and 2 frames in flight, interleaved in chunks.
@@ -468,6 +470,70 @@ def _fp16_row(db: np.ndarray, q: np.ndarray, reps: int) -> dict:
     )
 
 
+# --- part: the re-ranking stage alone -------------------------------------------------------
+
+
+def run_rerank(args) -> list[dict]:
+    """``RerankStage.apply`` alone: the 200 night frames' outputs against the ``--map``'s local
+    features (top 32 by exact search), per scorer: wall and process CPU per frame, and the
+    share of the functions cProfile finds most of the time in."""
+    import cProfile
+    import pstats
+
+    from sfrs_edge.engine import Engine
+    from sfrs_edge.maps import Map
+    from sfrs_edge.rerank import RerankStage
+    from sfrs_edge.threads import hold_blas
+
+    hold_blas(1)
+    pool = local_pool(args.model, args.map)
+    q = {k[len("query_") :]: v for k, v in pool.items() if k.startswith("query_")}
+    the_map = Map.open(args.map)
+    db = the_map.vectors(np.arange(len(the_map)))
+    n = len(q["descriptor"])
+    found = []
+    for i in range(n):
+        sims = db @ q["descriptor"][i].astype(np.float32)
+        ids = np.argsort(-sims)[:32]
+        found.append((ids, sims[ids]))
+    outs = [{k: v[i] for k, v in q.items()} for i in range(n)]
+    eng = Engine.open(args.model, threads=1)
+    reps = 1 if args.quick else 3
+    rows = []
+    for scorer in args.scorers:
+        stage = RerankStage.create(eng, the_map, rerank_config(scorer))
+
+        def run(stage=stage):
+            for o, (ids, sims) in zip(outs, found, strict=True):
+                stage.apply(o, ids, sims)
+
+        run()  # warm-up
+        t, c = time.perf_counter(), time.process_time()
+        for _ in range(reps):
+            run()
+        wall = (time.perf_counter() - t) / (reps * n) * 1000
+        cpu = (time.process_time() - c) / (reps * n) * 1000
+        prof = cProfile.Profile()
+        prof.enable()
+        run()
+        prof.disable()
+        st = pstats.Stats(prof)
+        total = sum(v[2] for v in st.stats.values()) or 1.0  # tottime over all functions
+        top = sorted(st.stats.items(), key=lambda kv: -kv[1][2])[:3]
+        row = dict(
+            part="rerank",
+            scorer=scorer_label(scorer),
+            k=10,
+            frames=n,
+            wall_ms_per_frame=round(wall, 2),
+            cpu_ms_per_frame=round(cpu, 2),
+            profile_top=[f"{fn[2]} {100 * v[2] / total:.0f}%" for fn, v in top],
+        )
+        log(f"loop_scale rerank: {row}")
+        rows.append(row)
+    return rows
+
+
 # --- part: camera loop --------------------------------------------------------------------
 
 
@@ -661,6 +727,20 @@ def tables(rows: list[dict]) -> str:
                 f"| {r.get('load_before', '–')} / {r.get('load_after', '–')} |"
             )
         out.append("")
+    rr_rows = [r for r in rows if r.get("part") == "rerank"]
+    if rr_rows:
+        out += [
+            "| re-ranking (k=10) | wall ms/frame | CPU ms/frame | most time in (cProfile) "
+            "| load before/after |",
+            "|---|---|---|---|---|",
+        ]
+        for r in rr_rows:
+            out.append(
+                f"| {r['scorer']} | {r['wall_ms_per_frame']} | {r['cpu_ms_per_frame']} "
+                f"| {', '.join(r['profile_top'])} "
+                f"| {r.get('load_before', '–')} / {r.get('load_after', '–')} |"
+            )
+        out.append("")
     cam = [r for r in rows if r.get("part") == "camera"]
     if cam:
         out += [
@@ -688,8 +768,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--parts",
         nargs="+",
-        default=["after", "fp16", "camera"],
-        choices=["graphs", "after", "fp16", "camera"],
+        default=["after", "fp16", "rerank", "camera"],
+        choices=["graphs", "after", "fp16", "rerank", "camera"],
     )
     ap.add_argument(
         "--scorers",
@@ -726,8 +806,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     args.frames = args.frames or (60 if args.quick else 200)
     args.work.mkdir(parents=True, exist_ok=True)
-    if ("after" in args.parts or "camera" in args.parts) and (not args.model or not args.map):
-        ap.error("--model and --map are needed for the after and camera parts")
+    if {"after", "rerank", "camera"} & set(args.parts) and (not args.model or not args.map):
+        ap.error("--model and --map are needed for the after, rerank and camera parts")
     rows: list[dict] = []
     if "graphs" in args.parts:  # the cached HNSW graphs and maps (slow at 1M: run it early)
         for size in args.sizes:
@@ -739,6 +819,7 @@ def main(argv: list[str] | None = None) -> None:
     timed = {
         "after": lambda: run_after(args, stand_in_info(args.model)),
         "fp16": lambda: run_fp16(args),
+        "rerank": lambda: run_rerank(args),
         "camera": lambda: run_camera(args),
     }
     for part, fn in timed.items():
