@@ -637,15 +637,21 @@ def report(rows: list[dict], out: Path) -> Path | None:
     def key(r: dict) -> tuple:
         return (r["filter"], r["rerank"], r.get("scorer", ""), bool(r.get("cold")))
 
+    settings = sorted({(r["rerank"], r.get("scorer", "")) for r in after})
+    colours = {st: f"C{i}" for i, st in enumerate(settings)}
     for filt, rerank, scorer, cold in sorted({key(r) for r in after}):
+        if filt == "hmm":  # its cost follows rows per frame, not places (see the doc)
+            continue
         sel = sorted(
             (r for r in after if key(r) == (filt, rerank, scorer, cold)), key=lambda r: r["places"]
         )
         x = [r["places"] for r in sel]
         label = f"{filt}, rerank {rerank or 'off'}" + (f" {scorer}" if rerank and scorer else "")
         label += " (cold)" if cold else ""
-        style = "s--" if cold else "o-"
-        ax[0].plot(x, [r["p50_ms"] for r in sel], style, label=label)
+        style = ("s" if filt == "seq" else "o") + (":" if cold else "-" if filt == "seq" else "--")
+        colour = colours[(rerank, scorer)]
+        ax[0].plot(x, [r["p50_ms"] for r in sel], style, color=colour, label=label, ms=4)
+    ax[0].set_yscale("log")
     sizes = sorted({r["places"] for r in after})
     warm = [r for r in after if not r.get("cold")] or after
     sizes = sorted({r["places"] for r in warm})
@@ -656,7 +662,9 @@ def report(rows: list[dict], out: Path) -> Path | None:
         ax[1].plot(sizes, [r["rss_file_mib"] for r in first], "^--", label="file-backed (mmap)")
         ax[1].legend(fontsize=7)
     for a, title in zip(
-        ax, ("after-inference ms per frame (p50)", "resident MiB after the run"), strict=True
+        ax,
+        ("after inference, ms per frame (p50; filters none, seq)", "resident MiB after the run"),
+        strict=True,
     ):
         a.set_xscale("log")
         a.set_xlabel("map places (512-d HNSW, local features)")
