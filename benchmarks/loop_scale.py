@@ -1,6 +1,6 @@
 """The camera loop at scale: what a frame costs after inference, at 1k to 1M places.
 
-Three parts (``--parts``), each written to ``benchmarks/results/loop_scale.json`` (a list of
+Four parts (``--parts``), each written to ``benchmarks/results/loop_scale.json`` (a list of
 row objects; ``part`` says which):
 
 - ``after``: per-frame time of everything after inference (search k=32, temporal filter,
@@ -15,6 +15,8 @@ row objects; ``part`` says which):
   memory (RSS) and open time are that process's.
 - ``fp16``: exact search over float32 vs float16 maps (converted at open, the runtime's rule)
   vs the per-query conversion used before, interleaved; top-1 agreement; conversion time.
+- ``rerank``: ``RerankStage.apply`` alone (the night frames' outputs against ``--map``), wall
+  and CPU per frame, and where cProfile finds the time, per ``--scorers`` entry.
 - ``camera``: frames/s and CPU time per frame of ``Localizer.stream`` over Gardens Point night
   as an MJPG video (every frame, no drops), filter ``seq``, re-ranking off/on, 1 and 2 inference
   threads, 1 and 2 frames in flight, interleaved in chunks.
@@ -24,8 +26,12 @@ row objects; ``part`` says which):
     python -m benchmarks.loop_scale --model M --map MAP --sizes 1000 100000 --quick
     python -m benchmarks.loop_scale --report benchmarks/results/loop_scale.json
 
-HNSW graphs (M=16, ef_construction=100) and maps are cached under ``--work`` (built once,
-``nice``); a cached graph is reused when the map directory is rewritten.
+HNSW graphs (M=16, ef_construction=100) and maps are cached under ``--work`` (built once;
+``--parts graphs`` builds the graphs and, given ``--model`` and ``--map``, the grown maps, so that
+they can be built under ``nice`` before the timing parts run); a cached graph is reused when the
+map directory is rewritten. ``--scorers`` re-ranks with each named ``scorer[:fusion]`` side by
+side (default: :class:`~sfrs_edge.rerank.RerankConfig`'s); every row records the 1-minute load
+average before and after its part (``load_before`` / ``load_after``: the machine is shared).
 """
 
 from __future__ import annotations
@@ -217,6 +223,23 @@ class OutputsBackend:
 
 # --- part: after inference ------------------------------------------------------------------
 
+
+def rss_split() -> dict[str, float]:
+    """Resident MiB of this process by kind (Linux ``/proc/self/status``): ``anon`` (heap, the
+    process's own memory) and ``file`` (pages of memory-mapped files: the graph, the local
+    features read so far, and their readahead; the kernel can reclaim these)."""
+    out = {"anon": 0.0, "file": 0.0}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            key, _, val = line.partition(":")
+            if key in ("RssAnon", "RssFile", "RssShmem"):
+                kind = "anon" if key == "RssAnon" else "file"
+                out[kind] += int(val.split()[0]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return {k: round(v, 1) for k, v in out.items()}
+
+
 _AFTER = """
 import json, sys, time
 sys.path.insert(0, {repo!r})
@@ -238,22 +261,34 @@ def after_child(a: dict) -> list[dict]:
     import pickle
 
     info = pickle.loads(bytes.fromhex(a["info"]))
+    if a["cold"]:  # the map's extras start outside the page cache (this map's files only)
+        for f in (work / f"map_{size}").glob("*.x.*.npy"):
+            fd = os.open(f, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
     rss0 = rss_bytes()
     t0 = time.perf_counter()
     the_map = Map.open(work / f"map_{size}")
     open_s = time.perf_counter() - t0
+    rss_open = rss_split()
     rows = []
     streams = {}
     frame = np.zeros((16, 16, 3), np.uint8)
-    for rerank in (0, 10):
-        for filt in a["filters"]:
-            backend = OutputsBackend(q if rerank else {"descriptor": q["descriptor"]})
-            eng = Engine(Path("stand-in.onnx"), info, backend)
-            loc = Localizer(eng, the_map, k=5, rerank=rerank or None, threads=1)
-            walk = q["walk"]  # the query route: frame i near map row walk[i]
-            frames = (frame for _ in iter(int, 1))
-            gen = loc.stream(frames, filter=filt, window=5, speed=float(walk[1] - walk[0]))
-            streams[(filt, rerank)] = (gen, [], [])
+    settings = [(0, "")] + [(10, sc) for sc in a["scorers"]]
+    configs = [(filt, rerank, sc) for rerank, sc in settings for filt in a["filters"]]
+    local = {k: q[k] for k in ("local_features", "local_xy")}
+    for j, (filt, rerank, scorer) in enumerate(configs):
+        j = j if a["cold"] else 0  # cold: each configuration walks its own stretch of the map
+        outputs = {"descriptor": q["descriptor"][j], **(local if rerank else {})}
+        eng = Engine(Path("stand-in.onnx"), info, OutputsBackend(outputs))
+        config = rerank_config(scorer) if rerank else None
+        loc = Localizer(eng, the_map, k=5, rerank=config, threads=1)
+        walk = q["walk"][j]  # the query route: frame i near map row walk[i]
+        frames = (frame for _ in iter(int, 1))
+        gen = loc.stream(frames, filter=filt, window=5, speed=float(walk[1] - walk[0]))
+        streams[(filt, rerank, scorer)] = (gen, [], [])
     for _ in range(a["frames"]):
         for gen, times, cpus in streams.values():
             t, c = time.perf_counter(), time.thread_time()
@@ -263,15 +298,19 @@ def after_child(a: dict) -> list[dict]:
             times.append(wall * 1000.0 - inner)
             cpus.append(cpu * 1000.0)  # the stand-in inference costs no measurable CPU
     rss = rss_bytes()
-    for (filt, rerank), (_, times, cpus) in streams.items():
+    rss_end = rss_split()
+    for (filt, rerank, scorer), (_, times, cpus) in streams.items():
         t = np.array(times[10:])
         c = np.array(cpus[10:])
         rows.append(
             dict(
                 part="after",
                 places=size,
+                rows_per_frame=int(walk[1] - walk[0]),
+                cold=bool(a["cold"]),
                 filter=filt,
                 rerank=rerank,
+                scorer=scorer_label(scorer) if rerank else "",
                 p50_ms=round(float(np.percentile(t, 50)), 3),
                 p99_ms=round(float(np.percentile(t, 99)), 3),
                 cpu_p50_ms=round(float(np.percentile(c, 50)), 3),
@@ -280,6 +319,10 @@ def after_child(a: dict) -> list[dict]:
                 frames=len(t),
                 rss_mib=round(rss / 2**20, 1),
                 rss_before_open_mib=round(rss0 / 2**20, 1),
+                rss_anon_after_open_mib=rss_open["anon"],
+                rss_file_after_open_mib=rss_open["file"],
+                rss_anon_mib=rss_end["anon"],
+                rss_file_mib=rss_end["file"],
                 open_s=round(open_s, 3),
             )
         )
@@ -300,12 +343,17 @@ def run_after(args, info) -> list[dict]:
         from sfrs_edge.maps import Map
 
         m = Map.open(path)
-        start = size // 3
-        walk = start + np.arange(n_q) * max(1, size // 100_000)
-        q = m.vectors(walk % size)
+        step = args.rows_per_frame or max(1, size // 100_000)  # denser map: more rows per frame
+        n_walks = len(args.filters) * (1 + len(args.scorers)) if args.cold else 1
+        if args.cold:  # one stretch of the route per configuration
+            starts = [(j + 1) * size // (n_walks + 1) for j in range(n_walks)]
+        else:
+            starts = [size // 3]
+        walk = np.stack([s0 + np.arange(n_q) * step for s0 in starts])
+        q = m.vectors(walk.ravel() % size).reshape(len(starts), n_q, -1)
         rng = np.random.default_rng(1)
         q = q + 0.02 * rng.standard_normal(q.shape).astype(np.float32)
-        q /= np.linalg.norm(q, axis=1, keepdims=True)
+        q /= np.linalg.norm(q, axis=-1, keepdims=True)
         del m
         qn = len(pool["query_descriptor"])
         np.savez(
@@ -319,6 +367,8 @@ def run_after(args, info) -> list[dict]:
             work=str(work),
             size=size,
             filters=list(args.filters),
+            scorers=list(args.scorers),
+            cold=bool(args.cold),
             frames=n_q,
             info=pickle.dumps(info).hex(),
         )
@@ -331,12 +381,34 @@ def run_after(args, info) -> list[dict]:
         got = json.loads(out.stdout.strip().splitlines()[-1])
         for r in got:
             log(
-                f"loop_scale: {size} places {r['filter']} rerank {r['rerank']}: "
+                f"loop_scale: {size} places {r['filter']} rerank {r['rerank']} {r['scorer']}: "
                 f"p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms (CPU p50 {r['cpu_p50_ms']} ms) "
                 f"RSS {r['rss_mib']} MiB open {r['open_s']} s"
             )
         rows += got
     return rows
+
+
+def rerank_config(scorer: str):
+    """RerankConfig(k=10) with ``scorer[:fusion]`` ('' or 'default': the config's defaults)."""
+    from sfrs_edge.rerank import RerankConfig
+
+    if scorer in ("", "default"):
+        return RerankConfig(k=10)
+    name, _, fusion = scorer.partition(":")
+    return RerankConfig(k=10, scorer=name, **({"fusion": fusion} if fusion else {}))
+
+
+def scorer_label(scorer: str) -> str:
+    """``scorer:fusion`` as run (``(default)`` appended for RerankConfig's defaults)."""
+    c = rerank_config(scorer)
+    return f"{c.scorer}:{c.fusion}" + (" (default)" if scorer in ("", "default") else "")
+
+
+def load_now() -> tuple[float, str]:
+    """The 1-minute load average and ``uptime``'s line (logged: the machine is shared)."""
+    out = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    return round(os.getloadavg()[0], 2), out
 
 
 def _env(threads: int) -> dict[str, str]:
@@ -398,6 +470,70 @@ def _fp16_row(db: np.ndarray, q: np.ndarray, reps: int) -> dict:
     )
 
 
+# --- part: the re-ranking stage alone -------------------------------------------------------
+
+
+def run_rerank(args) -> list[dict]:
+    """``RerankStage.apply`` alone: the 200 night frames' outputs against the ``--map``'s local
+    features (top 32 by exact search), per scorer: wall and process CPU per frame, and the
+    share of the functions cProfile finds most of the time in."""
+    import cProfile
+    import pstats
+
+    from sfrs_edge.engine import Engine
+    from sfrs_edge.maps import Map
+    from sfrs_edge.rerank import RerankStage
+    from sfrs_edge.threads import hold_blas
+
+    hold_blas(1)
+    pool = local_pool(args.model, args.map)
+    q = {k[len("query_") :]: v for k, v in pool.items() if k.startswith("query_")}
+    the_map = Map.open(args.map)
+    db = the_map.vectors(np.arange(len(the_map)))
+    n = len(q["descriptor"])
+    found = []
+    for i in range(n):
+        sims = db @ q["descriptor"][i].astype(np.float32)
+        ids = np.argsort(-sims)[:32]
+        found.append((ids, sims[ids]))
+    outs = [{k: v[i] for k, v in q.items()} for i in range(n)]
+    eng = Engine.open(args.model, threads=1)
+    reps = 1 if args.quick else 3
+    rows = []
+    for scorer in args.scorers:
+        stage = RerankStage.create(eng, the_map, rerank_config(scorer))
+
+        def run(stage=stage):
+            for o, (ids, sims) in zip(outs, found, strict=True):
+                stage.apply(o, ids, sims)
+
+        run()  # warm-up
+        t, c = time.perf_counter(), time.process_time()
+        for _ in range(reps):
+            run()
+        wall = (time.perf_counter() - t) / (reps * n) * 1000
+        cpu = (time.process_time() - c) / (reps * n) * 1000
+        prof = cProfile.Profile()
+        prof.enable()
+        run()
+        prof.disable()
+        st = pstats.Stats(prof)
+        total = sum(v[2] for v in st.stats.values()) or 1.0  # tottime over all functions
+        top = sorted(st.stats.items(), key=lambda kv: -kv[1][2])[:3]
+        row = dict(
+            part="rerank",
+            scorer=scorer_label(scorer),
+            k=10,
+            frames=n,
+            wall_ms_per_frame=round(wall, 2),
+            cpu_ms_per_frame=round(cpu, 2),
+            profile_top=[f"{fn[2]} {100 * v[2] / total:.0f}%" for fn, v in top],
+        )
+        log(f"loop_scale rerank: {row}")
+        rows.append(row)
+    return rows
+
+
 # --- part: camera loop --------------------------------------------------------------------
 
 
@@ -429,10 +565,19 @@ def run_camera(args) -> list[dict]:
     the_map = Map.open(args.map)
     configs = []
     for threads in (1, 2):
-        for rerank in (None, 10):
-            loc = Localizer(args.model, the_map, threads=threads, rerank=rerank)
+        for scorer in [None, *args.scorers]:
+            config = None if scorer is None else rerank_config(scorer)
+            loc = Localizer(args.model, the_map, threads=threads, rerank=config)
             for flight in (1, 2):
-                configs.append(dict(threads=threads, rerank=rerank or 0, in_flight=flight, loc=loc))
+                configs.append(
+                    dict(
+                        threads=threads,
+                        rerank=0 if config is None else config.k,
+                        scorer="" if scorer is None else scorer_label(scorer),
+                        in_flight=flight,
+                        loc=loc,
+                    )
+                )
     chunk = 25 if args.quick else 50
     rounds = 1 if args.quick else 4
     acc = {id(c): dict(frames=0, wall=0.0, cpu=0.0, rerank_cpu=0.0, lat=[]) for c in configs}
@@ -456,6 +601,7 @@ def run_camera(args) -> list[dict]:
             part="camera",
             threads=c["threads"],
             rerank=c["rerank"],
+            scorer=c["scorer"],
             in_flight=c["in_flight"],
             filter="seq",
             frames=a["frames"],
@@ -487,26 +633,138 @@ def report(rows: list[dict], out: Path) -> Path | None:
     if plt is None or not after:
         return None
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
-    for filt in FILTERS:
-        for rerank in (0, 10):
-            sel = sorted(
-                (r for r in after if r["filter"] == filt and r["rerank"] == rerank),
-                key=lambda r: r["places"],
-            )
-            if sel:
-                x = [r["places"] for r in sel]
-                label = f"{filt}, rerank {rerank or 'off'}"
-                ax[0].plot(x, [r["p50_ms"] for r in sel], marker="o", label=label)
+
+    def key(r: dict) -> tuple:
+        return (r["filter"], r["rerank"], r.get("scorer", ""), bool(r.get("cold")))
+
+    settings = sorted({(r["rerank"], r.get("scorer", "")) for r in after})
+    colours = {st: f"C{i}" for i, st in enumerate(settings)}
+    for filt, rerank, scorer, cold in sorted({key(r) for r in after}):
+        if filt == "hmm":  # its cost follows rows per frame, not places (see the doc)
+            continue
+        sel = sorted(
+            (r for r in after if key(r) == (filt, rerank, scorer, cold)), key=lambda r: r["places"]
+        )
+        x = [r["places"] for r in sel]
+        label = f"{filt}, rerank {rerank or 'off'}" + (f" {scorer}" if rerank and scorer else "")
+        label += " (cold)" if cold else ""
+        style = ("s" if filt == "seq" else "o") + (":" if cold else "-" if filt == "seq" else "--")
+        colour = colours[(rerank, scorer)]
+        ax[0].plot(x, [r["p50_ms"] for r in sel], style, color=colour, label=label, ms=4)
+    ax[0].set_yscale("log")
     sizes = sorted({r["places"] for r in after})
-    ax[1].plot(sizes, [max(r["rss_mib"] for r in after if r["places"] == s) for s in sizes], "o-")
+    warm = [r for r in after if not r.get("cold")] or after
+    sizes = sorted({r["places"] for r in warm})
+    first = [next(r for r in warm if r["places"] == s) for s in sizes]
+    ax[1].plot(sizes, [r["rss_mib"] for r in first], "o-", label="total")
+    if all("rss_anon_mib" in r for r in first):
+        ax[1].plot(sizes, [r["rss_anon_mib"] for r in first], "s--", label="anonymous")
+        ax[1].plot(sizes, [r["rss_file_mib"] for r in first], "^--", label="file-backed (mmap)")
+        ax[1].legend(fontsize=7)
     for a, title in zip(
-        ax, ("after-inference ms per frame (p50)", "RSS MiB after open"), strict=True
+        ax,
+        ("after inference, ms per frame (p50; filters none, seq)", "resident MiB after the run"),
+        strict=True,
     ):
         a.set_xscale("log")
         a.set_xlabel("map places (512-d HNSW, local features)")
         a.set_title(title)
     ax[0].legend(fontsize=7)
     return savefig(fig, out)
+
+
+def _key(row: dict) -> tuple:
+    """What a new row replaces in an existing JSON: its part's rows (at its map size for
+    ``after``, so that sizes can be measured in separate runs)."""
+    if row.get("part") == "after":
+        return (row.get("part"), row.get("places"), bool(row.get("cold")))
+    return (row.get("part"),)
+
+
+def tables(rows: list[dict]) -> str:
+    """The JSON's rows as the markdown tables of ``docs/BENCHMARKS.md``."""
+    out = []
+    after = [r for r in rows if r.get("part") == "after"]
+    if after:
+
+        def rr(r: dict) -> str:
+            return f"k={r['rerank']} {r.get('scorer', '')}".strip() if r["rerank"] else "off"
+
+        kinds = sorted({rr(r) for r in after}, key=lambda k: (k != "off", k))
+        out += [
+            "| places | filter | "
+            + " | ".join(f"rerank {k}: p50 / p99 ms" for k in kinds)
+            + " | RSS MiB (anon + file) | open s | load before/after |",
+            "|---|---|" + "---|" * (len(kinds) + 3),
+        ]
+        for size, cold in sorted({(r["places"], bool(r.get("cold"))) for r in after}):
+            for filt in FILTERS:
+                sel = {
+                    rr(r): r
+                    for r in after
+                    if (r["places"], bool(r.get("cold")), r["filter"]) == (size, cold, filt)
+                }
+                if not sel:
+                    continue
+                r = next(iter(sel.values()))
+                mem = f"{r['rss_mib']:.0f}"
+                if "rss_anon_mib" in r:
+                    mem += f" ({r['rss_anon_mib']:.0f} + {r['rss_file_mib']:.0f})"
+                cells = [
+                    f"{sel[k]['p50_ms']:.2f} / {sel[k]['p99_ms']:.2f}" if k in sel else "–"
+                    for k in kinds
+                ]
+                where = f"{size:,}" + (" cold" if cold else "")
+                out.append(
+                    f"| {where} | {filt} | " + " | ".join(cells) + f" | {mem} | {r['open_s']:.2f} "
+                    f"| {r.get('load_before', '–')} / {r.get('load_after', '–')} |"
+                )
+        out.append("")
+    fp16 = [r for r in rows if r.get("part") == "fp16"]
+    if fp16:
+        out += [
+            "| map | float32 ms | float16 (converted at open) ms | ratio | float16 converted per "
+            "query ms | top-1 agreement | conversion at open s | load before/after |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in fp16:
+            out.append(
+                f"| {r['places']:,} × {r['dim']} | {r['fp32_p50_ms']} | {r['fp16_p50_ms']} "
+                f"| {r['ratio_fp16_fp32']:.2f} | {r['fp16_per_query_p50_ms']} "
+                f"| {r['top1_agreement_pct']:.1f} % | {r['convert_at_open_s']} "
+                f"| {r.get('load_before', '–')} / {r.get('load_after', '–')} |"
+            )
+        out.append("")
+    rr_rows = [r for r in rows if r.get("part") == "rerank"]
+    if rr_rows:
+        out += [
+            "| re-ranking (k=10) | wall ms/frame | CPU ms/frame | most time in (cProfile) "
+            "| load before/after |",
+            "|---|---|---|---|---|",
+        ]
+        for r in rr_rows:
+            out.append(
+                f"| {r['scorer']} | {r['wall_ms_per_frame']} | {r['cpu_ms_per_frame']} "
+                f"| {', '.join(r['profile_top'])} "
+                f"| {r.get('load_before', '–')} / {r.get('load_after', '–')} |"
+            )
+        out.append("")
+    cam = [r for r in rows if r.get("part") == "camera"]
+    if cam:
+        out += [
+            "| threads | in flight | rerank | frames/s | CPU ms/frame | re-ranking CPU ms/frame "
+            "| latency p50 / p99 ms | load before/after |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in sorted(cam, key=lambda r: (r["threads"], r["rerank"], r.get("scorer", ""))):
+            rr = f"k={r['rerank']} {r.get('scorer', '')}".strip() if r["rerank"] else "off"
+            out.append(
+                f"| {r['threads']} | {r['in_flight']} | {rr} | {r['fps']:.1f} "
+                f"| {r['cpu_ms_per_frame']:.1f} | {r['rerank_cpu_ms_per_frame']:.2f} "
+                f"| {r['latency_p50_ms']:.0f} / {r['latency_p99_ms']:.0f} "
+                f"| {r.get('load_before', '–')} / {r.get('load_after', '–')} |"
+            )
+    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -518,39 +776,75 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--parts",
         nargs="+",
-        default=["after", "fp16", "camera"],
-        choices=["graphs", "after", "fp16", "camera"],
+        default=["after", "fp16", "rerank", "camera"],
+        choices=["graphs", "after", "fp16", "rerank", "camera"],
+    )
+    ap.add_argument(
+        "--scorers",
+        nargs="+",
+        default=["default"],
+        help="re-ranking scorer[:fusion] per configuration, side by side (default: "
+        "RerankConfig's defaults)",
+    )
+    ap.add_argument(
+        "--rows-per-frame",
+        type=int,
+        default=None,
+        help="after part: map rows the query route advances per frame (default: 1 per 100k "
+        "places, at least 1: a denser map along the same route)",
+    )
+    ap.add_argument(
+        "--cold",
+        action="store_true",
+        help="after part: the map's local features start outside the page cache and every "
+        "configuration walks its own stretch of the map (so each reads its rows first)",
     )
     ap.add_argument("--quick", action="store_true", help="fewer frames and repetitions")
     ap.add_argument("--frames", type=int, default=None, help="frames per configuration")
     ap.add_argument("--work", type=Path, default=Path("/tmp/i21/loop"))
     ap.add_argument("--out", type=Path, default=RESULTS / "loop_scale.json")
-    ap.add_argument("--report", type=Path, default=None, help="plot an existing JSON")
+    ap.add_argument(
+        "--report", type=Path, default=None, help="print the tables of an existing JSON and plot it"
+    )
     args = ap.parse_args(argv)
     if args.report is not None:
         rows = json.loads(args.report.read_text())
+        print(tables(rows))
         print(report(rows, REPO / "docs" / "img" / "loop_scale.png"))
         return
     args.frames = args.frames or (60 if args.quick else 200)
     args.work.mkdir(parents=True, exist_ok=True)
-    if ("after" in args.parts or "camera" in args.parts) and (not args.model or not args.map):
-        ap.error("--model and --map are needed for the after and camera parts")
+    if {"after", "rerank", "camera"} & set(args.parts) and (not args.model or not args.map):
+        ap.error("--model and --map are needed for the after, rerank and camera parts")
     rows: list[dict] = []
-    if "graphs" in args.parts:  # only the cached HNSW graphs (slow at 1M: run it early)
+    if "graphs" in args.parts:  # the cached HNSW graphs and maps (slow at 1M: run it early)
         for size in args.sizes:
             graph(args.work, size)
-    if "after" in args.parts:
-        rows += run_after(args, stand_in_info(args.model))
-    if "fp16" in args.parts:
-        rows += run_fp16(args)
-    if "camera" in args.parts:
-        rows += run_camera(args)
+        if args.model and args.map:
+            pool, info = local_pool(args.model, args.map), stand_in_info(args.model)
+            for size in args.sizes:
+                build_grown_map(args.work, size, pool, info)
+    timed = {
+        "after": lambda: run_after(args, stand_in_info(args.model)),
+        "fp16": lambda: run_fp16(args),
+        "rerank": lambda: run_rerank(args),
+        "camera": lambda: run_camera(args),
+    }
+    for part, fn in timed.items():
+        if part not in args.parts:
+            continue
+        before, line = load_now()
+        log(f"loop_scale {part}: load before: {line}")
+        got = fn()
+        after, line = load_now()
+        log(f"loop_scale {part}: load after: {line}")
+        rows += [dict(r, load_before=before, load_after=after) for r in got]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if not rows:
         return
-    if args.out.is_file():  # keep the other parts' rows of an earlier run
-        parts = {r["part"] for r in rows}
-        rows = [r for r in json.loads(args.out.read_text()) if r.get("part") not in parts] + rows
+    if args.out.is_file():  # keep an earlier run's rows of other parts (and other map sizes)
+        new = {_key(r) for r in rows}
+        rows = [r for r in json.loads(args.out.read_text()) if _key(r) not in new] + rows
     args.out.write_text(json.dumps(rows, indent=1))
     log(f"loop_scale: wrote {args.out} (rss of this process {rss_bytes() / 2**20:.0f} MiB)")
 

@@ -37,8 +37,11 @@ class FrameLocalizer(Protocol):
     def match(self, place_id: int, similarity: float) -> Match: ...
 
 
-# Frames localized at the same time by default; 1 until `benchmarks.loop_scale --parts camera`
-# shows that a second frame in flight pays on the target machine.
+# Frames localized at the same time by default, chosen by `benchmarks.loop_scale --parts camera`
+# on the 2-core machine (docs/BENCHMARKS.md, "Camera loop at scale"): over three interleaved runs
+# a second frame in flight changed frames/s by -6 % to +41 % (median +5 %) at the same CPU per
+# frame, and raised the median capture-to-result latency in 17 of 18 pairs (by up to 135 ms):
+# one frame already keeps the cores busy. `in_flight=2` is for a machine with idle cores.
 DEFAULT_IN_FLIGHT = 1
 
 
