@@ -12,9 +12,9 @@ from ..errors import ConfigError
 from .extras import require_extra
 from .options import InputSize, PcaDim, threads_option
 
-# images the local head's projection is fitted on: 100 (10 windows per patch size each) is what
-# the re-ranking benchmark fitted the measured default on; fitting patch descriptors costs one
-# K x C residual map per image, so more images would slow `init --rerank` for no measured gain
+# images the local head's projection is fitted on: 100 is what the re-ranking benchmark fitted
+# the measured default on (cells: 200 locations each; patches: 10 windows per size, each image
+# one K x C residual map, so more images would slow `init --rerank` for no measured gain)
 LOCAL_FIT_IMAGES = 100
 
 

@@ -37,8 +37,9 @@ class RerankConfig:
     of the frames. The gap's scale depends on the model's descriptor.
 
     The defaults are the measured best (docs/RERANKING.md), chosen on the tuning pairs only:
-    the top 20, Patch-NetVLAD's rapid spatial scoring of the default patch descriptors (sizes
-    1, 2, 5), z-score fusion with the global similarity at half weight.
+    the top 20, Patch-NetVLAD's rapid spatial scoring of the default local features (every
+    cell), z-score fusion with the global similarity at half weight. For a patch-descriptor
+    model of sizes (1, 2, 5) the measured best ``size_weights`` are (1, 0.5, 0.5).
     """
 
     k: int = 20
@@ -50,7 +51,7 @@ class RerankConfig:
     weight: float = 0.2
     scorer: str = "spatial"
     fusion: str = "zscore"
-    size_weights: tuple[float, ...] = (1.0, 0.5, 0.5)
+    size_weights: tuple[float, ...] = ()
     global_weight: float = 0.5
     margin: float | None = None
 
