@@ -209,3 +209,7 @@ def test_radius_positives_are_the_rows_within_the_radius_inclusive():
 def test_recall_needs_one_ranked_list_per_query():
     with pytest.raises(ValueError, match="3 ranked lists for 2 queries"):
         recall_at_n(np.zeros((3, 5), np.int64), [np.array([0]), np.array([1])])
+
+
+def test_recall_of_no_queries_is_zero():
+    assert recall_at_n(np.zeros((0, 5), np.int64), [], (1, 5)) == {1: 0.0, 5: 0.0}
