@@ -536,7 +536,12 @@ def main(argv: list[str] | None = None) -> None:
         return
     feats = Features()
     # The cell-feature study (the earlier default): cells, plain PCA.
-    base_l, base_r = LocalConfig(descriptor="cells", whiten=False), RerankConfig()
+    base_l = LocalConfig(descriptor="cells", whiten=False)
+    # the per-candidate inlier scorer with evidence fusion at k = 10 (the earlier default);
+    # the patch-descriptor study and today's default are --part patches / default
+    base_r = RerankConfig(
+        k=10, scorer="inliers", fusion="evidence", size_weights=(), global_weight=1.0
+    )
     if args.part in ("all", "main"):
         run_main(feats, args.out, base_l, base_r)
     if args.part in ("all", "ablation"):

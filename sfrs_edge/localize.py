@@ -116,7 +116,7 @@ def rerank_candidates(
     filter sees the fused (verified) scores of the re-ranked candidates."""
     ids, sims, verified = stage.apply(outputs, found.ids, found.sims)
     frame = found.frame
-    if frame is not None:
+    if frame is not None and verified is not None:
         frame = frame.with_values(ids[: len(verified.scores)], verified.scores)
     return Candidates(ids, sims, frame), verified
 

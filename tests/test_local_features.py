@@ -311,6 +311,24 @@ def test_patch_sizes_that_do_not_fit_the_map_are_refused(net, maps):
         LocalConfig(descriptor="pixels")
 
 
+def test_fitting_a_head_drops_patch_sizes_the_input_cannot_hold(net, gardens_point, caplog):
+    """The default sizes (1, 2, 5) on the tiny model's 3x5-cell map: 5 is dropped with a warning
+    naming it, the head's settings and segments say (1, 2); none fitting is a ConfigError."""
+    from sfrs_edge.errors import ConfigError
+    from sfrs_edge.train.local_features import fit_local_head
+
+    assert LocalConfig().patch_sizes == (1, 2, 5) and LocalConfig().descriptor == "patches"
+    images = list_images(gardens_point / "day_right")[:12]
+    with caplog.at_level(logging.WARNING):
+        head = fit_local_head(net, images, LocalConfig(num_features=4, dim=8), per_image=4)
+    assert head.config.patch_sizes == (1, 2)
+    assert "patch sizes [5] do not fit the 3x5-cell" in caplog.text
+    assert [s["size"] for s in head.segments((3, 5))] == [1, 2]
+    assert LocalConfig(descriptor="cells").fitted_to((1, 1)).descriptor == "cells"
+    with pytest.raises(ConfigError, match="no patch size of \\[4, 5\\] fits the 3x5-cell"):
+        LocalConfig(patch_sizes=(4, 5)).fitted_to((3, 5))
+
+
 def test_head_state_round_trip_and_old_cell_checkpoints(net, maps):
     from sfrs_edge.train.local_features import head_fingerprint, head_from_state, head_state
 

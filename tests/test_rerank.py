@@ -114,7 +114,9 @@ def test_stage_promotes_the_candidate_whose_own_stored_features_align():
     right = (qf.copy(), qxy * 1.05 + np.array([30.0, 4.0], np.float32))
     rows = {i: scene(np.random.default_rng(20 + i)) for i in (5, 2, 7)}
     rows[9] = right
-    stage = RerankStage(RerankConfig(k=4), StoredFeatures(rows))
+    stage = RerankStage(
+        RerankConfig(k=4, scorer="inliers", fusion="evidence"), StoredFeatures(rows)
+    )
     ids = np.array([5, 9, 2, 7, 11])  # 11: beyond k, never re-ranked
     sims = np.array([0.60, 0.58, 0.57, 0.55, 0.50])
     outputs = {"local_features": qf, "local_xy": qxy}
@@ -131,6 +133,55 @@ def test_stage_promotes_the_candidate_whose_own_stored_features_align():
     assert fused.ids.tolist() == [9, 5, 2, 7, 11]
     assert fused.scores[9] == pytest.approx(0.58 + 0.2) and fused.scores[5] == pytest.approx(0.6)
     assert fused.scores[11] == scores[11] and scores[9] == pytest.approx(9 / 110)  # input kept
+
+
+def aligned_scene(seed: int = 3):
+    """Query outputs, stored rows (9: the query's place seen shifted; 5, 2, 7: other places)."""
+    rng = np.random.default_rng(seed)
+    qf, qxy = scene(rng)
+    rows = {i: scene(np.random.default_rng(20 + i)) for i in (5, 2, 7)}
+    rows[9] = (qf.copy(), qxy * 1.05 + np.array([30.0, 4.0], np.float32))
+    return {"local_features": qf, "local_xy": qxy}, StoredFeatures(rows)
+
+
+def test_default_spatial_zscore_promotes_the_aligned_candidate_only():
+    """The default scoring (spatial + z-score fusion): the aligned place rises to the top with
+    its verified matches counted; unrelated places get no verified evidence (their order among
+    themselves follows their unverified spatial scores); the candidate beyond k is untouched."""
+    from sfrs_edge.rerank import RerankStage
+
+    outputs, stored = aligned_scene()
+    cfg = RerankConfig(k=4)
+    assert (cfg.scorer, cfg.fusion) == ("spatial", "zscore")
+    ids = np.array([5, 9, 2, 7, 11])
+    sims = np.array([0.60, 0.58, 0.57, 0.55, 0.50])
+    new_ids, new_sims, res = RerankStage(cfg, stored).apply(outputs, ids, sims)
+    assert new_ids[0] == 9 and sorted(new_ids[1:4].tolist()) == [2, 5, 7] and new_ids[4] == 11
+    assert dict(zip(new_ids.tolist(), new_sims.tolist(), strict=True)) == dict(
+        zip(ids.tolist(), sims.tolist(), strict=True)
+    )  # each id keeps its similarity
+    assert res.inliers[0] >= 50 and res.evidence[0] == 1.0
+    assert res.inliers[1:].max() <= 6 and res.evidence[1:].tolist() == [0.0, 0.0, 0.0]
+    assert np.all(np.diff(res.scores) <= 0)  # scores are the new order
+
+
+def test_margin_re_ranks_only_ambiguous_answers():
+    """With ``margin``, a clear global answer (top-2 gap at or above it) keeps its order and
+    reports no re-ranking; an ambiguous one is re-ranked."""
+    from sfrs_edge.rerank import RerankStage
+
+    outputs, stored = aligned_scene()
+    stage = RerankStage(RerankConfig(k=4, margin=0.05), stored)
+    ids = np.array([5, 9, 2, 7, 11])
+    clear = np.array([0.72, 0.65, 0.57, 0.55, 0.50])  # gap 0.07: not below the margin
+    same_ids, same_sims, res = stage.apply(outputs, ids, clear)
+    assert res is None and same_ids.tolist() == ids.tolist() and same_sims is clear
+    close = np.array([0.70, 0.66, 0.57, 0.55, 0.50])
+    new_ids, _, res = stage.apply(outputs, ids, close)
+    assert res is not None and new_ids[0] == 9
+    assert stage.frames == 1  # only re-ranked frames count towards the no-evidence warning
+    with pytest.raises(ConfigError):
+        RerankConfig(margin=0.0)
 
 
 def test_stage_keeps_the_top_candidate_when_its_own_features_align():
@@ -237,10 +288,10 @@ def test_segment_scores_keep_segments_apart_and_normalise_by_count():
     c = np.stack([np.concatenate([q[:10], other[10:]]), other])  # cand 0 = query in segment 0
     cxy = np.stack([np.concatenate([qxy[:10], oxy[10:]]), oxy])
     segs = [Segment(0, 10, (3, 5), (32.0, 32.0)), Segment(10, 30, (4, 5), (32.0, 32.0))]
-    sc, counts = segment_scores(q, qxy, c, cxy, segs, "count", 0.7, 24.0)
+    sc, counts, _ = segment_scores(q, qxy, c, cxy, segs, "count", 0.7, 24.0)
     assert counts[0, 0] == 10 and sc[0, 0] == pytest.approx(1.0)
     assert counts[1, 0] == 0 and counts[:, 1].max() == 0
-    sc, _ = segment_scores(q, qxy, c, cxy, segs, "ransac", 0.3, 24.0)
+    sc, _, _ = segment_scores(q, qxy, c, cxy, segs, "ransac", 0.3, 24.0)
     assert sc[0, 0] == pytest.approx(1.0) and sc[1, 0] < 0.5
 
 
@@ -467,14 +518,15 @@ def test_zscore_standardises_each_column_on_its_own():
 
 def test_batched_fusions_give_their_defined_scores():
     """linear: g + Σ w_s·s; zscore: back on the similarity scale, mean(g) + std(g) · fused z /
-    (global weight + Σ w); evidence: g + weight · evidence of the inliers over all segments
-    (each segment's score times its size, so the perfect view counts all 64)."""
+    (global weight + Σ w); evidence: g + weight · evidence of the verified matches over all
+    segments (the perfect view: all 64)."""
     from sfrs_edge.rerank.evidence import fuse_zscore, segment_scores
 
     qf, qxy, cf, cxy, segs = _two_segment_scene()
     sims = np.array([0.7, 0.6, 0.55, 0.5])
     weights = (0.1, 0.15)
-    sc, _ = segment_scores(qf, qxy, cf, cxy, segs, "ransac", 0.5, 8.0)
+    ev = segment_scores(qf, qxy, cf, cxy, segs, "ransac", 0.5, 8.0)
+    sc = ev.scores
     for fusion in ("linear", "zscore", "evidence"):
         cfg = RerankConfig(
             k=4,
@@ -492,7 +544,7 @@ def test_batched_fusions_give_their_defined_scores():
             z = fuse_zscore(sims, sc, 0.25, weights)
             want = sims.mean() + sims.std() * z / 0.5
         else:
-            want = fused_scores(sims, np.rint(sc @ [40, 24]), cfg)
+            want = fused_scores(sims, ev.verified.sum(1), cfg)
         np.testing.assert_allclose(res.scores, want[res.order], err_msg=fusion)
         assert res.order[0] == 2 and res.inliers[0] == 64 and res.inliers.dtype.kind == "i"
 
@@ -513,3 +565,28 @@ def test_whole_segment_infers_each_axis_on_its_own():
     row = whole_segment(np.array([[8.0, 30.0], [40.0, 30.0], [72.0, 30.0]]))
     assert row.grid == (1, 3) and row.step_px[0] == 32.0  # one row: no y spacing to read
     assert whole_segment(np.zeros((0, 2))).grid == (1, 1)  # no local features at all
+
+
+def test_translation_inliers_count_matches_one_shift_explains():
+    """Verified matches of the spatial scorer: those within the tolerance of the mean shift."""
+    from sfrs_edge.rerank.evidence import Matches, translation_inliers
+
+    qxy = np.array([[0, 0], [100, 0], [0, 100], [100, 100], [50, 50]], np.float32)
+    shifted = qxy + np.array([10.0, -5.0], np.float32)
+    shifted[4] += 200.0  # one wild match
+    cxy = np.stack([shifted, shifted])
+    ok = np.ones((2, 5), bool)
+    ok[1, [0, 4]] = False  # candidate 1: three good matches, no wild one
+    m = Matches(np.tile(np.arange(5), (2, 1)), ok, np.ones((2, 5), np.float32))
+    assert translation_inliers(qxy, cxy, m, 60.0).tolist() == [4, 3]
+    assert translation_inliers(qxy, cxy, m, 1.0).tolist() == [0, 3]  # the wild one drags the mean
+    none = Matches(m.index, np.zeros((2, 5), bool), m.similarity)
+    assert translation_inliers(qxy, cxy, none, 60.0).tolist() == [0, 0]
+
+
+def test_rule_names_the_fusion_the_order_comes_from():
+    assert (
+        RerankConfig(fusion="evidence", weight=0.3).rule() == "score = similarity + 0.3 x evidence"
+    )
+    assert "z(similarity)" in RerankConfig().rule() and "spatial" in RerankConfig().rule()
+    assert "ransac" in RerankConfig(fusion="linear", scorer="ransac").rule()

@@ -26,7 +26,12 @@ from torch import nn
 
 from sfrs_edge.errors import ConfigError
 
+from .local_features import LocalConfig
 from .norms import l2_normalize
+
+# FoL's losses train the projection of backbone cell features (320-d for Lite0), not of patch
+# descriptors: the trained head is a cell-feature head whatever LocalConfig's default is.
+CELLS = LocalConfig(descriptor="cells", whiten=False)
 
 
 @dataclass
@@ -130,22 +135,24 @@ def correspondence_loss(
 
 
 def initial_projection(net: nn.Module, images, batch_size: int = 8) -> LocalProjection:
-    """The projection's start: the PCA ``init --rerank`` fits (default local settings), on
-    ``images`` (the training images)."""
-    from .local_features import LocalConfig, fit_local_head
+    """The projection's start: the cell features' PCA (what ``init --rerank`` fits for
+    ``descriptor="cells"``), on ``images`` (the training images)."""
+    from .local_features import fit_local_head
 
-    head = fit_local_head(net, images, LocalConfig(), batch_size)
+    head = fit_local_head(net, images, CELLS, batch_size)
     return LocalProjection(head.mean.numpy(), head.projection.detach().numpy())
 
 
 def projection_head_state(proj: LocalProjection, net: nn.Module) -> dict[str, Any]:
-    """The checkpoint's ``local`` entry for a trained projection: the default local head (the
-    settings ``init --rerank`` uses) with the trained W in place of the PCA projection."""
-    from .local_features import LocalConfig, LocalHead, head_state
+    """The checkpoint's ``local`` entry for a trained projection: a cell-feature local head
+    with the trained W in place of the PCA projection."""
+    from dataclasses import replace
+
+    from .local_features import LocalHead, head_state
 
     w = proj.weight.detach().cpu()
     head = LocalHead(
-        LocalConfig(dim=int(w.shape[0])), int(w.shape[1]), net.config.preprocessing().size
+        replace(CELLS, dim=int(w.shape[0])), int(w.shape[1]), net.config.preprocessing().size
     )
     head.set_projection(proj.mean.detach().cpu().numpy(), w.numpy())
     return head_state(head)

@@ -29,7 +29,8 @@ and L2-normalised again, emitted as float16 with pixel coordinates in the networ
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import logging
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -50,6 +51,7 @@ from .patch_vlad import (
     window_sums,
 )
 
+log = logging.getLogger(__name__)
 WEIGHT_MAPS = ("contribution", "confidence", "norm", "uniform")
 LAYERS = ("fine", "final")
 DESCRIPTORS = ("patches", "cells")
@@ -68,14 +70,13 @@ class LocalConfig:
     plain PCA). ``layer`` applies to cells only (patches aggregate the final map, as NetVLAD).
     """
 
-    # the default is the configuration the published re-ranking figures were measured with (cells,
-    # plain PCA, scored by RerankConfig's defaults); patches are an option until a measured
-    # patch + scorer pair beats it on the tuning pairs (docs/RERANKING.md)
-    descriptor: str = "cells"
-    patch_sizes: tuple[int, ...] = (2, 5)
+    # the default is the measured best with RerankConfig's defaults, chosen on the tuning pairs
+    # only (docs/RERANKING.md): patch descriptors of 1, 2 and 5 cells, PCA-whitened
+    descriptor: str = "patches"
+    patch_sizes: tuple[int, ...] = (1, 2, 5)
     num_features: int = 128
     dim: int = 64
-    whiten: bool = False
+    whiten: bool = True
     weight: str = "contribution"
     layer: str = "final"  # measured: "fine" (stride 16) re-ranks worse (docs/RERANKING.md)
     nms_radius: int = 1  # cells; 0 disables suppression
@@ -108,6 +109,30 @@ class LocalConfig:
     def sizes(self) -> tuple[int, ...]:
         """Window sizes of the output's segments (cells: one segment of size 1)."""
         return self.patch_sizes if self.descriptor == "patches" else (1,)
+
+    def fitted_to(self, map_size: tuple[int, int]) -> LocalConfig:
+        """These settings for a final map of ``map_size`` cells: patch sizes larger than the
+        map are dropped, with a warning (a small input, e.g. 96 × 160 px = 3 × 5 Lite0 cells,
+        has no 5 × 5 window); ConfigError when none fits."""
+        if self.descriptor != "patches":
+            return self
+        h, w = (int(v) for v in map_size)
+        fit = tuple(s for s in self.patch_sizes if s <= min(h, w))
+        if not fit:
+            raise ConfigError(
+                f"no patch size of {list(self.patch_sizes)} fits the {h}x{w}-cell feature map; "
+                "use smaller patch_sizes or a larger input"
+            )
+        if fit != self.patch_sizes:
+            log.warning(
+                "patch sizes %s do not fit the %dx%d-cell feature map of this input size; "
+                "the local head uses %s",
+                [s for s in self.patch_sizes if s not in fit],
+                h,
+                w,
+                list(fit),
+            )
+        return replace(self, patch_sizes=fit)
 
 
 def backbone_maps(backbone: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -409,9 +434,11 @@ def fit_local_head(
     from .features import map_images
 
     gen = torch.Generator().manual_seed(0)
+    size = net.config.preprocessing().size
+    config = config.fitted_to(final_map_size(net))
     patches = config.descriptor == "patches"
     per_image = per_image or (10 if patches else 200)
-    probe = LocalHead(config, 1, net.config.preprocessing().size)
+    probe = LocalHead(config, 1, size)
 
     def pick(rows: torch.Tensor) -> torch.Tensor:  # rows N,M,D → N·take,D
         take = min(per_image, rows.shape[1])

@@ -50,7 +50,7 @@ DAMAGED = " [damaged JPEG data: the answer may be wrong]"
 
 def _print_human(result, show_timings: bool, rerank=None, rule: str | None = None) -> None:
     """The answer line, then the matches in the order they rank. Re-ranked answers print the
-    score they are ordered by (fused: similarity + weight x evidence) beside the similarity.
+    score they are ordered by (fused, :meth:`RerankConfig.rule`) beside the similarity.
     ``rule``: how the position is estimated, printed after the matches (once per run)."""
     best = result.best
     where = _fmt_pos(result.position, result.position_kind)
@@ -59,8 +59,9 @@ def _print_human(result, show_timings: bool, rerank=None, rule: str | None = Non
         click.echo(
             f"{result.source}: {best.name} (score {best.score:.3f}, similarity "
             f"{best.similarity:.3f}, {best.inliers} inliers), position {where}, confidence "
-            f"{result.confidence:.2f}  [{how}; score = similarity + "
-            f"{rerank.weight if rerank else 'w'} x evidence]" + DAMAGED * result.damaged
+            f"{result.confidence:.2f}  [{how}; {rerank.rule() if rerank else 'fused score'}]"
+            + DAMAGED
+            * result.damaged
         )
     else:
         click.echo(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -104,6 +105,19 @@ def spatial_scores(
     return s.astype(np.float64)
 
 
+def translation_inliers(
+    query_xy: np.ndarray, candidate_xy: np.ndarray, m: Matches, tolerance_px: float
+) -> np.ndarray:
+    """Matches (C,) whose displacement lies within ``tolerance_px`` of the mean displacement of
+    the candidate's matches: what the spatial score rewards, counted as verified matches (so
+    that evidence and confidence mean "matches one geometry explains" for every scorer)."""
+    d = np.asarray(query_xy, np.float32)[None] - _gather(candidate_xy, m.index)  # C,P,2
+    w = m.ok.astype(np.float32)[..., None]
+    mean = (d * w).sum(1, keepdims=True) / np.maximum(w.sum(1, keepdims=True), 1.0)
+    near = np.linalg.norm(d - mean, axis=2) <= tolerance_px
+    return (near & m.ok).sum(1).astype(np.int64)
+
+
 def homography_inliers(
     query_xy: np.ndarray,
     candidate_xy: np.ndarray,
@@ -128,6 +142,17 @@ def homography_inliers(
     return out
 
 
+class SegmentEvidence(NamedTuple):
+    """Per candidate and segment (C, S): ``scores`` (the scorer's, divided by the query's
+    feature count in the segment), mutual ``matches``, and ``verified`` matches (RANSAC
+    inliers; spatial: matches within the threshold of the mean displacement; count: the
+    matches counted)."""
+
+    scores: np.ndarray
+    matches: np.ndarray
+    verified: np.ndarray
+
+
 def segment_scores(
     query_features: np.ndarray,
     query_xy: np.ndarray,
@@ -138,27 +163,30 @@ def segment_scores(
     min_similarity: float,
     reproj_px: float,
     min_matches: int = MIN_POINTS,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(scores (C, S), mutual matches (C, S)) of C candidates for every segment; scores are
-    divided by the query's feature count in the segment."""
+) -> SegmentEvidence:
+    """Evidence of C candidates for every segment (see :class:`SegmentEvidence`)."""
     if scorer not in SCORERS:
         raise ValueError(f"unknown scorer {scorer!r}")  # RerankConfig validated it already
     c = len(candidate_features)
     scores = np.zeros((c, len(segments)))
     counts = np.zeros((c, len(segments)), np.int64)
+    verified = np.zeros((c, len(segments)), np.int64)
     for j, seg in enumerate(segments):
         sl = slice(seg.start, seg.stop)
         m = mutual_nn(query_features[sl], candidate_features[:, sl], min_similarity)
         counts[:, j] = m.counts
         qxy, cxy = query_xy[sl], candidate_xy[:, sl]
         if scorer == "count":
+            verified[:, j] = m.counts
             s = m.counts.astype(np.float64)
         elif scorer == "spatial":
+            verified[:, j] = translation_inliers(qxy, cxy, m, reproj_px)
             s = spatial_scores(qxy, cxy, m, seg)
         else:
-            s = homography_inliers(qxy, cxy, m, reproj_px, scorer, min_matches).astype(np.float64)
+            verified[:, j] = homography_inliers(qxy, cxy, m, reproj_px, scorer, min_matches)
+            s = verified[:, j].astype(np.float64)
         scores[:, j] = s / max(seg.stop - seg.start, 1)
-    return scores, counts
+    return SegmentEvidence(scores, counts, verified)
 
 
 def zscore(x: np.ndarray, axis: int = 0) -> np.ndarray:

@@ -160,7 +160,7 @@ def whole_segment(xy: np.ndarray) -> Segment:
 
 def _rerank_batched(qf, qxy, cf, cxy, sims, config: RerankConfig, segments) -> RerankResult:
     """Batched per-segment scoring (:mod:`.evidence`), then ``config.fusion``."""
-    sc, counts = segment_scores(
+    sc, counts, verified = segment_scores(
         qf,
         np.asarray(qxy, np.float32),
         cf,
@@ -174,10 +174,9 @@ def _rerank_batched(qf, qxy, cf, cxy, sims, config: RerankConfig, segments) -> R
     if len(w) != len(segments):
         w = np.ones(len(segments))
     sims = np.asarray(sims, np.float64)
-    sizes = np.array([s.stop - s.start for s in segments], np.float64)
-    # "inliers" (what evidence and confidence read): verified matches over all segments
-    # (spatial: its per-match consistency summed), as the cell-feature scorer counts them.
-    inliers = np.rint(sc @ sizes).astype(np.int64)
+    # "inliers" (what evidence and confidence read): verified matches over all segments, as
+    # the cell-feature scorer counts them
+    inliers = verified.sum(1)
     if config.fusion == "linear":
         fused = sims + sc @ w
     elif config.fusion == "zscore":
@@ -269,10 +268,19 @@ class RerankStage:
         read = getattr(self.map, "extra_rows", None)
         return read(name, ids) if read is not None else self.map.extra(name)[ids]
 
+    def ambiguous(self, sims: np.ndarray) -> bool:
+        """Whether the global answer is close enough to its rival to need re-ranking
+        (always, without a ``margin``)."""
+        margin = self.config.margin
+        return margin is None or len(sims) < 2 or float(sims[0] - sims[1]) < margin
+
     def apply(
         self, outputs: dict[str, np.ndarray], ids: np.ndarray, sims: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, RerankResult]:
-        """Re-rank the first ``config.k`` of (ids, sims); the rest keep their global order."""
+    ) -> tuple[np.ndarray, np.ndarray, RerankResult | None]:
+        """Re-rank the first ``config.k`` of (ids, sims); the rest keep their global order.
+        A clear global answer (see :meth:`ambiguous`) is returned as is, with None."""
+        if not self.ambiguous(sims):
+            return ids, sims, None
         k = min(self.config.k, len(ids))
         head = ids[:k]
         feats, xy = self._rows(LOCAL_FEATURES, head), self._rows(LOCAL_XY, head)
