@@ -314,8 +314,9 @@ def test_patch_sizes_that_do_not_fit_the_map_are_refused(net, maps):
 def test_fitting_a_head_drops_patch_sizes_the_input_cannot_hold(net, gardens_point, caplog):
     """The default sizes (1, 2, 5) on the tiny model's 3x5-cell map: 5 is dropped with a warning
     naming it, the head's settings and segments say (1, 2); none fitting is a ConfigError."""
-    from sfrs_edge.errors import ConfigError
     from sfrs_edge.train.local_features import fit_local_head
+
+    from sfrs_edge.errors import ConfigError
 
     assert LocalConfig().patch_sizes == (1, 2, 5) and LocalConfig().descriptor == "patches"
     images = list_images(gardens_point / "day_right")[:12]
