@@ -71,6 +71,7 @@ def test_window_recall_matches_numpy_on_gardens_point(engine, gp_map, gardens_po
     assert ev.without_positives == 0
     # outcome i is query i, in the order given (the JSONL's "index" names the query)
     assert [o.index for o in ev.outcomes] == list(range(len(q)))
+    assert ev.queries == len(q) and ev.map_path == str(gp_map)
     assert [o.result.source for o in ev.outcomes] == [str(f) for f in q]
 
 
