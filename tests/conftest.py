@@ -2,14 +2,47 @@
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
 import os
+import shutil
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from sfrs_edge import paths
-
 REPO = Path(__file__).resolve().parents[1]
+
+# Under mutmut (which sets MUTANT_UNDER_TEST) this file runs from its copy in mutants/, where
+# the package is the copied sfrs_edge/ folder: pyproject's package-dir mapping of the
+# top-level train/ and export/ folders (copied there by `also_copy`) does not exist.
+MUTMUT = "MUTANT_UNDER_TEST" in os.environ
+# What mutmut names its runs without a mutant (stats, the clean run, test listing).
+MUTMUT_CLEAN_RUNS = {"", "stats", "mutant_generation", "list_all_tests"}
+
+
+class _PackageDirs(importlib.abc.MetaPathFinder):
+    """``sfrs_edge.train`` and ``sfrs_edge.export`` from the copied train/ and export/, as
+    pyproject's ``[tool.setuptools.package-dir]`` installs them."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname not in ("sfrs_edge.train", "sfrs_edge.export"):
+            return None
+        folder = REPO / fullname.rpartition(".")[2]
+        return importlib.util.spec_from_file_location(
+            fullname, folder / "__init__.py", submodule_search_locations=[str(folder)]
+        )
+
+
+if MUTMUT and (REPO / "train").is_dir():
+    sys.meta_path.insert(0, _PackageDirs())
+    # The data beside the real checkout (mutants/ is one level below it).
+    _data = REPO.parent.parent / "shared" / "datasets"
+    if "SFRS_EDGE_DATA" not in os.environ and _data.is_dir():
+        os.environ["SFRS_EDGE_DATA"] = str(_data)
+
+from sfrs_edge import paths  # noqa: E402
 
 
 def data_root() -> Path:
@@ -95,11 +128,34 @@ def _no_internet(monkeypatch):
     monkeypatch.setattr(urllib.request, "urlopen", local_only)
 
 
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], object]) -> Path:
+    """``build(path)`` writes a test model to a fresh temporary ``path``, which is returned.
+
+    Under mutmut the model built by a run without a mutant is kept in mutants/ and reused by
+    every mutant's run (each is a fresh pytest session; rebuilding costs 5 to 20 s a mutant).
+    A run with a mutant active never writes the kept copy: its model could be wrong."""
+    kept = REPO / ".mutmut-models" / name
+    if MUTMUT and kept.is_file():
+        return kept
+    out = tmp_path_factory.mktemp(Path(name).stem) / name
+    build(out)
+    if MUTMUT and os.environ["MUTANT_UNDER_TEST"] in MUTMUT_CLEAN_RUNS:
+        kept.parent.mkdir(exist_ok=True)
+        part = kept.with_name(kept.name + ".part")
+        shutil.copyfile(out, part)
+        part.replace(kept)
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory, gardens_point) -> Path:
     """A small real off-the-shelf Lite0 model (96x160 input, 8 clusters, 16-d whitening)
     fitted on 40 Gardens Point day_right images; seconds to build on a 2-core CPU."""
     pytest.importorskip("torch")
+    return built_once(tmp_path_factory, "tiny.pt", lambda path: _build_tiny(path, gardens_point))
+
+
+def _build_tiny(path: Path, gardens_point: Path) -> None:
     from sfrs_edge.train.checkpoint import save_checkpoint
     from sfrs_edge.train.config import InitConfig, KMeansConfig
     from sfrs_edge.train.model import ModelConfig
@@ -115,9 +171,7 @@ def tiny_checkpoint(tmp_path_factory, gardens_point) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         net, prov = build_offtheshelf(images, cfg)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
     save_checkpoint(net, path, prov)
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -130,7 +184,9 @@ def tiny_onnx(tmp_path_factory, tiny_checkpoint, gardens_point) -> Path:
         from sfrs_edge.export import export_checkpoint
     except ImportError:
         pytest.skip("export package not available")
-    out = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
     images = list_images(gardens_point / "day_left")[:4]
-    export_checkpoint(tiny_checkpoint, out, verify_images=images)
-    return out
+    return built_once(
+        tmp_path_factory,
+        "tiny.onnx",
+        lambda out: export_checkpoint(tiny_checkpoint, out, verify_images=images),
+    )

@@ -69,6 +69,10 @@ def test_window_recall_matches_numpy_on_gardens_point(engine, gp_map, gardens_po
     assert ev.recall == pytest.approx(expected, abs=1e-9)
     assert 0 < ev.recall[1] < ev.recall[20] <= 100
     assert ev.without_positives == 0
+    # outcome i is query i, in the order given (the JSONL's "index" names the query)
+    assert [o.index for o in ev.outcomes] == list(range(len(q)))
+    assert ev.queries == len(q) and ev.map_path == str(gp_map)
+    assert [o.result.source for o in ev.outcomes] == [str(f) for f in q]
 
 
 def test_radius_in_metres_equals_the_window_rule(engine, gp_latlon_map, gardens_point):

@@ -361,3 +361,29 @@ def test_focus_covers_the_next_update_and_stays_in_the_map(method):
     assert f.focus()[0] == 0 and f.focus(margin=0)[-1] == 3 + reach - 2
     f.reset()
     assert f.focus() is None
+
+
+def test_frame_similarity_of_a_row_is_what_dense_gives_it():
+    """What the stream prints for the filtered answer: the row's own similarity when the frame
+    knows it (exact maps: every row), the frame's mean where an approximate search never
+    scored it."""
+    scores = np.linspace(-0.2, 0.7, 50).astype(np.float32)
+    exact = exact_frame(scores, None, c=5)
+    assert [exact.similarity(r) for r in (0, 17, 49)] == [float(scores[r]) for r in (0, 17, 49)]
+    rows = np.array([3, 10, 40])
+    part = FrameScores(rows, np.array([0.9, 0.5, 0.6]), 50, 0.125, 0.05)
+    dense = part.dense()
+    for row in (0, 3, 9, 10, 11, 40, 49):
+        assert part.similarity(row) == pytest.approx(float(dense[row]))
+    assert part.similarity(10) == pytest.approx(0.5) and part.similarity(11) == 0.125
+    assert part.similarity(49) == 0.125  # after the last known row
+
+
+def test_standardise_uses_the_map_statistics_it_is_given():
+    """A frame's z-scores: over its own values, or with the (mean, std) of the whole map when
+    only some rows are known; constant similarities (no information) give zeros."""
+    s = np.array([0.1, 0.2, 0.3])  # std 0.0816: well below 1
+    np.testing.assert_allclose(standardise(s), [-1.224744871, 0.0, 1.224744871], atol=1e-9)
+    np.testing.assert_allclose(standardise(s, (0.0, 0.5)), [0.2, 0.4, 0.6])
+    assert standardise(np.full(4, 0.3)).tolist() == [0.0] * 4
+    assert standardise(s, (0.2, 0.0)).tolist() == [0.0] * 3

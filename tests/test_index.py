@@ -188,3 +188,28 @@ def test_recall_at_n_counts_a_query_once_its_first_positive_is_within_n():
     assert got == {1: pytest.approx(100 / 3), 2: pytest.approx(100 / 3), 3: pytest.approx(200 / 3)}
     assert index_window_positives(4, 10, 1)[0].tolist() == [0, 1]
     assert index_window_positives(4, 10, 1)[3].tolist() == [2, 3, 4]
+
+
+def test_radius_positives_are_the_rows_within_the_radius_inclusive():
+    """Training's ground truth: database rows at Euclidean distance ≤ radius, in any dimension
+    (2-D, 3-D, or positions given flat)."""
+    from sfrs_edge.recall import radius_positives
+
+    db = np.array([[0.0, 0.0], [3.0, 4.0], [6.0, 8.0], [0.0, -5.1]])
+    got = radius_positives(np.array([[0.0, 0.0], [6.0, 8.0]]), db, 5.0)
+    assert [g.tolist() for g in got] == [[0, 1], [1, 2]]  # (3, 4) is exactly 5 away: kept
+    assert [g.dtype.kind for g in got] == ["i", "i"]
+    three = radius_positives(np.array([[0.0, 0.0, 2.0]]), np.array([[0, 0, 0], [0, 0, 5]]), 2.0)
+    assert three[0].tolist() == [0]
+    flat = radius_positives(np.array([1.0, 10.0]), np.array([0.0, 2.6, 11.0]), 1.5)
+    assert [g.tolist() for g in flat] == [[0], [2]]
+    assert radius_positives(np.zeros((1, 2)), db, 0.5)[0].tolist() == [0]
+
+
+def test_recall_needs_one_ranked_list_per_query():
+    with pytest.raises(ValueError, match="3 ranked lists for 2 queries"):
+        recall_at_n(np.zeros((3, 5), np.int64), [np.array([0]), np.array([1])])
+
+
+def test_recall_of_no_queries_is_zero():
+    assert recall_at_n(np.zeros((0, 5), np.int64), [], (1, 5)) == {1: 0.0, 5: 0.0}

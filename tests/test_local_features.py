@@ -4,6 +4,7 @@ and the Localizer re-ranking against a map that stores them (torch needed to bui
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
+from conftest import built_once  # noqa: E402
 from sfrs_edge.train.checkpoint import load_checkpoint  # noqa: E402
 from sfrs_edge.train.local_features import (  # noqa: E402
     LocalConfig,
@@ -92,23 +94,24 @@ def test_nms_skips_neighbours_of_a_peak_until_peaks_run_out():
 
 
 @pytest.fixture(scope="module")
-def local_onnx(tmp_path_factory, tiny_checkpoint, gardens_point, net):
+def local_onnx(tmp_path_factory, tiny_checkpoint, gardens_point, net) -> Path:
     from sfrs_edge.export import export_model
 
-    images = list_images(gardens_point / "day_right")[::10]
-    head = fit_local_head(
-        net,
-        images,
-        LocalConfig("patches", patch_sizes=(1, 2), num_features=16, dim=16, whiten=True),
-    )
-    out = tmp_path_factory.mktemp("local") / "local.onnx"
-    report = export_model(net, out, verify_images=images[:3], local=head)
-    return out, report
+    def export(out: Path) -> None:
+        images = list_images(gardens_point / "day_right")[::10]
+        head = fit_local_head(
+            net,
+            images,
+            LocalConfig("patches", patch_sizes=(1, 2), num_features=16, dim=16, whiten=True),
+        )
+        export_model(net, out, verify_images=images[:3], local=head)
+
+    return built_once(tmp_path_factory, "local.onnx", export)
 
 
 def test_export_emits_static_local_outputs_and_engine_reports_them(local_onnx, gardens_point):
-    path, report = local_onnx
-    local = report.info.local
+    path = local_onnx
+    local = Engine.open(path).info.local
     # tiny model: a 3x5-cell map, so 15 single cells and 8 windows of 2x2 (P = 15 + 8)
     assert local["outputs"][LOCAL_FEATURES]["shape"] == [23, 16]
     assert [(s["size"], s["count"], s["grid"]) for s in local["segments"]] == [
@@ -157,7 +160,7 @@ def local_map(tmp_path_factory, local_onnx, tiny_onnx, gardens_point):
     folder = tmp_path_factory.mktemp("mapsrc")
     for p in list_images(gardens_point / "day_left")[:40:2]:
         (folder / p.name).symlink_to(p)
-    engine = Engine.open(local_onnx[0])
+    engine = Engine.open(local_onnx)
     root = tmp_path_factory.mktemp("maps")
     build_map(engine, folder, root / "local")
     build_map(Engine.open(tiny_onnx), folder, root / "plain")
@@ -219,7 +222,7 @@ def test_cli_localize_rerank(local_onnx, local_map, gardens_point):
 
     _, plain, local = local_map
     frame = str(list_images(gardens_point / "day_right")[10])
-    args = ["localize", frame, "--model", str(local_onnx[0]), "--rerank", "5", "--timings"]
+    args = ["localize", frame, "--model", str(local_onnx), "--rerank", "5", "--timings"]
     run = CliRunner().invoke(main, [*args, "--map", str(local.path)])
     assert run.exit_code == 0, run.output
     assert "inliers" in run.output and "rerank" in run.output

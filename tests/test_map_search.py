@@ -181,3 +181,21 @@ def test_in_memory_map_search_order():
     want_ids, want_sims = brute_force(q, rows, 6)
     np.testing.assert_array_equal(ids, want_ids)
     np.testing.assert_allclose(sims, want_sims, atol=1e-6)
+
+
+def test_in_memory_map_describes_its_index_and_searches_like_a_built_one():
+    """``Map.from_arrays`` (benchmarks, tests): exact over the rows it holds, or over an HNSW
+    index holding every row; no model recorded."""
+    from sfrs_edge.maps.index import HnswIndex
+
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(30, 8)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    exact = Map.from_arrays(rows)
+    assert (len(exact), exact.dim, exact.index_type, exact.indexed) == (30, 8, "exact", 0)
+    assert exact.fingerprint == "None" and exact.path.name == "<in-memory>"
+    ids, sims = exact.search(rows[[4, 17]], k=1)
+    assert ids[:, 0].tolist() == [4, 17] and np.allclose(sims[:, 0], 1.0, atol=1e-6)
+    hnsw = Map.from_arrays(rows, HnswIndex.build(rows, IndexConfig("hnsw", M=8, ef=32)))
+    assert (len(hnsw), hnsw.index_type, hnsw.indexed) == (30, "hnsw", 30)
+    assert hnsw.search(rows[[4, 17]], k=1)[0][:, 0].tolist() == [4, 17]

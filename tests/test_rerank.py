@@ -362,6 +362,211 @@ def test_rerank_config_refuses_unknown_fusion_and_negative_weights():
         get_scorer("sift")
 
 
+# ------------------------------------------- batched evidence against its definitions
+
+
+def test_half_precision_features_are_compared_in_float32():
+    """Maps store local features as float16; their similarities are float32 dot products of
+    those values (a float16 product would be 1e-3 off and reorder near-ties)."""
+    from sfrs_edge.rerank.evidence import mutual_nn
+
+    rng = np.random.default_rng(7)
+    q, _ = scene(rng, 24, 64)  # float16, as stored
+    cands = np.stack([scene(rng, 24, 64)[0] for _ in range(3)])
+    cands[1] = q[rng.permutation(24)]
+    m = mutual_nn(q, cands, 0.0)
+    exact = np.einsum("cqd,pd->cqp", cands.astype(np.float64), q.astype(np.float64))
+    want = np.take_along_axis(exact, m.index[:, None, :], 1)[:, 0, :]
+    np.testing.assert_allclose(m.similarity, want, atol=1e-6)
+    assert m.counts[1] == 24
+
+
+def test_batched_mutual_nn_keeps_a_similarity_equal_to_the_threshold():
+    from sfrs_edge.rerank.evidence import mutual_nn
+
+    q = np.array([[1.0, 0.0]], np.float32)
+    c = np.array([[[0.5, np.sqrt(0.75)]]], np.float32)  # cosine exactly 0.5
+    assert mutual_nn(q, c, 0.5).ok.tolist() == [[True]]
+    assert mutual_nn(q, c, 0.5001).ok.tolist() == [[False]]
+
+
+def _spatial_by_the_formula(qxy, cxy, ok, seg):
+    """Rapid spatial scoring written out per candidate and match (module docstring)."""
+    x_max, y_max = seg.grid[1] - 1, seg.grid[0] - 1
+    out = []
+    for c in range(len(cxy)):
+        d = [((qxy[p] - cxy[c][p]) / seg.step_px) for p in range(len(qxy)) if ok[c, p]]
+        if not d:
+            out.append(0.0)
+            continue
+        mean = np.mean(d, axis=0)
+        total = sum(
+            (x_max - abs(dx - mean[0])) ** 2 + (y_max - abs(dy - mean[1])) ** 2 for dx, dy in d
+        )
+        out.append(total / max(x_max**2 + y_max**2, 1))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("grid", [(3, 7), (6, 4), (2, 1)])
+def test_spatial_score_equals_the_rapid_spatial_scoring_formula(grid):
+    """On non-square grids (x_max and y_max differ), with candidates of many, one and no
+    matches: a lone match is consistent with itself and adds exactly 1."""
+    from sfrs_edge.rerank.evidence import Matches, Segment, spatial_scores
+
+    rng = np.random.default_rng(11)
+    seg = Segment(0, 6, grid=grid, step_px=(16.0, 24.0))
+    qxy = rng.uniform(0, 200, (6, 2)).astype(np.float32)
+    cxy = rng.uniform(0, 200, (4, 6, 2)).astype(np.float32)
+    ok = np.ones((4, 6), bool)
+    ok[1, 1:] = False  # one match
+    ok[2] = False  # none
+    ok[3, ::2] = False
+    m = Matches(np.tile(np.arange(6), (4, 1)), ok, np.ones((4, 6), np.float32))
+    got = spatial_scores(qxy, cxy, m, seg)
+    np.testing.assert_allclose(got, _spatial_by_the_formula(qxy, cxy, ok, seg), rtol=1e-5)
+    assert got[1] == pytest.approx(1.0) and got[2] == 0.0
+
+
+def _noisy_view(seed: int = 5):
+    """40 matched points under a similarity plus up to 12 px noise, 10 of them outliers:
+    OpenCV's RANSAC and MAGSAC count these differently."""
+    rng = np.random.default_rng(seed)
+    q = rng.uniform([0, 0], [640, 360], size=(40, 2)).astype(np.float32)
+    c = q * 0.9 + [30, 10] + rng.uniform(-12, 12, size=(40, 2)).astype(np.float32)
+    c[:10] = rng.uniform([0, 0], [640, 360], size=(10, 2))
+    return q, c.astype(np.float32)
+
+
+def test_homography_scorers_are_opencv_ransac_and_magsac():
+    import cv2
+
+    from sfrs_edge.rerank.evidence import RANSAC_CONFIDENCE, RANSAC_ITERS, Matches
+    from sfrs_edge.rerank.evidence import homography_inliers as inliers
+
+    q, c = _noisy_view()
+    m = Matches(np.arange(40)[None], np.ones((1, 40), bool), np.ones((1, 40), np.float32))
+    want = {}
+    for name, flag in (("ransac", cv2.RANSAC), ("magsac", cv2.USAC_MAGSAC)):
+        _, mask = cv2.findHomography(
+            q, c, flag, 8.0, maxIters=RANSAC_ITERS, confidence=RANSAC_CONFIDENCE
+        )
+        want[name] = int(mask.sum())
+        assert inliers(q, c[None], m, 8.0, name).tolist() == [want[name]]
+    assert want["ransac"] != want["magsac"]  # the data tells the two apart
+    assert inliers(q, c[None], m, 8.0).tolist() == [want["ransac"]]  # RANSAC by default
+    assert inliers(q, c[None], m, 8.0).dtype.kind == "i"  # counts
+
+
+def test_homography_needs_four_matches_and_degenerate_ones_count_nothing():
+    from sfrs_edge.rerank.evidence import Matches, homography_inliers
+
+    q = np.array([[0, 0], [100, 0], [0, 100], [100, 100], [50, 50]], np.float32)
+    cands = np.stack([q + 5, q + 5, np.zeros_like(q)])  # the last: every point on one pixel
+    ok = np.ones((3, 5), bool)
+    ok[0, 4] = False  # exactly four matches: enough for a homography
+    ok[1, 3:] = False  # three: not enough
+    m = Matches(np.tile(np.arange(5), (3, 1)), ok, np.ones((3, 5), np.float32))
+    assert homography_inliers(q, cands, m, 3.0).tolist() == [4, 0, 0]
+
+
+def test_each_segment_scorer_is_the_one_named():
+    """``count`` ignores geometry, ``spatial`` is rapid spatial scoring, ``ransac``/``magsac``
+    count homography inliers at the given threshold: a candidate whose matches are scattered
+    scores full under count only, and noisy views differ between the geometric scorers."""
+    from sfrs_edge.rerank.evidence import (
+        Segment,
+        homography_inliers,
+        mutual_nn,
+        segment_scores,
+        spatial_scores,
+    )
+
+    rng = np.random.default_rng(6)
+    qxy, noisy = _noisy_view()
+    q = unit(rng.normal(size=(40, 16))).astype(np.float32)
+    scattered = rng.uniform([0, 0], [640, 360], size=(40, 2)).astype(np.float32)
+    cf, cxy = np.stack([q, q]), np.stack([noisy, scattered])
+    seg = Segment(0, 40, (12, 20), (32.0, 32.0))
+    m = mutual_nn(q, cf, 0.5)
+    got = {
+        s: segment_scores(q, qxy, cf, cxy, [seg], s, 0.5, 8.0)[0][:, 0]
+        for s in ("count", "spatial", "ransac", "magsac")
+    }
+    assert got["count"].tolist() == [1.0, 1.0]
+    np.testing.assert_allclose(got["spatial"], spatial_scores(qxy, cxy, m, seg) / 40)
+    for name in ("ransac", "magsac"):
+        np.testing.assert_allclose(got[name], homography_inliers(qxy, cxy, m, 8.0, name) / 40)
+        assert got[name][1] < 0.3
+    assert got["ransac"][0] != got["magsac"][0]
+    with pytest.raises(ValueError, match="unknown scorer 'sift'"):
+        segment_scores(q, qxy, cf, cxy, [seg], "sift", 0.5, 8.0)
+
+
+def test_zscore_standardises_each_column_on_its_own():
+    from sfrs_edge.rerank.evidence import fuse_zscore, zscore
+
+    x = np.array([[0.01, 5.0], [0.02, 7.0], [0.06, 9.0]])  # small spread, non-zero means
+    z = zscore(x, 0)
+    np.testing.assert_allclose(z.mean(0), [0.0, 0.0], atol=1e-12)
+    np.testing.assert_allclose(z.std(0), [1.0, 1.0])
+    np.testing.assert_allclose(z[:, 1], [-1.224744871, 0.0, 1.224744871])
+    assert zscore(np.array([[1.0, 2.0], [1.0, 3.0]]), 0)[:, 0].tolist() == [0.0, 0.0]
+    sims = np.array([0.9, 0.8, 0.7])
+    fused = fuse_zscore(sims, x, 0.5, [1.0, 2.0])
+    np.testing.assert_allclose(fused, 0.5 * zscore(sims) + z[:, 0] + 2.0 * z[:, 1])
+
+
+def test_batched_fusions_give_their_defined_scores():
+    """linear: g + Σ w_s·s; zscore: back on the similarity scale, mean(g) + std(g) · fused z /
+    (global weight + Σ w); evidence: g + weight · evidence of the verified matches over all
+    segments (the perfect view: all 64)."""
+    from sfrs_edge.rerank.evidence import fuse_zscore, segment_scores
+
+    qf, qxy, cf, cxy, segs = _two_segment_scene()
+    sims = np.array([0.7, 0.6, 0.55, 0.5])
+    weights = (0.1, 0.15)
+    ev = segment_scores(qf, qxy, cf, cxy, segs, "ransac", 0.5, 8.0)
+    sc = ev.scores
+    for fusion in ("linear", "zscore", "evidence"):
+        cfg = RerankConfig(
+            k=4,
+            scorer="ransac",
+            fusion=fusion,
+            size_weights=weights,
+            global_weight=0.25,
+            min_similarity=0.5,
+            reproj_px=8.0,
+        )
+        res = rerank(qf, qxy, cf, cxy, sims, cfg, segs)
+        if fusion == "linear":
+            want = sims + sc @ weights
+        elif fusion == "zscore":
+            z = fuse_zscore(sims, sc, 0.25, weights)
+            want = sims.mean() + sims.std() * z / 0.5
+        else:
+            want = fused_scores(sims, ev.verified.sum(1), cfg)
+        np.testing.assert_allclose(res.scores, want[res.order], err_msg=fusion)
+        assert res.order[0] == 2 and res.inliers[0] == 64 and res.inliers.dtype.kind == "i"
+
+
+def test_zscore_fusion_of_two_candidates_promotes_the_verified_one():
+    qf, qxy, cf, cxy, segs = _two_segment_scene()
+    cfg = RerankConfig(k=2, scorer="count", fusion="zscore", min_similarity=0.5)
+    res = rerank(qf, qxy, cf[1:3], cxy[1:3], np.array([0.6, 0.55]), cfg, segs)
+    assert res.order.tolist() == [1, 0] and res.scores[0] > res.scores[1]
+
+
+def test_whole_segment_infers_each_axis_on_its_own():
+    from sfrs_edge.rerank.stage import whole_segment
+
+    xs, ys = np.meshgrid(np.arange(5) * 24.0 + 12, np.arange(3) * 40.0 + 20)
+    seg = whole_segment(np.stack([xs.ravel(), ys.ravel()], 1))
+    assert (seg.start, seg.stop, seg.grid, seg.step_px) == (0, 15, (3, 5), (24.0, 40.0))
+    row = whole_segment(np.array([[8.0, 30.0], [40.0, 30.0], [72.0, 30.0]]))
+    assert row.grid == (1, 3) and row.step_px[0] == 32.0  # one row: no y spacing to read
+    assert whole_segment(np.zeros((0, 2))).grid == (1, 1)  # no local features at all
+
+
 def test_translation_inliers_count_matches_one_shift_explains():
     """Verified matches of the spatial scorer: those within the tolerance of the mean shift."""
     from sfrs_edge.rerank.evidence import Matches, translation_inliers
