@@ -590,3 +590,47 @@ def test_rule_names_the_fusion_the_order_comes_from():
     )
     assert "z(similarity)" in RerankConfig().rule() and "spatial" in RerankConfig().rule()
     assert "ransac" in RerankConfig(fusion="linear", scorer="ransac").rule()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"size_weights": (0.0, 1.0)},  # a size may be switched off
+        {"global_weight": 0.0},
+        {"min_inliers": 0},
+        {"reproj_px": 0.5},
+        {"weight": 0.0},
+        {"k": 1},
+        {"margin": 1e-6},
+    ],
+)
+def test_config_accepts_its_boundary_values(kwargs):
+    cfg = RerankConfig(**kwargs)
+    for key, value in kwargs.items():
+        assert getattr(cfg, key) == value
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"size_weights": (-0.5,)}, "size_weights and global_weight must not be negative"),
+        ({"global_weight": -1.0}, "size_weights and global_weight must not be negative"),
+        ({"k": 0}, "re-ranking needs k >= 1 candidates, got 0"),
+        ({"min_inliers": -1}, "need 0 <= min_inliers < full_inliers"),
+        ({"reproj_px": 0.0}, "reproj_px must be positive and weight not negative"),
+        ({"weight": -0.1}, "reproj_px must be positive and weight not negative"),
+        ({"fusion": "max"}, "fusion must be one of"),
+        ({"geometry": "affine"}, "geometry must be one of"),
+        ({"margin": -0.1}, "margin must be positive"),
+    ],
+)
+def test_config_errors_say_what_is_wrong(kwargs, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        RerankConfig(**kwargs)
+
+
+def test_config_keeps_size_weights_as_a_tuple_of_floats():
+    cfg = RerankConfig(size_weights=[1, 0.5])  # JSON gives lists of ints
+    assert cfg.size_weights == (1.0, 0.5) and all(type(w) is float for w in cfg.size_weights)
+    assert cfg.to_dict()["size_weights"] == (1.0, 0.5)
+    assert RerankConfig(fusion="linear").rule() == "score = similarity + weighted spatial scores"
