@@ -634,3 +634,16 @@ def test_config_keeps_size_weights_as_a_tuple_of_floats():
     assert cfg.size_weights == (1.0, 0.5) and all(type(w) is float for w in cfg.size_weights)
     assert cfg.to_dict()["size_weights"] == (1.0, 0.5)
     assert RerankConfig(fusion="linear").rule() == "score = similarity + weighted spatial scores"
+
+
+def test_verified_confidence_is_the_answer_minus_the_best_rival_elsewhere():
+    """``near`` may come as 0/1 ints (a mask, not indices); with no candidate elsewhere the
+    answer's own evidence is the confidence; it never leaves [0, 1]."""
+    from sfrs_edge.estimate import verified_confidence
+
+    assert verified_confidence([0.9, 0.6, 0.1], [1, 1, 0]) == pytest.approx(0.8)
+    assert verified_confidence(np.array([0.9, 0.6, 0.1]), np.array([True, False, False])) == (
+        pytest.approx(0.3)
+    )
+    assert verified_confidence([0.7], [1]) == pytest.approx(0.7)  # no rival place at all
+    assert verified_confidence([0.2, 0.9], [1, 0]) == 0.0  # a rival with more evidence
