@@ -54,3 +54,15 @@ def test_mutual_matches_drop_one_sided_neighbours_and_keep_the_threshold_inclusi
 def test_mutual_matches_of_empty_features_are_empty():
     pairs, sims = mutual_matches(np.zeros((0, 4)), _unit(np.ones((3, 4))), 0.5)
     assert pairs.shape == (0, 2) and sims.shape == (0,)
+
+
+def test_ransac_threshold_is_the_one_asked_for():
+    """Matches displaced by 8-10 px from one homography are inliers at a 24 px threshold and
+    outliers at 3 px (OpenCV's own default): the threshold reaches OpenCV."""
+    rng = np.random.default_rng(5)
+    q = rng.uniform(0, 600, size=(60, 2)).astype(np.float32)
+    noise = rng.uniform(8, 10, size=(60, 1)) * _unit(rng.normal(size=(60, 2)))
+    c = (q * 1.02 + np.array([15.0, -7.0])) + noise
+    for geometry in ("homography", "similarity", "fundamental"):
+        assert count_inliers(q, c, geometry, 24.0) >= 55, geometry
+        assert count_inliers(q, c, geometry, 3.0) <= 30, geometry
