@@ -525,6 +525,7 @@ def calibration(feats: PatchFeatures, cfg, rr) -> dict:
     """Confidence of the runtime's :func:`sfrs_edge.rerank.rerank` answers per pair and
     tolerance: the answer's evidence minus the best evidence > 2 frames away (the estimate's
     rule on an index-ordered walk), share of queries at or above 0.3 / 0.5 / 0.8 and R@1 there."""
+    from sfrs_edge.estimate import verified_confidence
     from sfrs_edge.rerank import rerank
 
     segs, out = feats.segments(cfg), {}
@@ -539,9 +540,7 @@ def calibration(feats: PatchFeatures, cfg, rr) -> dict:
                     qf[i], qxy[i], dbf[row], dbxy[row], sims[i], replace(rr, reproj_px=tol), segs
                 )
                 ids = row[res.order]
-                far = np.abs(ids - ids[0]) > 2
-                rival = res.evidence[far].max() if far.any() else 0.0
-                conf.append(float(np.clip(res.evidence[0] - rival, 0.0, 1.0)))
+                conf.append(verified_confidence(res.evidence, np.abs(ids - ids[0]) <= 2))
                 right.append(bool(np.isin(ids[0], pos[i])))
             conf_a, right_a = np.array(conf), np.array(right)
             row_out = {"r1": round(100 * float(right_a.mean()), 1)}

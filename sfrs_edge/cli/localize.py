@@ -56,12 +56,11 @@ def _print_human(result, show_timings: bool, rerank=None, rule: str | None = Non
     where = _fmt_pos(result.position, result.position_kind)
     if result.reranked:
         how = f"re-ranked: top {rerank.k} by verified local evidence" if rerank else "re-ranked"
+        fusion = rerank.rule() if rerank else "fused score"
         click.echo(
             f"{result.source}: {best.name} (score {best.score:.3f}, similarity "
             f"{best.similarity:.3f}, {best.inliers} inliers), position {where}, confidence "
-            f"{result.confidence:.2f}  [{how}; {rerank.rule() if rerank else 'fused score'}]"
-            + DAMAGED
-            * result.damaged
+            f"{result.confidence:.2f}  [{how}; {fusion}]" + DAMAGED * result.damaged
         )
     else:
         click.echo(
