@@ -388,3 +388,10 @@ def test_local_parity_compares_locations_within_a_segment():
     assert _local_parity((feats, xy), got, np.array([0, 0, 1])) == (1.0, 1.0)
     share, cos = _local_parity((feats, xy), got)  # without segments the shared centre collides
     assert cos < 1.0
+
+
+def test_a_patch_as_large_as_the_map_fits():
+    """A window of the map's smaller side fits (one window per column); one cell more does not."""
+    cfg = LocalConfig(descriptor="patches", patch_sizes=(3, 4))
+    assert cfg.fitted_to((3, 5)).patch_sizes == (3,)
+    assert cfg.fitted_to((4, 5)).patch_sizes == (3, 4)

@@ -176,6 +176,8 @@ def test_margin_re_ranks_only_ambiguous_answers():
     clear = np.array([0.72, 0.65, 0.57, 0.55, 0.50])  # gap 0.07: not below the margin
     same_ids, same_sims, res = stage.apply(outputs, ids, clear)
     assert res is None and same_ids.tolist() == ids.tolist() and same_sims is clear
+    at_margin = RerankStage(RerankConfig(k=4, margin=0.25), stored)
+    assert at_margin.apply(outputs, ids, np.array([0.75, 0.5, 0.4, 0.3, 0.2]))[2] is None
     close = np.array([0.70, 0.66, 0.57, 0.55, 0.50])
     new_ids, _, res = stage.apply(outputs, ids, close)
     assert res is not None and new_ids[0] == 9
@@ -579,6 +581,7 @@ def test_translation_inliers_count_matches_one_shift_explains():
     ok[1, [0, 4]] = False  # candidate 1: three good matches, no wild one
     m = Matches(np.tile(np.arange(5), (2, 1)), ok, np.ones((2, 5), np.float32))
     assert translation_inliers(qxy, cxy, m, 60.0).tolist() == [4, 3]
+    assert translation_inliers(qxy, cxy, m, 50.0).tolist() == [0, 3]  # 56.6 px off the mean
     assert translation_inliers(qxy, cxy, m, 1.0).tolist() == [0, 3]  # the wild one drags the mean
     none = Matches(m.index, np.zeros((2, 5), bool), m.similarity)
     assert translation_inliers(qxy, cxy, none, 60.0).tolist() == [0, 0]
