@@ -387,3 +387,131 @@ def test_standardise_uses_the_map_statistics_it_is_given():
     np.testing.assert_allclose(standardise(s, (0.0, 0.5)), [0.2, 0.4, 0.6])
     assert standardise(np.full(4, 0.3)).tolist() == [0.0] * 4
     assert standardise(s, (0.2, 0.0)).tolist() == [0.0] * 3
+
+
+# --- the dense filters against a plain, loop-by-loop reading of the module doc ---------------
+
+
+def reference_seq(z: np.ndarray, velocities, steps) -> np.ndarray:
+    """Per end row j: the best over v of the mean of z[t, j − round(v·(step_now − step_t))]
+    over the frames whose row is inside the map (rounding half up)."""
+    w, n = z.shape
+    out = np.empty(n)
+    for j in range(n):
+        best = -np.inf
+        for v in velocities:
+            cells = [
+                z[t, j - int(np.floor(v * (steps[-1] - steps[t]) + 0.5))]
+                for t in range(w)
+                if j - int(np.floor(v * (steps[-1] - steps[t]) + 0.5)) >= 0
+            ]
+            best = max(best, sum(cells) / len(cells) if cells else 0.0)
+        out[j] = best
+    return out
+
+
+def reference_hmm(z: np.ndarray, cfg: FilterConfig, steps) -> np.ndarray:
+    """Bayes filter from a uniform prior: move by velocity·speed·Δ rows with a Gaussian of
+    width max(sigma·speed·Δ, 0.5) cut at ±3 widths, mix in a uniform jump, multiply by
+    exp(z / temperature), normalise."""
+    w, n = z.shape
+    belief = [1.0 / n] * n
+    for t in range(w):
+        if t > 0:
+            delta = max(steps[t] - steps[t - 1], 0.0)
+            move = cfg.velocity * cfg.speed * delta
+            width = max(cfg.sigma * cfg.speed * delta, 0.5)
+            offsets = range(int(np.floor(move - 3 * width)), int(np.ceil(move + 3 * width)) + 1)
+            weights = {o: np.exp(-0.5 * ((o - move) / width) ** 2) for o in offsets}
+            total = sum(weights.values())
+            moved = [
+                sum(belief[i - o] * k / total for o, k in weights.items() if 0 <= i - o < n)
+                for i in range(n)
+            ]
+            belief = [(1 - cfg.jump) * b + cfg.jump / n for b in moved]
+        top = max(z[t])
+        belief = [b * np.exp((z[t, i] - top) / cfg.temperature) for i, b in enumerate(belief)]
+        total = sum(belief)
+        belief = [b / total for b in belief]
+    return np.array(belief)
+
+
+FILTER_VARIANTS = [
+    dict(method="seq", window=4, velocities=(0.5, 1.0, 1.7), speed=1.5),
+    dict(method="seq", window=6, velocities=(2.0,), speed=1.0),
+    dict(method="hmm", window=4, velocity=1.3, sigma=0.7, jump=0.05, temperature=0.6, speed=1.5),
+    dict(method="hmm", window=5, velocity=0.5, sigma=2.0, jump=0.0, temperature=2.0, speed=0.8),
+]
+
+
+@pytest.mark.parametrize("variant", FILTER_VARIANTS, ids=lambda v: f"{v['method']}-{v['window']}")
+def test_dense_filter_is_the_documented_model(variant):
+    """Every filtered score of every frame (dropped frames included) as the module doc defines
+    it, over frames standardised with the map statistics; the sparse filter gives the same
+    answer and score on the exact frames."""
+    rng = np.random.default_rng(len(str(variant)))
+    cfg = FilterConfig(**variant)
+    n = 40
+    sims = 0.5 + 0.05 * rng.standard_normal((9, n))
+    sims[np.arange(9), 5 + 2 * np.arange(9)] += 0.1
+    steps = np.cumsum(rng.integers(1, 4, 9)).astype(np.float64)
+    dense, sparse, f32 = TemporalFilter(cfg), TemporalFilter(cfg), TemporalFilter(cfg)
+    z = []
+    for t, (s, step) in enumerate(zip(sims, steps, strict=True)):
+        z.append((s - s.mean()) / s.std())
+        out = dense.update(s, step)
+        window = np.array(z[-cfg.window :])
+        at = steps[max(0, t + 1 - cfg.window) : t + 1]
+        if cfg.method == "seq":
+            expect = reference_seq(window, [v * cfg.speed for v in cfg.velocities], at)
+        else:
+            expect = reference_hmm(window, cfg, at)
+        np.testing.assert_allclose(out, expect, rtol=1e-9, atol=1e-12)
+        best, score = sparse.observe(exact_frame(s.astype(np.float32), sparse.focus(), c=6), step)
+        out32 = f32.update(s.astype(np.float32), step)
+        assert best == int(np.argmax(out32)) and score == pytest.approx(float(out32[best]))
+
+
+def test_dense_filter_uses_given_statistics_and_gaps_of_steps():
+    """``stats`` replaces the frame's own mean and spread; a frame that arrives after a gap
+    moves the line (seq) by the gap, not by one row."""
+    cfg = FilterConfig(method="seq", window=2, velocities=(1.0,))
+    f = TemporalFilter(cfg)
+    a, b = np.zeros(10), np.zeros(10)
+    a[2], b[5] = 1.0, 1.0
+    f.update(a, 0, stats=(0.0, 0.5))
+    out = f.update(b, 3, stats=(0.0, 0.5))
+    assert int(np.argmax(out)) == 5 and out[5] == pytest.approx(2.0)  # (2 + 2) / 2
+    assert np.count_nonzero(out) == 1  # the one line through both lit cells
+    g = TemporalFilter(cfg)
+    g.update(a, 0, stats=(0.0, 0.5))
+    assert g.update(b, 1, stats=(0.0, 0.5))[5] == pytest.approx(1.0)  # row 4 of a is 0
+
+
+def test_with_values_on_partial_and_exact_frames():
+    """Re-ranked candidates' fused scores replace their values; an exact frame's statistics
+    are those of the changed vector, a partial frame keeps the sample's statistics; ids not
+    in the frame are refused."""
+    part = FrameScores(np.array([3, 10, 40]), np.array([0.9, 0.5, 0.6]), 50, 0.125, 0.05)
+    fused = part.with_values(np.array([40, 3]), np.array([0.1, 0.2]))
+    assert fused.values.tolist() == [0.2, 0.5, 0.1] and part.values.tolist() == [0.9, 0.5, 0.6]
+    assert (fused.rows == part.rows).all() and (fused.mean, fused.std) == (0.125, 0.05)
+    assert fused.count == 50 and fused.full is None
+    for bad in ([41], [51], [3, 11]):
+        with pytest.raises(ValueError, match="ids must be rows of the frame"):
+            part.with_values(np.array(bad), np.zeros(len(bad)))
+    s = np.linspace(0.0, 1.0, 50).astype(np.float32)
+    exact = exact_frame(s, None, c=5)
+    changed = exact.with_values(np.array([49]), np.array([5.0]))
+    full = s.astype(np.float64)
+    full[49] = 5.0
+    assert changed.std == pytest.approx(float(full.std()), rel=1e-6)
+    assert changed.mean == pytest.approx(float(full.mean()), rel=1e-6)
+    assert changed.bound == exact.bound and (changed.rows == exact.rows).all()
+
+
+def test_standardise_gives_float64_z_scores():
+    """Single-precision similarities are standardised in double precision (the sparse and
+    dense filters agree to 1e-12 only so)."""
+    s = np.array([0.1, 0.2, 0.3], np.float32)
+    assert standardise(s).dtype == np.float64 and standardise(s, (0.2, 0.1)).dtype == np.float64

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import struct
 import subprocess
 import sys
@@ -20,8 +19,6 @@ from sfrs_edge.maps import Map, build_map, verify_map
 from sfrs_edge.maps.contents import NORM_TOLERANCE, SAMPLE_ROWS, check_similarities, check_vectors
 from sfrs_edge.maps.hnsw_file import HEADER
 from sfrs_edge.model_info import check_map_model
-from sfrs_edge.rerank import RerankConfig
-from sfrs_edge.rerank.stage import NO_EVIDENCE_FRAMES, RerankStage
 
 engine, images = test_maps.engine, test_maps.images  # the same fixtures
 
@@ -119,35 +116,6 @@ def test_a_manifest_model_record_that_does_not_parse_is_refused(
     (out / "manifest.json").write_text(json.dumps(man))
     with pytest.raises(MapError, match=message):  # what Localizer checks before answering
         check_map_model(Map.open(out).manifest["model"], engine.info, str(out))
-
-
-class _Unmatched:
-    """A map whose stored local features match nothing (zeros: finite, of the right shape)."""
-
-    def extra_rows(self, name, ids):
-        width = 16 if name == "local_features" else 2
-        return np.zeros((len(ids), 8, width), np.float32)
-
-
-def test_reranking_without_any_evidence_says_so_once(caplog):
-    stage = RerankStage(RerankConfig(k=3), _Unmatched())
-    rng = np.random.default_rng(0)
-    outputs = {
-        "local_features": rng.normal(size=(8, 16)).astype(np.float32),
-        "local_xy": rng.uniform(0, 50, (8, 2)).astype(np.float32),
-    }
-    ids, sims = np.arange(5), np.linspace(0.9, 0.5, 5)
-    with caplog.at_level(logging.WARNING, logger="sfrs_edge.rerank.stage"):
-        for _ in range(NO_EVIDENCE_FRAMES - 1):
-            stage.apply(outputs, ids, sims)
-        assert not caplog.records
-        for _ in range(3 * NO_EVIDENCE_FRAMES):
-            new_ids, _, _ = stage.apply(outputs, ids, sims)
-    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
-        f"re-ranking found no verified local evidence for any candidate in {NO_EVIDENCE_FRAMES} "
-        "frames"
-    ]
-    assert list(new_ids) == list(ids)  # the global order stands
 
 
 # --- the hnswlib graph ---------------------------------------------------------------------

@@ -650,3 +650,218 @@ def test_verified_confidence_is_the_answer_minus_the_best_rival_elsewhere():
     )
     assert verified_confidence([0.7], [1]) == pytest.approx(0.7)  # no rival place at all
     assert verified_confidence([0.2, 0.9], [1, 0]) == 0.0  # a rival with more evidence
+
+
+def test_fused_rule_in_words_names_its_scale():
+    cfg = RerankConfig(global_weight=0.5)
+    assert cfg.rule() == (
+        "score = 0.5 x z(similarity) + weighted z(spatial scores), on the similarity scale"
+    )
+
+
+def test_segments_follow_each_other_in_the_model_outputs():
+    """Each patch size's rows start where the previous size's end; grid and pixel step kept."""
+    segs = Segment.from_info(
+        [
+            {"size": 2, "count": 6, "grid": [2, 3], "step_px": [16, 8]},
+            {"size": 5, "count": 4, "grid": [2, 2], "step_px": [32.5, 16]},
+        ]
+    )
+    assert [(s.start, s.stop) for s in segs] == [(0, 6), (6, 10)]
+    assert segs[0].grid == (2, 3) and segs[1].step_px == (32.5, 16.0)
+    assert all(isinstance(v, float) for v in segs[0].step_px)
+
+
+def test_matching_degenerate_inputs_gives_no_evidence():
+    """No features, or points no model can be fitted to (all at one pixel), count nothing;
+    the empty match list still indexes point arrays (integer pairs)."""
+    q = unit(np.random.default_rng(0).normal(size=(5, 8))).astype(np.float32)
+    pairs, sims = mutual_matches(q, np.zeros((0, 8), np.float32), 0.5)
+    assert pairs.shape == (0, 2) and pairs.dtype == np.int64 and sims.dtype == np.float32
+    assert np.zeros((5, 2))[pairs[:, 0]].shape == (0, 2)
+    same = np.full((12, 2), 50.0, np.float32)
+    for geometry in ("homography", "similarity", "fundamental"):
+        assert count_inliers(same, same + 3.0, geometry, 3.0) == 0, geometry
+
+
+# --- the stage: when it runs, what it says, what it reads -------------------------------------
+
+
+class _Unmatched:
+    """A map whose stored local features match nothing (zeros: finite, of the right shape)."""
+
+    def extra_rows(self, name, ids):
+        width = 16 if name == "local_features" else 2
+        return np.zeros((len(ids), 8, width), np.float32)
+
+
+def test_reranking_without_any_evidence_says_so_once(caplog):
+    """A run whose frames never find verified evidence (broken or foreign local features)
+    warns once, after NO_EVIDENCE_FRAMES frames, naming the check to run; a run with evidence
+    in some frame never warns."""
+    import logging
+
+    from sfrs_edge.rerank.stage import NO_EVIDENCE_FRAMES, RerankStage
+
+    stage = RerankStage(RerankConfig(k=3), _Unmatched())
+    rng = np.random.default_rng(0)
+    outputs = {
+        "local_features": rng.normal(size=(8, 16)).astype(np.float32),
+        "local_xy": rng.uniform(0, 50, (8, 2)).astype(np.float32),
+    }
+    ids, sims = np.arange(5), np.linspace(0.9, 0.5, 5)
+    with caplog.at_level(logging.WARNING, logger="sfrs_edge.rerank.stage"):
+        for _ in range(NO_EVIDENCE_FRAMES - 1):
+            stage.apply(outputs, ids, sims)
+        assert not caplog.records and stage.frames == NO_EVIDENCE_FRAMES - 1
+        for _ in range(3 * NO_EVIDENCE_FRAMES):
+            new_ids, _, _ = stage.apply(outputs, ids, sims)
+    assert stage.frames == 4 * NO_EVIDENCE_FRAMES - 1 and stage.frames_with_evidence == 0
+    assert [r.getMessage() for r in caplog.records] == [
+        f"re-ranking found no verified local evidence for any candidate in {NO_EVIDENCE_FRAMES} "
+        "frames: the map's local features may be damaged or from another model (check it with "
+        "`sfrs-edge map verify`); answers keep the global order"
+    ]
+    assert list(new_ids) == list(ids)  # the global order stands
+    caplog.clear()
+    outputs, stored = aligned_scene()
+    seen = RerankStage(RerankConfig(k=4), stored)
+    with caplog.at_level(logging.WARNING, logger="sfrs_edge.rerank.stage"):
+        for _ in range(2 * NO_EVIDENCE_FRAMES):
+            seen.apply(outputs, np.array([5, 9, 2, 7]), np.array([0.6, 0.58, 0.57, 0.55]))
+    assert seen.frames_with_evidence == seen.frames == 2 * NO_EVIDENCE_FRAMES
+    assert not caplog.records
+
+
+class _Engine:
+    """What the stage reads of an engine: its path, local-head metadata and outputs."""
+
+    def __init__(self, local=None, outputs=("local_features", "local_xy")) -> None:
+        from pathlib import Path
+        from types import SimpleNamespace
+
+        self.path = Path("models/walk.onnx")
+        self.info = SimpleNamespace(local=local)
+        self.extra_outputs = tuple(outputs)
+
+
+class _StoredMap:
+    """What the stage reads of a map: path, extras, manifest (model info, history)."""
+
+    def __init__(self, extras=("local_features", "local_xy"), fingerprint="abc", history=None):
+        self.path = "maps/walk"
+        self.extras = tuple(extras)
+        self.manifest = {
+            "model": {"info": {"local": {"fingerprint": fingerprint}}},
+            "history": history
+            if history is not None
+            else [
+                {"op": "add", "source": "data/later"},
+                {"op": "build", "source": "data/walk"},
+            ],
+        }
+
+
+def test_why_not_names_what_is_missing_and_the_commands_that_fix_it():
+    from sfrs_edge.rerank.stage import why_not
+
+    local = {"fingerprint": "abc", "segments": None}
+    rebuild = "`sfrs-edge map build data/walk --model models/walk.onnx -o maps/walk`"
+    assert why_not(_Engine(local), _StoredMap()) is None
+    no_head = (
+        "walk.onnx emits no local features; two steps make re-ranking run: re-export the model "
+        "with local features (`sfrs-edge export --rerank -o models/walk.onnx`), then rebuild "
+        f"the map with it ({rebuild}: the map must store that model's features)"
+    )
+    assert why_not(_Engine(None), _StoredMap()) == no_head
+    assert why_not(_Engine(local, outputs=("local_xy",)), _StoredMap()) == no_head
+    assert why_not(_Engine(local), _StoredMap(extras=("local_features",))) == (
+        f"map maps/walk stores no local features; rebuild it with this model: {rebuild}"
+    )
+    assert why_not(_Engine(local), _StoredMap(fingerprint="old")) == (
+        "map maps/walk holds local features of another local head (old, the model's is abc); "
+        f"rebuild the map with this model: {rebuild}"
+    )
+
+
+def test_rebuild_command_without_a_build_record_or_a_path():
+    """A map with no recorded build source (or no manifest at all) names placeholders the
+    user fills in, instead of failing to say anything."""
+    from types import SimpleNamespace
+
+    from sfrs_edge.rerank.stage import map_local_fingerprint, rebuild_command
+
+    engine = _Engine({"fingerprint": "abc"})
+    added_only = _StoredMap(history=[{"op": "add", "source": "data/later"}, {"op": "build"}])
+    assert rebuild_command(engine, added_only) == (
+        "`sfrs-edge map build IMAGES --model models/walk.onnx -o maps/walk`"
+    )
+    bare = SimpleNamespace()
+    assert rebuild_command(engine, bare) == (
+        "`sfrs-edge map build IMAGES --model models/walk.onnx -o MAP`"
+    )
+    assert map_local_fingerprint(bare) is None
+    assert map_local_fingerprint(SimpleNamespace(manifest={"model": {}})) is None
+    assert map_local_fingerprint(_StoredMap(fingerprint="f00")) == "f00"
+
+
+def test_stage_create_runs_or_says_why_not(caplog):
+    import logging
+
+    from sfrs_edge.rerank.stage import RerankStage
+
+    segments = [{"size": 1, "count": 4, "grid": [2, 2], "step_px": [8, 8]}]
+    made = RerankStage.create(
+        _Engine({"fingerprint": "abc", "segments": segments}), _StoredMap(), RerankConfig()
+    )
+    assert made.segments == [Segment(0, 4, (2, 2), (8.0, 8.0))]
+    plain = RerankStage.create(_Engine({"fingerprint": "abc"}), _StoredMap(), RerankConfig())
+    assert plain is not None and plain.segments is None  # one segment over all features
+    with caplog.at_level(logging.WARNING, logger="sfrs_edge.rerank.stage"):
+        off = RerankStage.create(_Engine(None), _StoredMap(), RerankConfig())
+    assert off is None
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith(
+        "re-ranking off, answering from the global descriptor only: walk.onnx emits no local"
+    )
+    with pytest.raises(ConfigError, match="unknown re-ranking scorer 'sift'; known: "):
+        RerankStage.create(_Engine(None), _StoredMap(), RerankConfig(scorer="sift"))
+
+
+def test_stage_reads_rows_from_a_map_without_row_reads():
+    """A map object that only offers whole extra arrays still gives each candidate its row."""
+    from sfrs_edge.rerank.stage import RerankStage
+
+    class WholeArrays:
+        def __init__(self) -> None:
+            self.arrays = {
+                "local_features": np.arange(24, dtype=np.float32).reshape(3, 4, 2),
+                "local_xy": np.arange(24, dtype=np.float32).reshape(3, 4, 2) * 10,
+            }
+
+        def extra(self, name):
+            return self.arrays[name]
+
+    stage = RerankStage(RerankConfig(), WholeArrays())
+    got = stage._rows("local_xy", np.array([2, 0]))
+    assert got.tolist() == (np.arange(24).reshape(3, 4, 2)[[2, 0]] * 10).tolist()
+
+
+def test_ties_after_fusion_keep_the_global_order(monkeypatch):
+    """Candidates whose fused scores tie keep their global rank order (a stable sort), here
+    with 21 candidates and ties in an interleaved pattern."""
+    from sfrs_edge.rerank import stage
+
+    monkeypatch.setattr(stage, "SCORERS", dict(stage.SCORERS))
+    lit = [1, 1, 0, 1, 0, 0, 1] * 3
+
+    @stage.scorer("pattern")
+    def pattern(qf, qxy, cf, cxy, config):
+        return 0, 40 if cf[0, 0] == 1 else 0
+
+    feats = np.stack([np.full((3, 2), v, np.float32) for v in lit])
+    xy = np.zeros((21, 3, 2), np.float32)
+    cfg = RerankConfig(k=21, scorer="pattern", fusion="evidence")
+    res = rerank(feats[0], xy[0], feats, xy, np.full(21, 0.5), cfg)
+    with_evidence = [i for i, v in enumerate(lit) if v]
+    assert res.order.tolist() == with_evidence + [i for i, v in enumerate(lit) if not v]
