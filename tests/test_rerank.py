@@ -865,3 +865,69 @@ def test_ties_after_fusion_keep_the_global_order(monkeypatch):
     res = rerank(feats[0], xy[0], feats, xy, np.full(21, 0.5), cfg)
     with_evidence = [i for i, v in enumerate(lit) if v]
     assert res.order.tolist() == with_evidence + [i for i, v in enumerate(lit) if not v]
+
+
+def test_translation_inliers_count_one_match_and_the_tolerance_itself():
+    """A candidate with one match has that match at its own mean displacement (1 verified);
+    a match exactly ``tolerance_px`` from the mean is within it."""
+    from sfrs_edge.rerank.evidence import Matches, translation_inliers
+
+    qxy = np.array([[100.0, 100.0], [300.0, 100.0]], np.float32)
+    one = np.array([[[60.0, 90.0], [0.0, 0.0]]], np.float32)  # only the first matched
+    m1 = Matches(np.array([[0, 1]]), np.array([[True, False]]), np.ones((1, 2), np.float32))
+    assert translation_inliers(qxy, one, m1, 24.0).tolist() == [1]
+    # displacements (0, 0) and (48, 0): the mean (24, 0) is 24 px from each
+    two = np.array([[[100.0, 100.0], [252.0, 100.0]]], np.float32)
+    m2 = Matches(np.array([[0, 1]]), np.ones((1, 2), bool), np.ones((1, 2), np.float32))
+    assert translation_inliers(qxy, two, m2, 24.0).tolist() == [2]
+    assert translation_inliers(qxy, two, m2, 23.9).tolist() == [0]
+    assert translation_inliers(qxy, two, m2, 24.0).dtype == np.int64
+
+
+@pytest.mark.parametrize("scorer", ["spatial", "ransac", "inliers"])
+def test_rerank_counts_are_integers(scorer):
+    """Match and inlier counts stay integers (they are printed and compared as counts)."""
+    qf, qxy, cf, cxy, segs = _two_segment_scene()
+    res = rerank(qf, qxy, cf, cxy, np.array([0.7, 0.6, 0.55, 0.5]), RerankConfig(scorer=scorer))
+    assert res.matches.dtype.kind == "i" and res.inliers.dtype.kind == "i"
+    assert res.matches.max() >= res.inliers.max() > 0
+
+
+def test_margin_with_two_candidates_and_the_stage_segments():
+    """With a margin, two candidates with a clear gap keep the global order (no re-ranking);
+    the stage scores with the model's own segments, not one inferred from the coordinates."""
+    from sfrs_edge.rerank import RerankStage
+
+    outputs, stored = aligned_scene()
+    stage = RerankStage(RerankConfig(k=4, margin=0.05), stored)
+    assert stage.apply(outputs, np.array([5, 9]), np.array([0.7, 0.6]))[2] is None
+    assert stage.apply(outputs, np.array([5, 9]), np.array([0.7, 0.68]))[2] is not None
+    assert stage.ambiguous(np.array([0.7]))
+    qf, qxy, cf, cxy, segs = _two_segment_scene()
+    rows = {i: (cf[i], cxy[i]) for i in range(4)}
+    sims = np.array([0.7, 0.6, 0.55, 0.5])
+    cfg = RerankConfig(k=4, fusion="linear")
+    with_segs = RerankStage(cfg, StoredFeatures(rows), segs)
+    got = with_segs.apply({"local_features": qf, "local_xy": qxy}, np.arange(4), sims)[2]
+    want = rerank(qf, qxy, cf, cxy, sims, cfg, segs)
+    inferred = rerank(qf, qxy, cf, cxy, sims, cfg)
+    assert got.scores.tolist() == want.scores.tolist() != inferred.scores.tolist()
+
+
+def test_whole_segment_of_one_row_of_features():
+    """Features on one image row: the row spacing is unknown, one pixel stands for it."""
+    from sfrs_edge.rerank.stage import whole_segment
+
+    xy = np.array([[16.0, 40.0], [48.0, 40.0], [80.0, 40.0]])
+    seg = whole_segment(xy)
+    assert seg.step_px == (32.0, 1.0) and seg.grid == (1, 3) and (seg.start, seg.stop) == (0, 3)
+
+
+def test_unknown_scorer_lists_every_known_one():
+    from sfrs_edge.rerank.stage import get_scorer
+
+    with pytest.raises(ConfigError) as err:
+        get_scorer("sift")
+    assert str(err.value) == (
+        "unknown re-ranking scorer 'sift'; known: count, inliers, magsac, ransac, spatial"
+    )
