@@ -515,3 +515,44 @@ def test_standardise_gives_float64_z_scores():
     dense filters agree to 1e-12 only so)."""
     s = np.array([0.1, 0.2, 0.3], np.float32)
     assert standardise(s).dtype == np.float64 and standardise(s, (0.2, 0.1)).dtype == np.float64
+
+
+def test_sparse_hmm_is_the_dense_filter_over_the_known_rows():
+    """On partial frames the sparse hmm is exactly the dense filter over a vector holding the
+    known rows' similarities and the mean everywhere else (sample rows count as the mean):
+    same answer, same posterior, frame by frame, with gaps in the steps, frames at both ends
+    of the map, a frame whose known rows are all below the mean (an unknown row wins) and, on
+    a small map, frames that know every row."""
+    variants = [
+        (300, dict()),
+        (300, dict(velocity=1.3, sigma=0.7, jump=0.05, temperature=0.6, speed=1.5)),
+        (300, dict(window=3, jump=0.0)),
+        (40, dict(window=4, sigma=0.6)),
+    ]
+    unknown_wins = 0
+    for n, variant in variants:
+        cfg = FilterConfig(method="hmm", **variant)
+        rng = np.random.default_rng(1)
+        dense, sparse = TemporalFilter(cfg), TemporalFilter(cfg)
+        step = 0
+        for t in range(30):
+            step += int(rng.integers(1, 3))
+            lit = (100 + 2 * t) % n
+            edges = np.array([0, 1, n - 1] if t % 5 == 0 else [], np.int64)
+            rows = np.arange(n) if n < 100 and t % 3 == 0 else rng.integers(0, n, 30)
+            rows = np.unique(np.concatenate([rows, lit + np.arange(-3, 4), edges]) % n)
+            vals = 0.5 + 0.05 * rng.standard_normal(len(rows))
+            vals[rows == lit] += 0.3
+            if t == 20:
+                vals[:] = 0.3
+            sampled = rng.random(len(rows)) < (0.2 if len(rows) < n else 0.0)
+            values = np.full(n, 0.5)
+            values[rows[~sampled]] = vals[~sampled]
+            out = dense.update(values, step, stats=(0.5, 0.05))
+            best, score = sparse.observe(
+                FrameScores(rows, vals, n, 0.5, 0.05, sampled=sampled), step
+            )
+            assert best == int(np.argmax(out)), (n, variant, t)
+            assert score == pytest.approx(float(out[best]), rel=1e-12), (n, variant, t)
+            unknown_wins += best not in rows[~sampled]
+    assert unknown_wins > 0
