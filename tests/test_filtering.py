@@ -377,6 +377,7 @@ def test_frame_similarity_of_a_row_is_what_dense_gives_it():
         assert part.similarity(row) == pytest.approx(float(dense[row]))
     assert part.similarity(10) == pytest.approx(0.5) and part.similarity(11) == 0.125
     assert part.similarity(49) == 0.125  # after the last known row
+    assert dense.dtype == np.float32 and exact.dense().dtype == np.float32  # (N,) of a map
 
 
 def test_standardise_uses_the_map_statistics_it_is_given():

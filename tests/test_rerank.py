@@ -931,3 +931,20 @@ def test_unknown_scorer_lists_every_known_one():
     assert str(err.value) == (
         "unknown re-ranking scorer 'sift'; known: count, inliers, magsac, ransac, spatial"
     )
+
+
+def test_count_inliers_similarity_geometry():
+    """Rotation, scale and translation: the consistent matches are inliers, a homography-only
+    (perspective) view is not a similarity, and fewer than three points count nothing."""
+    rng = np.random.default_rng(5)
+    a = rng.uniform(0, 600, size=(60, 2)).astype(np.float32)
+    angle = np.deg2rad(10.0)
+    rot = 1.2 * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    b = (a @ rot.T + np.array([15.0, -40.0])).astype(np.float32)
+    b[:12] = rng.uniform(0, 600, size=(12, 2))  # 12 outliers
+    assert 46 <= count_inliers(a, b, "similarity", 3.0) <= 49
+    persp = np.array([[1.0, 0.2, 0.0], [0.0, 1.0, 0.0], [0.002, 0.0, 1.0]])
+    h = np.c_[a, np.ones(60)] @ persp.T
+    bent = (h[:, :2] / h[:, 2:]).astype(np.float32)
+    assert count_inliers(a, bent, "similarity", 3.0) < count_inliers(a, bent, "homography", 3.0)
+    assert count_inliers(a[:2], b[:2], "similarity", 3.0) == 0
