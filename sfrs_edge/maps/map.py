@@ -145,17 +145,17 @@ class Map:
         return out
 
     @property
-    def names(self) -> list[str]:
+    def names(self) -> list[str]:  # pragma: no mutate block
         return self._meta.names()
 
-    def name_table(self) -> NameTable:
+    def name_table(self) -> NameTable:  # pragma: no mutate block
         """Every place's name by id, held compactly (:class:`.metadata.NameTable`)."""
         return self._meta.name_table()
 
-    def all_places(self) -> list[Place]:
+    def all_places(self) -> list[Place]:  # pragma: no mutate block
         return self._meta.all_places()
 
-    def find_names(self, names: Iterable[str]) -> list[str]:
+    def find_names(self, names: Iterable[str]) -> list[str]:  # pragma: no mutate block
         """Which of ``names`` the map holds (an indexed lookup; cheap on large maps)."""
         return self._meta.find_names(names)
 
@@ -163,7 +163,7 @@ class Map:
         """(N, d) float64 positions (d = 2 or 3), NaN rows where unknown; (N, 0) when none."""
         return self._meta.positions(self.position_kind, len(self))
 
-    def __repr__(self) -> str:
+    def __repr__(self) -> str:  # pragma: no mutate block
         return (
             f"Map({self.path}, {len(self)} images, {self.dim}-d, {self.index_type}, "
             f"model {self.fingerprint})"
