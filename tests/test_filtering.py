@@ -557,3 +557,38 @@ def test_sparse_hmm_is_the_dense_filter_over_the_known_rows():
             assert score == pytest.approx(float(out[best]), rel=1e-12), (n, variant, t)
             unknown_wins += best not in rows[~sampled]
     assert unknown_wins > 0
+
+
+@pytest.mark.parametrize("method", ["seq", "hmm"])
+def test_dense_and_sparse_frames_mixed_in_one_filter(method):
+    """A stream may hand the filter full vectors (``update``) and frame evidence (``observe``)
+    in turn: every answer equals a dense filter's over the same frames."""
+    sims = noisy_sequence(np.arange(30, 60), seed=21).astype(np.float32)
+    cfg = FilterConfig(method=method, window=4)
+    dense, mixed = TemporalFilter(cfg), TemporalFilter(cfg)
+    for t, s in enumerate(sims):
+        out = dense.update(s, t)
+        if t % 3 == 0:
+            got = mixed.update(s, t)
+            assert int(np.argmax(got)) == int(np.argmax(out))
+            np.testing.assert_allclose(got, out, rtol=1e-12)
+        else:
+            best, score = mixed.observe(exact_frame(s, mixed.focus(), c=4), t)
+            assert best == int(np.argmax(out)) and score == pytest.approx(float(out[best]))
+
+
+def test_sparse_seq_falls_back_to_the_dense_filter_on_partial_frames():
+    """Partial frames whose known rows are all ordinary (no line can beat the unknown rows'
+    bound): the dense filter over the frames' known rows answers, row for row."""
+    n = 200
+    cfg = FilterConfig(method="seq", window=3)
+    sparse, dense = TemporalFilter(cfg), TemporalFilter(cfg)
+    rng = np.random.default_rng(4)
+    for t in range(6):
+        rows = np.sort(rng.choice(n, 20, replace=False))
+        vals = 0.5 - 0.01 * rng.random(20)  # every known row below the mean
+        fs = FrameScores(rows, vals, n, 0.5, 0.05)
+        out = dense.update(fs.dense().astype(np.float64), t, stats=fs.stats)
+        best, score = sparse.observe(fs, t)
+        assert best == int(np.argmax(out)) and score == pytest.approx(float(out[best]))
+    assert sparse.fallbacks > 0
