@@ -344,3 +344,352 @@ def test_concurrent_frames_run_on_their_own_buffers(tiny_onnx, gardens_point):
         for d in got[i]:
             np.testing.assert_allclose(d, w, atol=1e-6)
     assert len(engine._free) >= 2  # more than one slot was needed, and all came back
+
+
+# --- models with extra outputs (re-ranking), through backend doubles --------------------------
+
+
+def _unit_means(batch: np.ndarray) -> np.ndarray:
+    """Unit per-channel means (+1, never zero) of each image: a descriptor that differs per image."""
+    m = batch.reshape(len(batch), -1, 3).mean(axis=1) + 1.0
+    return (m / np.linalg.norm(m, axis=1, keepdims=True)).astype(np.float32)
+
+
+class _PlainBackend:
+    """A descriptor-only backend (3-d unit means); no ``close``, like onnxruntime's."""
+
+    name, max_batch = "fake", None
+
+    def run(self, batch):
+        return _unit_means(batch)
+
+    def bind(self, inp, out):
+        def runner():
+            out[:] = _unit_means(inp)
+
+        return runner
+
+
+class _ExtrasBackend(_PlainBackend):
+    """Also a per-image (4, 2) float16 ``local_xy``; its descriptor output is float16 (a graph
+    may declare it so); it cannot bind every output (no ``bind_all``)."""
+
+    def __init__(self) -> None:
+        self.run_all_calls = 0
+
+    def extra_outputs(self):
+        return {"local_xy": ((4, 2), np.dtype(np.float16))}
+
+    def outputs(self, batch):
+        d = _unit_means(batch)
+        return {
+            "descriptor": d.astype(np.float16),
+            "local_xy": np.repeat(d[:, None, :2] * 100, 4, axis=1).astype(np.float16),
+        }
+
+    def run_all(self, batch):
+        self.run_all_calls += 1
+        return self.outputs(batch)
+
+
+class _BindingBackend(_ExtrasBackend):
+    """Binds buffers for every output, as onnxruntime does; counts the bindings."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.binds = 0
+
+    def bind_all(self, inp, outs):
+        self.binds += 1
+
+        def runner():
+            for name, value in self.outputs(inp).items():
+                outs[name][:] = value
+
+        return runner
+
+
+class _ClosingBackend(_PlainBackend):
+    def __init__(self) -> None:
+        self.closed = 0
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def _fake_engine(tmp_path, backend) -> Engine:
+    from sfrs_edge.model_info import ModelInfo, Preprocessing
+
+    info = ModelInfo(
+        backbone="means",
+        preprocessing=Preprocessing(8, 12, (0.0,) * 3, (1.0,) * 3),
+        descriptor_dim=3,
+        num_clusters=1,
+        local_dim=3,
+        pca_dim=None,
+        whitening=False,
+        fingerprint="0123456789abcdef",
+    )
+    return Engine(tmp_path / "multi.onnx", info, backend)
+
+
+def _small_batch(n: int) -> np.ndarray:
+    return np.random.default_rng(n).integers(0, 256, (n, 8, 12, 3), dtype=np.uint8)
+
+
+def test_embed_all_of_a_descriptor_only_model_is_embed(tmp_path):
+    eng = _fake_engine(tmp_path, _PlainBackend())
+    batch = _small_batch(3)
+    out = eng.embed_all(batch)
+    assert list(out) == ["descriptor"]
+    np.testing.assert_array_equal(out["descriptor"], eng.embed(batch))
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_embed_all_gives_every_output_per_image(tmp_path, n):
+    """One row per image of each output, in the dtypes the model declares; the descriptor is
+    float32 whatever the graph's own output type."""
+    eng = _fake_engine(tmp_path, _ExtrasBackend())
+    batch = _small_batch(n)
+    out = eng.embed_all(batch)
+    assert sorted(out) == ["descriptor", "local_xy"]
+    assert out["descriptor"].shape == (n, 3) and out["descriptor"].dtype == np.float32
+    np.testing.assert_allclose(out["descriptor"], _unit_means(batch), atol=1e-3)
+    assert out["local_xy"].shape == (n, 4, 2) and out["local_xy"].dtype == np.float16
+    np.testing.assert_array_equal(out["local_xy"], eng.backend.outputs(batch)["local_xy"])
+
+
+def test_embed_all_of_no_images_keeps_shapes_and_dtypes(tmp_path):
+    eng = _fake_engine(tmp_path, _ExtrasBackend())
+    out = eng.embed_all(_small_batch(0))
+    assert out["descriptor"].shape == (0, 3) and out["descriptor"].dtype == np.float32
+    assert out["local_xy"].shape == (0, 4, 2) and out["local_xy"].dtype == np.float16
+
+
+def test_embed_all_rejects_wrong_batches(tmp_path):
+    eng = _fake_engine(tmp_path, _ExtrasBackend())
+    with pytest.raises(ImageError, match=r"the model takes uint8 \(N, 8, 12, 3\)"):
+        eng.embed_all(_small_batch(2).astype(np.float32))
+    with pytest.raises(ImageError, match=r"the model takes uint8 \(N, 8, 12, 3\)"):
+        eng.embed_all(np.zeros((2, 9, 12, 3), np.uint8))
+    assert eng.backend.run_all_calls == 0
+
+
+def test_embed_all_checks_one_descriptor_per_image_and_names_the_model(tmp_path):
+    eng = _fake_engine(tmp_path, _ExtrasBackend())
+    full = eng.backend.outputs
+    eng.backend.outputs = lambda b: {k: v[:1] for k, v in full(b).items()}  # drops images
+    with pytest.raises(
+        ModelError, match=r"multi.onnx: the model returned \(1, 3\) for a batch of 2"
+    ):
+        eng.embed_all(_small_batch(2))
+
+    def fails(batch):
+        raise RuntimeError("CUDA out of memory\nstack trace follows")
+
+    eng.backend.run_all = fails
+    with pytest.raises(ModelError, match=r"multi.onnx: inference failed \(CUDA out of memory\)"):
+        eng.embed_all(_small_batch(2))
+
+
+def test_frame_outputs_run_on_buffers_bound_once(tmp_path):
+    """The camera loop of a re-ranking model binds its outputs once and then only runs them; a
+    backend that cannot bind every output gives the same values through the batch path."""
+    from sfrs_edge.images import resize_for_model
+
+    rng = np.random.default_rng(5)
+    frames = [rng.integers(0, 256, (20 + i, 30, 3), dtype=np.uint8) for i in range(3)]
+    bound = _fake_engine(tmp_path, _BindingBackend())
+    plain = _fake_engine(tmp_path, _ExtrasBackend())
+    for frame in frames:
+        want = bound.embed_all(resize_for_model(frame, bound.info.preprocessing)[None])
+        for eng in (bound, plain):
+            got = eng.embed_frame_all(frame)
+            assert sorted(got) == ["descriptor", "local_xy"]
+            np.testing.assert_allclose(got["descriptor"], want["descriptor"][0], atol=1e-3)
+            np.testing.assert_array_equal(got["local_xy"], want["local_xy"][0])
+            assert got["local_xy"].dtype == np.float16
+    assert bound.backend.binds == 1
+    assert bound.backend.run_all_calls == len(frames)  # only the reference batches above
+    assert plain.backend.run_all_calls == len(frames)
+
+
+def test_close_releases_the_backend(tmp_path):
+    backend = _ClosingBackend()
+    with _fake_engine(tmp_path, backend) as eng:
+        assert eng.embed(_small_batch(1)).shape == (1, 3)
+        assert backend.closed == 0
+    assert backend.closed == 1
+    _fake_engine(tmp_path, _PlainBackend()).close()  # a backend with nothing to release
+
+
+def test_engine_info_errors_name_the_file_they_come_from(tmp_path):
+    e = tmp_path / "model.engine"
+    e.write_bytes(b"\x00" * 100)
+    side = {"gpu_name": "x", "tensorrt_version": "10", "model_info": "{not json"}
+    (tmp_path / "model.engine.json").write_text(json.dumps(side))
+    with pytest.raises(ModelError, match="model.engine: sfrs_edge metadata is malformed"):
+        Engine.open(e)
+    del side["model_info"]  # then the ONNX beside it is read, and named when it has none
+    (tmp_path / "model.engine.json").write_text(json.dumps(side))
+    (tmp_path / "model.onnx").write_bytes(b"not a protobuf")
+    with pytest.raises(ModelError, match="model.onnx: no 'sfrs_edge' metadata"):
+        Engine.open(e)
+
+
+@pytest.mark.parametrize("backend", [_PlainBackend, _ExtrasBackend, _BindingBackend])
+def test_frame_outputs_time_their_stages(tmp_path, backend):
+    """Every frame path reports its preprocess and inference times, in seconds, both into
+    ``last_timings`` and into the caller's dict; together they fit in the call's wall time."""
+    import time
+
+    eng = _fake_engine(tmp_path, backend())
+    frame = np.random.default_rng(1).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    out = eng.embed_frame_all(frame, timings)
+    wall = time.perf_counter() - start
+    assert set(timings) == {"preprocess", "inference"} and timings == eng.last_timings
+    assert all(v >= 0 for v in timings.values()) and sum(timings.values()) <= wall
+    np.testing.assert_allclose(out["descriptor"], eng.embed_frame(frame), atol=1e-3)
+
+
+def test_frame_output_errors_name_the_frame_and_the_model(tmp_path):
+    for backend in (_PlainBackend(), _ExtrasBackend(), _BindingBackend()):
+        with pytest.raises(ImageError, match="frame: image is empty"):
+            _fake_engine(tmp_path, backend).embed_frame_all(np.zeros((0, 0, 3), np.uint8))
+    frame = np.full((30, 40, 3), 90, np.uint8)
+    eng = _fake_engine(tmp_path, _BindingBackend())
+    full = eng.backend.outputs
+    eng.backend.outputs = lambda b: {**full(b), "descriptor": 2 * _unit_means(b)}
+    with pytest.raises(ModelError, match="multi.onnx: frame descriptor.*not unit length"):
+        eng.embed_frame_all(frame)
+
+    def broken(inp, outs):
+        def runner():
+            raise RuntimeError("device lost")
+
+        return runner
+
+    eng = _fake_engine(tmp_path, _BindingBackend())
+    eng.backend.bind_all = broken
+    with pytest.raises(ModelError, match=r"multi.onnx: inference failed \(device lost\)"):
+        eng.embed_frame_all(frame)
+
+
+# --- the output contract, checked on every descriptor the model gives -------------------------
+
+
+def _rows(n: int, dim: int = 4) -> np.ndarray:
+    x = np.random.default_rng(n).standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_check_descriptors_passes_a_good_batch_unchanged():
+    from sfrs_edge.engine import check_descriptors
+
+    good = _rows(3)
+    assert check_descriptors(good, 4, "batch", 3) is good
+    assert check_descriptors(good, 4, "batch") is good
+
+
+def test_check_descriptors_names_what_is_wrong():
+    from sfrs_edge.engine import check_descriptors
+
+    with pytest.raises(ModelError, match=r"^batch: the model returned \(3, 4\) for a batch of 2"):
+        check_descriptors(_rows(3), 4, "batch", 2)
+    with pytest.raises(
+        ModelError,
+        match=r"^batch: the model produced descriptors of shape \(5,\), its metadata says 4",
+    ):
+        check_descriptors(_rows(2, 5), 4, "batch", 2)
+    bad = _rows(5)
+    bad[1, 2], bad[3, 2] = np.nan, np.inf  # two descriptors, one column
+    with pytest.raises(
+        ModelError,
+        match=r"^batch: the model produced NaN/inf values \(2 of 5 descriptors\); the model file "
+        r"is corrupt or overflows at this precision \(re-export in fp32\)",
+    ):
+        check_descriptors(bad, 4, "batch", 5)
+    with pytest.raises(ModelError, match=r"^frame: the model produced NaN/inf values \(1 of 1 "):
+        check_descriptors(bad[1:2], 4, "frame")
+    long = _rows(4)
+    long[1] *= 1.5
+    long[2] *= 2.0
+    with pytest.raises(
+        ModelError,
+        match=r"^batch: the model produced descriptors of length 1\.5, not unit length; it is not "
+        r"an L2-normalised sfrs-edge export \(re-export it\)",
+    ):
+        check_descriptors(long, 4, "batch", 4)
+
+
+class _ChunkedBackend(_PlainBackend):
+    """Takes at most two images a call (a TensorRT engine's max batch) and answers float16."""
+
+    max_batch = 2
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    def run(self, batch):
+        assert len(batch) <= self.max_batch
+        self.sizes.append(len(batch))
+        return _unit_means(batch).astype(np.float16)
+
+
+@pytest.mark.parametrize("n, sizes", [(1, [1]), (3, [2, 1]), (5, [2, 2, 1])])
+def test_embed_splits_batches_to_the_backend_limit_in_order(tmp_path, n, sizes):
+    eng = _fake_engine(tmp_path, _ChunkedBackend())
+    batch = _small_batch(n)
+    got = eng.embed(batch)
+    assert eng.backend.sizes == sizes
+    assert got.shape == (n, 3) and got.dtype == np.float32
+    np.testing.assert_allclose(got, _unit_means(batch), atol=1e-3)
+
+
+def test_embed_of_no_images_and_its_errors(tmp_path):
+    eng = _fake_engine(tmp_path, _PlainBackend())
+    empty = eng.embed(_small_batch(0))
+    assert empty.shape == (0, 3) and empty.dtype == np.float32
+    with pytest.raises(
+        ImageError,
+        match=r"the model takes uint8 \(N, 8, 12, 3\) \(use embed_frame/embed_files for arbitrary "
+        r"images\)",
+    ):
+        eng.embed(np.zeros((2, 8, 12, 4), np.uint8))
+    eng.backend.run = lambda b: _unit_means(b)[:1]  # one descriptor, whatever the batch
+    with pytest.raises(
+        ModelError, match=r"^\S*multi.onnx: the model returned \(1, 3\) for a batch of 3"
+    ):
+        eng.embed(_small_batch(3))
+
+    def fails(batch):
+        raise RuntimeError("out of device memory")
+
+    eng.backend.run = fails
+    with pytest.raises(
+        ModelError, match=r"^\S*multi.onnx: inference failed \(out of device memory\)"
+    ):
+        eng.embed(_small_batch(2))
+
+
+def test_model_metadata_the_runtime_cannot_feed_is_refused(tmp_path):
+    model = means_model(tmp_path / "m.onnx")
+    raw = json.loads(Engine.open(model).info.to_json())
+    raw["preprocessing"]["layout"] = "NCHW"
+    nchw = _with_metadata(model, tmp_path / "nchw.onnx", json.dumps(raw))
+    with pytest.raises(
+        ModelError, match="nchw.onnx: model expects uint8 NCHW input; this runtime feeds uint8 NHWC"
+    ):
+        Engine.open(nchw)
+    raw["preprocessing"].update(layout="NHWC", dtype="float32")
+    floats = _with_metadata(model, tmp_path / "float.onnx", json.dumps(raw))
+    with pytest.raises(ModelError, match="model expects float32 NHWC input"):
+        Engine.open(floats)
+
+
+def test_input_sizes_down_to_one_pixel_open_and_zero_is_refused(tmp_path):
+    assert Engine.open(means_model(tmp_path / "one.onnx", h=1, w=1)).input_size == (1, 1)
+    with pytest.raises(ModelError, match="flat.onnx: model metadata has impossible sizes"):
+        Engine.open(means_model(tmp_path / "flat.onnx", h=0, w=48))

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from sfrs_edge.errors import ConfigError
+from sfrs_edge.errors import ConfigError, MapError
 from sfrs_edge.maps import IndexConfig, Map, build_map
 from sfrs_edge.maps.index import ExactIndex, HnswIndex, top_k
 from sfrs_edge.recall import index_window_positives, rank_database, recall_at_n
@@ -213,3 +213,91 @@ def test_recall_needs_one_ranked_list_per_query():
 
 def test_recall_of_no_queries_is_zero():
     assert recall_at_n(np.zeros((0, 5), np.int64), [], (1, 5)) == {1: 0.0, 5: 0.0}
+
+
+def test_exact_index_length_counts_every_block():
+    """An exact index over segments is as long as all its rows (what ``len(map.index)`` says)."""
+    db = np.eye(6, dtype=np.float32)
+    assert len(ExactIndex(db)) == 6
+    assert len(ExactIndex([db[:4].astype(np.float16), db[4:]])) == 6
+
+
+def test_hnsw_query_ef_widens_that_search_only():
+    """``ef`` given to one search is the breadth of that search: a graph built with a tiny
+    default answers exactly at ef=400, and the next default search is as narrow as before."""
+    rng = np.random.default_rng(3)
+    db = rng.standard_normal((2000, 32)).astype(np.float32)
+    db /= np.linalg.norm(db, axis=1, keepdims=True)
+    q = rng.standard_normal((200, 32)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    want = ExactIndex(db).search(q, 5)[0]
+    hnsw = HnswIndex.build(db, IndexConfig("hnsw", M=8, ef_construction=100, ef=1))
+    narrow = hnsw.search(q, 5)[0]
+    assert (narrow == want).all(axis=1).mean() < 0.5  # ef=1 (raised to k=5) misses most
+    np.testing.assert_array_equal(hnsw.search(q, 5, ef=400)[0], want)
+    np.testing.assert_array_equal(hnsw.search(q, 5)[0], narrow)
+
+
+def _unit(n: int, dim: int, seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_hnsw_vectors_of_one_row_and_of_none(tmp_path):
+    """One id gives that one row; no ids give an empty (0, dim) float32 array: from a built
+    graph, a loaded one (the file's memory map) and one grown by add (hnswlib's reader)."""
+    x = _unit(60, 8, 7)
+    cfg = IndexConfig("hnsw").resolved(len(x))
+    built = HnswIndex.build(x[:50], cfg)
+    built.save(tmp_path / "i.bin")
+    loaded = HnswIndex.load(tmp_path / "i.bin", 8, 50, cfg, spare=10)
+    grown = HnswIndex.load(tmp_path / "i.bin", 8, 50, cfg, spare=10)
+    grown.add(x[50:], 50)
+    for g, row in ((built, 7), (loaded, 7), (grown, 55)):
+        one = g.vectors([row])
+        assert one.shape == (1, 8) and one.dtype == np.float32
+        np.testing.assert_array_equal(one[0], x[row])
+        none = g.vectors([])
+        assert none.shape == (0, 8) and none.dtype == np.float32
+
+
+def test_graph_file_whose_labels_are_not_rows_is_read_by_hnswlib(tmp_path):
+    """A graph written with other labels (not 0..n-1, so not rows of a memory map) still gives
+    the vector of each label asked, every time."""
+    import hnswlib
+
+    x = _unit(40, 8, 8)
+    raw = hnswlib.Index(space="ip", dim=8)
+    raw.init_index(max_elements=40, M=16, ef_construction=200, random_seed=100)
+    raw.add_items(x, np.arange(1, 41))  # labels 1..40: one past the rows at the top
+    raw.save_index(str(tmp_path / "i.bin"))
+    g = HnswIndex.load(tmp_path / "i.bin", 8, 40, IndexConfig("hnsw").resolved(40))
+    for _ in range(2):
+        np.testing.assert_array_equal(g.vectors([4, 40, 1]), x[[3, 39, 0]])
+
+
+def test_loading_a_graph_file_that_is_not_the_map_s_says_rebuild(tmp_path):
+    x = _unit(50, 8, 9)
+    cfg = IndexConfig("hnsw").resolved(len(x))
+    HnswIndex.build(x, cfg).save(tmp_path / "i.bin")
+    with pytest.raises(
+        MapError, match=r"i\.bin: HNSW index holds 50 items, the map 49; rebuild the map"
+    ):
+        HnswIndex.load(tmp_path / "i.bin", 8, 49, cfg)
+    with pytest.raises(MapError, match=r"gone\.bin: cannot load the HNSW index \(.*\); rebuild"):
+        HnswIndex.load(tmp_path / "gone.bin", 8, 50, cfg)
+
+
+def test_graph_on_a_filesystem_without_memory_maps_reads_through_hnswlib(tmp_path, monkeypatch):
+    """Where the index file cannot be memory-mapped, every vectors() call still answers."""
+    x = _unit(50, 8, 10)
+    cfg = IndexConfig("hnsw").resolved(len(x))
+    HnswIndex.build(x, cfg).save(tmp_path / "i.bin")
+
+    def no_mmap(*args, **kwargs):
+        raise OSError("mmap not supported on this filesystem")
+
+    monkeypatch.setattr(np, "memmap", no_mmap)
+    g = HnswIndex.load(tmp_path / "i.bin", 8, 50, cfg)
+    for _ in range(2):
+        np.testing.assert_array_equal(g.vectors([9, 0]), x[[9, 0]])

@@ -386,3 +386,122 @@ def test_cli_map_from_other_model(tiny_map, tmp_path, gardens_point, engine):
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 1, res.output
     assert "input size differs (map: 128x160, this model: 96x160)" in res.stderr
+
+
+def test_localize_scores_answers_as_localize_with_every_similarity(loc, gardens_point):
+    """`map show --query` draws every place's similarity beside the answer of a frame handed
+    in as an array: the same matches as localize, the same timings, nothing decoded."""
+    image = read_image(query(gardens_point, "day_right", 30))
+    result, scores = loc.localize_scores(image)
+    plain = loc.localize(image)
+    assert result.matches == plain.matches and set(plain.timings) == set(result.timings)
+    assert scores.shape == (len(loc.map),) and scores.dtype == np.float32
+    assert int(np.argmax(scores)) == result.best.id
+    assert [round(float(scores[m.id]), 6) for m in result.matches] == [
+        m.similarity for m in result.matches
+    ]
+    assert set(result.timings) == {"decode", "preprocess", "inference", "search", "total"}
+    assert result.timings["decode"] == 0.0
+    assert result.timings["total"] >= result.timings["inference"] > 0
+
+
+def test_verified_confidence_stays_within_one():
+    """The confidence is documented in [0, 1] (thresholds such as 0.5 compare against it),
+    also for evidence on a scale above one."""
+    from sfrs_edge.estimate import verified_confidence
+
+    assert verified_confidence([3.0, 0.5, 0.0], [True, True, False]) == 1.0
+    assert verified_confidence([1.0, 0.0], [True, False]) == 1.0
+
+
+def test_match_names_a_map_place_with_its_position_and_score(loc):
+    """What a temporal filter's answer outside the frame's own matches is reported as."""
+    m = loc.match(3, 0.5)
+    assert (m.id, m.name, m.similarity, m.position) == (3, "Image006.jpg", 0.5, (6.0, 0.0))
+    assert m.score == 0.5  # no fused score: the similarity orders it
+    assert loc.match(3, 0.5, 0.75).score == 0.75
+
+
+def test_damaged_jpeg_frame_is_answered_marked_and_logged(loc, gardens_point, tmp_path, caplog):
+    """A robot's frame with damaged JPEG data is answered (better judged than dropped), marked
+    damaged, and a warning names the file and what libjpeg said; intact frames are neither."""
+    import logging
+
+    frame = query(gardens_point, "day_left", 0)
+    data = bytearray(frame.read_bytes())
+    data[20000] ^= 0x08  # one bit inside the Huffman-coded data: libjpeg still decodes it
+    bad = tmp_path / "flipped.jpg"
+    bad.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="sfrs_edge.localize"):
+        intact = loc.localize_file(frame)
+        assert not intact.damaged and not caplog.records
+        assert 0 <= intact.timings["decode"] <= intact.timings["total"]
+        r = loc.localize_file(bad)
+    assert r.damaged and len(r.matches) == 5 and r.source == str(bad)
+    assert len(caplog.records) == 1
+    message = caplog.records[0].getMessage()
+    assert message.startswith(f"{bad}: damaged JPEG data (libjpeg: Corrupt")
+    assert message.endswith("; answered anyway, marked damaged — the answer may be wrong")
+
+
+class ExactFakeMap(FakeMap):
+    """A FakeMap searched exactly: every place's similarity comes from ``similarities``, and
+    the search breadth each search was asked for is kept."""
+
+    index_type = "exact"
+
+    def __init__(self, *a, full=None, **kw):
+        super().__init__(*a, **kw)
+        self.full, self.efs = full, []
+
+    def similarities(self, q):
+        return np.asarray(self.full, np.float32)[None]
+
+    def search(self, q, k, ef=None):
+        self.efs.append(ef)
+        return super().search(q, k, ef)
+
+
+def test_search_gives_frame_scores_only_when_asked(loc, engine):
+    from sfrs_edge.localize import search
+
+    desc = engine.embed_frame(FRAME)
+    found = search(loc.map, desc, 5)
+    assert len(found.ids) == 5 and found.frame is None and found.scores is None
+    every = search(loc.map, desc, 5, all_scores=True, focus=np.arange(40, 45))
+    assert every.ids.tolist() == found.ids.tolist() and every.scores.shape == (len(loc.map),)
+    # the filter's focus rows are among the rows that carry evidence
+    assert set(range(40, 45)) <= set(every.frame.rows.tolist())
+
+
+def test_the_localizers_ef_reaches_the_maps_search(engine):
+    fake = ExactFakeMap(100, "xy", engine.fingerprint, engine.dim, ([5, 60], [0.6, 0.5]))
+    Localizer(engine, fake, k=2, ef=77).localize(FRAME)
+    Localizer(engine, fake, k=2).localize(FRAME)
+    assert fake.efs == [77, None]  # None: the map's own default
+
+
+def test_damaged_map_similarities_name_the_map(engine):
+    """Similarities beyond 1 mean stored descriptors are damaged: the error names the map
+    (its path, or "map" for one without a path) on both search paths."""
+    ids, sims = [5, 60, 70], [1.5, 0.5, 0.4]
+    fake = ExactFakeMap(100, "xy", engine.fingerprint, engine.dim, (ids, sims))
+    with pytest.raises(MapError, match="^fake-map: search returned similarity 1.5"):
+        Localizer(engine, fake, k=2).localize(FRAME)
+    del fake.path
+    with pytest.raises(MapError, match="^map: search returned similarity 1.5"):
+        Localizer(engine, fake, k=2).localize(FRAME)
+    full = np.linspace(0.0, 0.5, 100)
+    full[7] = 1.5
+    fake = ExactFakeMap(100, "xy", engine.fingerprint, engine.dim, (ids, sims), full=full)
+    with pytest.raises(MapError, match="^fake-map: search returned similarity 1.5"):
+        Localizer(engine, fake, k=2).localize_scores(FRAME)
+
+
+def test_more_matches_than_the_candidates_searched_by_default(engine, tiny_map, gardens_point):
+    """k above the 32 candidates a frame is searched for: the user still gets k matches."""
+    loc = Localizer(engine, tiny_map, k=40)
+    r = loc.localize(read_image(query(gardens_point, "day_right", 30)))
+    assert len(r.matches) == 40 and len({m.id for m in r.matches}) == 40
+    sims = [m.similarity for m in r.matches]
+    assert sims == sorted(sims, reverse=True)

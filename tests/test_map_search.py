@@ -199,3 +199,70 @@ def test_in_memory_map_describes_its_index_and_searches_like_a_built_one():
     hnsw = Map.from_arrays(rows, HnswIndex.build(rows, IndexConfig("hnsw", M=8, ef=32)))
     assert (len(hnsw), hnsw.index_type, hnsw.indexed) == (30, "hnsw", 30)
     assert hnsw.search(rows[[4, 17]], k=1)[0][:, 0].tolist() == [4, 17]
+
+
+def test_exact_similarities_use_the_rows_held_for_search(tmp_path):
+    """Every similarity of an exact map, from the float32 rows its search already holds: no
+    whole-map copy per call (a float16 or multi-segment map would double its memory)."""
+    import tracemalloc
+
+    rows = unit_rows(4000, 11)
+    write(tmp_path / "half", rows[:3000], "exact", "float16")
+    m = grow(tmp_path / "half", rows[3000:], 3000)
+    q = unit_rows(1, 12)
+    tracemalloc.start()
+    try:
+        sims = m.similarities(q)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert sims.shape == (1, 4000) and sims.dtype == np.float32
+    np.testing.assert_allclose(sims, q @ rows.astype(np.float16).astype(np.float32).T, atol=1e-5)
+    assert peak < rows.nbytes // 2  # a copy of the rows would be rows.nbytes
+
+
+def test_hnsw_map_opened_without_its_index_says_so(tmp_path):
+    write(tmp_path / "graph", unit_rows(30, 13), "hnsw")
+    m = Map.open(tmp_path / "graph", load_index=False)
+    with pytest.raises(MapError, match=r"graph: opened without its index \(load_index=False\)"):
+        m.search(unit_rows(1, 14), k=3)
+    with pytest.raises(MapError, match=r"graph: opened without its index \(load_index=False\)"):
+        m.vectors([0])
+
+
+def test_bad_queries_and_ef_are_named(tmp_path):
+    """What is wrong with the queries (their shape, which rows are not finite) and with ef,
+    in the words a caller needs; no queries give empty answers of the promised dtypes."""
+    from sfrs_edge.errors import ConfigError
+
+    m = write(tmp_path / "m", unit_rows(30, 15))
+    with pytest.raises(
+        MapError, match=r"query descriptors have shape \(3, 7\); this map holds 16-d descriptors"
+    ):
+        m.search(np.ones((3, 7), np.float32), k=2)
+    q = unit_rows(9, 16)
+    q[[2, 3, 4, 5, 6, 8]] = np.nan
+    with pytest.raises(
+        MapError,
+        match=r"query descriptor \[2, 3, 4, 5, 6\] contains NaN or infinite values; the model "
+        r"output is invalid",
+    ):
+        m.search(q, k=2)
+    for ef in (0, True):
+        with pytest.raises(ConfigError, match=f"ef must be at least 1, got {ef!r}"):
+            m.search(unit_rows(1, 17), k=2, ef=ef)
+    assert m.search(unit_rows(1, 17), k=2, ef=1)[0].shape == (1, 2)
+    ids, sims = m.search(np.zeros((0, 16), np.float32), k=3)
+    assert ids.shape == sims.shape == (0, 3)
+    assert ids.dtype == np.int64 and sims.dtype == np.float32
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float16])
+def test_queries_of_any_float_type_answer_float32(tmp_path, dtype):
+    rows = unit_rows(30, 18)
+    m = write(tmp_path / "m", rows)
+    q = unit_rows(2, 19)
+    ids, sims = m.search(q.astype(dtype), k=3)
+    assert sims.dtype == np.float32 and m.similarities(q.astype(dtype)).dtype == np.float32
+    want_ids, _ = brute_force(q.astype(dtype).astype(np.float32), rows, 3)
+    np.testing.assert_array_equal(ids, want_ids)

@@ -477,3 +477,31 @@ def test_writer_lock_excludes_a_second_writer_and_leaves_no_file(tmp_path):
     assert not lock.exists()  # also after a failure
     with store._lock(target):  # and the next writer gets it
         assert lock.exists()
+
+
+def test_extra_rows_keep_the_stored_dtype_across_segments(tmp_path, images):
+    """A few rows of an extra array come back as the model gave them (float16 features stay
+    float16: half the memory, and the re-ranker's arithmetic is the one it was tuned with)."""
+    eng = ExtrasEngine()
+    files = sorted(images.iterdir())
+    out = tmp_path / "map"
+    build_map(eng, files[:5], out)
+    m = add_to_map(eng, out, files[5:8])
+    assert len(m.segments) == 2
+    for name, dtype in (("local_features", np.float16), ("local_xy", np.float32)):
+        rows = m.extra_rows(name, [6, 1])
+        assert rows.dtype == dtype and rows.shape == (2, *eng.extra_outputs[name][0])
+        np.testing.assert_array_equal(rows, m.extra(name)[[6, 1]])
+        assert m.extra_rows(name, []).dtype == dtype
+    with pytest.raises(MapError, match="no extra array 'depth' .*local_features"):
+        m.extra_rows("depth", [0])
+
+
+def test_a_map_without_extras_says_it_has_none():
+    rows = np.eye(4, dtype=np.float32)
+    m = Map.from_arrays(rows)
+    assert m.extras == []
+    with pytest.raises(MapError, match=r"no extra array 'local_features' \(has none\)"):
+        m.extra("local_features")
+    with pytest.raises(MapError, match=r"no extra array 'local_features' \(has none\)"):
+        m.extra_rows("local_features", [0])

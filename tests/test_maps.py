@@ -649,3 +649,36 @@ def test_name_table_holds_every_name_compactly():
     for bad in (-1, 4):
         with pytest.raises(IndexError):
             t[bad]
+
+
+def _rewrite(out: Path, name: str, data: bytes) -> None:
+    """Replace a map file and record its new checksum, as a map written that way would."""
+    import hashlib
+
+    (out / name).write_bytes(data)
+    man = json.loads((out / "manifest.json").read_text())
+    man["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    (out / "manifest.json").write_text(json.dumps(man))
+
+
+def test_open_names_the_model_and_the_file_that_do_not_fit(tmp_path, images, engine):
+    import io
+
+    out = tmp_path / "map"
+    build_map(engine, images, out)
+    with pytest.raises(
+        MapError,
+        match=r"map: map was built with model fingerprint fake0123456789ab \(fake, 48-d\) but "
+        r"the model in use has fingerprint ffffeeeeddddcccc; rebuild the map with this model "
+        r"\(`sfrs-edge map build`\) or use the model that built it",
+    ):
+        Map.open(out, expect_fingerprint="ffffeeeeddddcccc")
+    buf = io.BytesIO()
+    np.save(buf, np.load(out / "seg-000000.desc.npy").astype(np.float64))
+    _rewrite(out, "seg-000000.desc.npy", buf.getvalue())
+    with pytest.raises(
+        MapError,
+        match=r"map: seg-000000\.desc\.npy is float64 \(12, 48\), the manifest says float32 "
+        r"\(12, 48\); rebuild the map",
+    ):
+        Map.open(out)

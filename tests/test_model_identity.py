@@ -363,3 +363,55 @@ def test_fp16_export_shares_the_map(tiny_checkpoint, tiny_onnx, gardens_point, t
     half = tmp_path / "half.onnx"
     export_checkpoint(tiny_checkpoint, half, fp16=True, verify_images=images)
     assert Engine.open(half).fingerprint == Engine.open(tiny_onnx).fingerprint
+
+
+# --- the map's model record: each way it can be wrong has its own message ---------------------
+
+
+@pytest.mark.parametrize("name", ["fp32", "FP16", "bf16", "float32", "float16"])
+def test_every_float_precision_name_is_one_class(name):
+    assert precision_class(name) == "float"
+
+
+def test_integer_precisions_are_their_own_class_whatever_the_case():
+    assert precision_class("INT8") == precision_class("int8") == "int8"
+
+
+def _section(info: ModelInfo) -> dict:
+    return {"fingerprint": info.fingerprint, "info": json.loads(info.to_json())}
+
+
+def test_map_built_by_other_weights_names_both_hashes():
+    built, ours = _info(weights="fedcba9876543210"), _info()
+    with pytest.raises(
+        MapError,
+        match=r"^mymap: this map was built by a different model: its weights differ \(map built "
+        r"by weights fedcba9876543210, this model has 0123456789abcdef\); rebuild the map with "
+        r"this model \(`sfrs-edge map build`\)",
+    ):
+        check_map_model(_section(built), ours, "mymap")
+
+
+def test_damaged_model_records_say_what_is_wrong_and_what_to_do():
+    info = _info()
+    rebuild = r"the manifest is damaged or was edited; rebuild the map \(`sfrs-edge map build`\)"
+    for record in (None, "vgg16", {"fingerprint": info.fingerprint}):
+        with pytest.raises(
+            MapError, match=f"^mymap: the manifest records no model description; {rebuild}"
+        ):
+            check_map_model(record, info, "mymap")
+    section = _section(info)
+    section["info"]["whitening"] = "yes"
+    with pytest.raises(
+        MapError,
+        match=r"^mymap: the manifest's model description does not parse \(map: sfrs_edge "
+        rf"metadata is malformed \(whitening must be bool.*\)\); {rebuild}",
+    ):
+        check_map_model(section, info, "mymap")
+    section = dict(_section(info), fingerprint="0000000000000000")
+    with pytest.raises(
+        MapError,
+        match=r"^mymap: the manifest is inconsistent: fingerprint 0000000000000000 does not match "
+        rf"the model description it records \({info.fingerprint}\); {rebuild}",
+    ):
+        check_map_model(section, info, "mymap")

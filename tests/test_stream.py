@@ -226,3 +226,88 @@ def test_example_camera_loop_runs(loc, tiny_onnx, walk):
     assert lines[0].startswith("frame     0 t=   0.00s  frame says Image")
     n = int(lines[-1].split()[0])
     assert n == len(lines) - 1 and f"{n} frames localized" in lines[-1]
+
+
+# --- Localizer.localize_for_filter: the dense vector and statistics TemporalFilter.update takes
+
+
+@pytest.fixture(scope="module")
+def hnsw_loc(tmp_path_factory, loc, gardens_point) -> Localizer:
+    """An HNSW map of 300 places: more than the rows sampled per frame, so some rows are
+    neither candidates nor sampled and stay unscored unless a filter asks for them."""
+    from sfrs_edge.images import list_images
+
+    tmp = tmp_path_factory.mktemp("hnsw")
+    src = tmp / "images"
+    src.mkdir()
+    for split, n in (("day_left", 200), ("night_right", 100)):
+        for f in list_images(gardens_point / split)[:n]:
+            (src / f"{split}_{f.name}").symlink_to(f)  # map names must be unique
+    build_map(loc.engine, src, tmp / "map", index="hnsw")
+    return Localizer(loc.engine, tmp / "map", k=3)
+
+
+def _day_right(gardens_point, i: int) -> np.ndarray:
+    from sfrs_edge.images import read_image
+
+    return read_image(gardens_point / "day_right" / f"Image{i:03d}.jpg")
+
+
+def test_localize_for_filter_on_an_exact_map_gives_every_true_similarity(loc, gardens_point):
+    image = _day_right(gardens_point, 40)
+    result, scores, stats = loc.localize_for_filter(image, np.arange(3))
+    assert result.matches == loc.localize(image).matches
+    true = loc.map.similarities(loc.engine.embed_frame(image))[0]
+    assert scores.shape == (len(loc.map),) and scores.dtype == np.float32
+    assert np.allclose(scores, true, atol=1e-6)
+    assert stats is None  # every row is exact: the filter computes its own statistics
+    # a frame handed in as an array: nothing decoded, every stage timed
+    assert set(result.timings) == {"decode", "preprocess", "inference", "search", "total"}
+    assert result.timings["decode"] == 0.0
+    assert result.timings["total"] >= result.timings["inference"] > 0
+
+
+def test_localize_for_filter_scores_the_focus_rows_exactly_on_hnsw_maps(hnsw_loc, gardens_point):
+    """The rows a filter focuses on get their true similarity; without a focus they read as the
+    sample's mean, which the returned statistics describe."""
+    from sfrs_edge.stream.filtering import FilterConfig, TemporalFilter
+
+    image = _day_right(gardens_point, 40)
+    true = hnsw_loc.map.descriptors @ hnsw_loc.engine.embed_frame(image).ravel()
+    result, plain, stats = hnsw_loc.localize_for_filter(image)
+    assert result.matches == hnsw_loc.localize(image).matches
+    assert plain.shape == (len(hnsw_loc.map),) and plain.dtype == np.float32
+    mean, std = stats
+    unscored = np.flatnonzero(plain == np.float32(mean))
+    assert len(unscored) >= 10 and std > 0
+    assert not np.isin([m.id for m in result.matches], unscored).any()
+    focus = unscored[:10]
+    assert not np.allclose(true[focus], mean, atol=1e-4)  # so the focus visibly changes them
+    again, scores, stats_again = hnsw_loc.localize_for_filter(image, focus)
+    assert again.matches == result.matches and stats_again == pytest.approx(stats)
+    assert np.allclose(scores[focus], true[focus], atol=1e-5)
+    rest = np.setdiff1d(np.arange(len(scores)), focus)
+    assert np.allclose(scores[rest], plain[rest], atol=1e-6)
+    # what the method is for: the filter's dense update takes both as they come
+    out = TemporalFilter(FilterConfig(method="seq", window=3)).update(scores, stats=stats)
+    assert out.shape == scores.shape
+
+
+def test_stream_filter_options_reach_the_filter(loc, walk):
+    """``filter``, ``window`` and the other options configure the same filter a FilterConfig
+    does; the default is seq over 5 frames."""
+    from sfrs_edge.stream.filtering import FilterConfig
+
+    images = [f.image for f in VideoSource(walk)][:10]
+
+    def answers(**kw):
+        return [(r.filtered.id, r.filtered_score) for r in loc.stream(images, **kw)]
+
+    default = answers()
+    assert default == answers(filter=FilterConfig(method="seq", window=5))
+    assert default != answers(window=6)  # the window shows in the answers
+    three = answers(window=3, velocities=(1.0,))
+    assert three == answers(filter=FilterConfig(window=3, velocities=(1.0,)))
+    assert three != answers(window=3) and three != answers(velocities=(1.0,))
+    hmm = answers(filter=FilterConfig(method="hmm", window=3))
+    assert hmm == answers(filter="hmm", window=3) and hmm != answers(window=3)
