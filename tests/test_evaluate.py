@@ -495,6 +495,8 @@ def test_evaluate_asks_a_reranking_localizer_frame_by_frame(rerank_loc, gardens_
     assert seen == [(1, 3), (2, 3), (3, 3)]
     assert [o.result.source for o in ev.outcomes] == [str(f) for f in files]
     assert all(o.result.reranked for o in ev.outcomes)
+    stages = {"decode", "preprocess", "inference", "search", "rerank", "rerank_cpu", "total"}
+    assert all(set(o.result.timings) == stages for o in ev.outcomes)  # every stage timed
     assert [o.result.matches for o in ev.outcomes] == [
         rerank_loc.localize_file(f).matches for f in files
     ]
