@@ -108,12 +108,21 @@ def test_map_size_change_is_an_error():
 
 
 @pytest.mark.parametrize(
-    "kwargs",
-    [{"method": "kalman"}, {"window": 0}, {"sigma": 0}, {"jump": 1.0}, {"velocities": ()}],
+    ("kwargs", "message"),
+    [
+        ({"method": "kalman"}, "unknown filter 'kalman'; choose one of none, seq, hmm"),
+        ({"window": 0}, "filter window must be at least 1 frame, got 0"),
+        ({"sigma": 0}, "filter velocities, sigma, temperature and speed must be positive"),
+        ({"temperature": 0}, "filter velocities, sigma, temperature and speed must be positive"),
+        ({"speed": -1.0}, "filter velocities, sigma, temperature and speed must be positive"),
+        ({"velocities": ()}, "filter velocities, sigma, temperature and speed must be positive"),
+        ({"jump": 1.0}, "filter jump probability must be in [0, 1), got 1.0"),
+    ],
 )
-def test_bad_config(kwargs):
-    with pytest.raises(ConfigError):
+def test_bad_config(kwargs, message):
+    with pytest.raises(ConfigError) as err:
         FilterConfig(**kwargs)
+    assert str(err.value) == message
 
 
 @pytest.mark.parametrize("method", ["seq", "hmm"])
@@ -148,6 +157,8 @@ def test_step_must_not_go_back():
     f.update(np.arange(5.0), 10)
     with pytest.raises(ConfigError, match="went back"):
         f.update(np.arange(5.0), 9)
+    f.update(np.arange(5.0), 10)  # two frames with one frame number (a repeated stamp)
+    assert len(f) == 2
 
 
 # --- the sparse filter (rows that carry evidence) against the dense reference ----------------
