@@ -301,3 +301,19 @@ def test_graph_on_a_filesystem_without_memory_maps_reads_through_hnswlib(tmp_pat
     g = HnswIndex.load(tmp_path / "i.bin", 8, 50, cfg)
     for _ in range(2):
         np.testing.assert_array_equal(g.vectors([9, 0]), x[[9, 0]])
+
+
+def test_hnsw_build_honours_its_construction_breadth():
+    """ef_construction shapes the graph: a narrow build finds fewer true neighbours at the same
+    search ef (about 0.34 against 0.46 here; hnswlib's threaded build varies by about 0.01)."""
+    db = _unit(3000, 16, 11)
+    q = _unit(100, 16, 12)
+    want = ExactIndex(db).search(q, 10)[0]
+
+    def recall(index):
+        ids = index.search(q, 10)[0]
+        return np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, want, strict=True)])
+
+    narrow = HnswIndex.build(db, IndexConfig("hnsw", M=4, ef_construction=10, ef=10))
+    wide = HnswIndex.build(db, IndexConfig("hnsw", M=4, ef_construction=400, ef=10))
+    assert recall(narrow) + 0.05 < recall(wide), (recall(narrow), recall(wide))

@@ -505,3 +505,245 @@ def test_more_matches_than_the_candidates_searched_by_default(engine, tiny_map, 
     assert len(r.matches) == 40 and len({m.id for m in r.matches}) == 40
     sims = [m.similarity for m in r.matches]
     assert sims == sorted(sims, reverse=True)
+
+
+# --- the Localizer's options, as documented ------------------------------------------------
+
+
+def test_localizer_defaults_are_the_documented_ones(engine):
+    loc = Localizer(engine, FakeMap(100, "xy", engine.fingerprint, engine.dim))
+    assert (loc.k, loc.ef, loc.rerank) == (5, None, None)
+    assert (loc.far_radius, loc.far_frames, loc.margin_scale) == (25.0, 10, 0.25)
+    assert loc.near_radius == 5.0  # far_radius / 5
+    loc = Localizer(engine, FakeMap(100, "xy", engine.fingerprint, engine.dim), near_radius=3)
+    assert loc.near_radius == 3 and loc.estimator.near_radius == 3
+
+
+def test_estimator_options_are_checked_one_by_one():
+    from sfrs_edge.estimate import Estimator
+
+    pos = np.zeros((4, 2))
+    e = Estimator(pos, "xy")
+    assert (e.far_radius, e.far_frames, e.margin_scale, e.near_radius) == (25.0, 10, 0.25, 5.0)
+    assert Estimator(pos, "xy", near_radius=7.5).near_radius == 7.5
+    # the smallest accepted values
+    e = Estimator(pos, "xy", far_radius=0.5, far_frames=1, margin_scale=0.01)
+    assert (e.far_radius, e.far_frames, e.margin_scale) == (0.5, 1, 0.01)
+    for bad in ({"far_radius": 0}, {"far_frames": 0}, {"margin_scale": 0}):
+        with pytest.raises(
+            ConfigError, match="^far_radius, far_frames and margin_scale must be positive$"
+        ):
+            Estimator(pos, "xy", **bad)
+
+
+def test_localizer_opening_a_model_passes_threads_and_allow_unverified(tiny_onnx, engine, tmp_path):
+    import onnx
+
+    from sfrs_edge import model_digest
+    from sfrs_edge.errors import ModelError
+
+    fake = FakeMap(100, "xy", engine.fingerprint, engine.dim)
+    loc = Localizer(str(tiny_onnx), fake, backend="cpu", threads=1)
+    assert loc.engine.backend.threads == 1
+    model = onnx.load(str(tiny_onnx))
+    keep = [p for p in model.metadata_props if p.key != model_digest.DIGEST_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    onnx.save(model, str(tmp_path / "old.onnx"))
+    with pytest.raises(ModelError, match="no content digest"):
+        Localizer(tmp_path / "old.onnx", fake, backend="cpu")
+    loc = Localizer(tmp_path / "old.onnx", fake, backend="cpu", allow_unverified=True)
+    assert not loc.engine.verified
+
+
+def test_localizer_holds_numpy_blas_to_the_search_threads(engine):
+    from threadpoolctl import ThreadpoolController
+
+    from sfrs_edge.localize import SEARCH_BLAS_THREADS
+
+    ctl = ThreadpoolController()
+    with ctl.limit(limits=4, user_api="blas"):  # undone after the test
+        Localizer(engine, FakeMap(100, "xy", engine.fingerprint, engine.dim))
+        blas = [m["num_threads"] for m in ctl.info() if m["user_api"] == "blas"]
+    assert blas and set(blas) == {SEARCH_BLAS_THREADS}
+
+
+def test_map_model_and_size_errors_name_the_map(engine, tiny_map, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(tiny_map, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["model"]["fingerprint"] = "ffffffffffffffff"
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(MapError, match=f"^{other}"):
+        Localizer(engine, other)
+    wide = FakeMap(10, "xy", engine.fingerprint, engine.dim + 1)
+    with pytest.raises(
+        MapError,
+        match=f"^map holds {engine.dim + 1}-d descriptors, the model makes {engine.dim}-d$",
+    ):
+        Localizer(engine, wide)
+    with pytest.raises(MapError, match="^fake-map: the map is empty$"):
+        Localizer(engine, FakeMap(0, "xy", engine.fingerprint, engine.dim))
+    empty = FakeMap(0, "xy", engine.fingerprint, engine.dim)
+    del empty.path
+    with pytest.raises(MapError, match="^map: the map is empty$"):
+        Localizer(engine, empty)
+
+
+def test_a_one_place_map_answers_with_its_place(engine):
+    one = FakeMap(1, "xy", engine.fingerprint, engine.dim, ([0], [0.4]))
+    r = Localizer(engine, one, k=1).localize(FRAME)
+    assert [m.name for m in r.matches] == ["p0"] and r.position == (0.0, 0.0)
+
+
+class PlacesOnlyMap(FakeMap):
+    """A duck-typed map that cannot list its names: only places(ids)."""
+
+    @property
+    def names(self):  # as if the attribute were absent: getattr's default applies
+        raise AttributeError("names")
+
+    def places(self, ids):
+        self.asked = [int(i) for i in ids]
+        return super().places(ids)
+
+
+def test_a_map_that_cannot_list_names_is_asked_per_frame(engine):
+    fake = PlacesOnlyMap(100, "xy", engine.fingerprint, engine.dim, ([7, 60], [0.6, 0.5]))
+    r = Localizer(engine, fake, k=2).localize(FRAME)
+    assert [m.name for m in r.matches] == ["p7", "p60"] and fake.asked == [7, 60]
+
+
+def test_a_rerank_config_is_kept_as_given(engine, tiny_map):
+    from sfrs_edge.rerank import RerankConfig
+
+    config = RerankConfig(k=7)
+    loc = Localizer(engine, tiny_map, rerank=config)  # no local features: warns, global only
+    assert loc.rerank in (None, config)
+
+
+def _verified(scores, evidence, inliers=None):
+    from sfrs_edge.rerank import RerankResult
+
+    n = len(scores)
+    return RerankResult(
+        order=np.arange(n),
+        scores=np.array(scores),
+        matches=np.zeros(n, int),
+        inliers=np.zeros(n, int) if inliers is None else np.array(inliers),
+        evidence=np.array(evidence),
+    )
+
+
+def test_the_rest_is_shifted_below_the_head_only_when_it_would_rise_above_it(engine):
+    """The candidates after the re-ranked head rise above its last score: shifted to just
+    below it (1e-6), in their own order; the match scores are reported to 6 decimals."""
+    loc = _fake_loc(engine, "xy", [], [], far_radius=10)
+    loc.k = 5
+    ids = np.array([49, 51, 80, 10, 30])
+    sims = np.array([0.50, 0.60, 0.45, 0.75, 0.72])
+    r = loc._result(ids, sims, _verified([0.9123456, 0.8, 0.7], [1.0, 0.0, 0.0]), {}, None)
+    assert [m.score for m in r.matches] == [0.912346, 0.8, 0.7, 0.699999, 0.669999]
+    # the rest already below the head: unchanged
+    sims = np.array([0.50, 0.60, 0.45, 0.44, 0.40])
+    r = loc._result(ids, sims, _verified([0.9, 0.8, 0.7], [1.0, 0.0, 0.0]), {}, None)
+    assert [m.score for m in r.matches] == [0.9, 0.8, 0.7, 0.44, 0.40]
+    # every candidate re-ranked: nothing after the head
+    r = loc._result(ids[:3], sims[:3], _verified([0.9, 0.8, 0.7], [1.0, 0.0, 0.0]), {}, None)
+    assert [m.score for m in r.matches] == [0.9, 0.8, 0.7]
+
+
+def test_a_reranked_answers_confidence_is_its_verified_evidence_over_the_best_far_rival(engine):
+    """Evidence 0.6 for the answer, 0.5 for p52 (near it), 0.2 for p80 (another place):
+    confidence 0.6 - 0.2, whatever the global margin says."""
+    loc = _fake_loc(engine, "xy", [], [], far_radius=10)
+    ids = np.array([49, 52, 80, 10])
+    sims = np.array([0.50, 0.60, 0.45, 0.40])
+    verified = _verified([0.80, 0.70, 0.50], [0.6, 0.5, 0.2], inliers=[12, 9, 3])
+    r = loc._result(ids, sims, verified, {}, None)
+    assert r.confidence == pytest.approx(0.4, abs=1e-9)
+    assert r.margin == pytest.approx(0.80 - 0.50, abs=1e-9)  # rival p80's fused score
+    assert [m.inliers for m in r.matches] == [12, 9, 3]
+
+
+def test_the_position_averages_only_the_top_k(engine):
+    """p51 is near p50 and scores almost as high, but with k = 1 only p50 is a match: the
+    position is p50's own."""
+    loc = _fake_loc(engine, "xy", [50, 51, 80], [0.60, 0.59, 0.40], far_radius=10)
+    loc.k = 1
+    r = loc.localize(FRAME)
+    assert r.position == (50.0, 0.0) and len(r.matches) == 1
+
+
+def test_the_timings_are_milliseconds_to_three_decimals_and_the_total_spans_the_call(engine):
+    import time
+
+    loc = _fake_loc(engine, "xy", [50, 51, 80], [0.60, 0.59, 0.40], far_radius=10)
+    t0 = time.perf_counter()
+    r = loc.localize(FRAME)
+    wall_ms = (time.perf_counter() - t0) * 1000.0
+    assert {"total", "search"} <= set(r.timings)
+    for value in r.timings.values():
+        assert isinstance(value, float) and value == round(value, 3) and value >= 0
+    assert max(r.timings.values()) == r.timings["total"] <= wall_ms + 1e-3
+
+
+def test_the_margin_and_confidence_are_reported_to_six_and_four_decimals(engine):
+    loc = _fake_loc(engine, "xy", [50, 80], [0.6123457, 0.5], far_radius=10)
+    r = loc.localize(FRAME)
+    assert r.margin == round(0.6123457 - 0.5, 6) == 0.112346
+    assert r.confidence == round(0.112346 / (0.25 * 0.5), 4) == 0.8988
+
+
+def test_the_rival_is_judged_from_the_answer_not_the_runner_up(engine):
+    """The second candidate is another place: it is the rival, even though the third (near the
+    answer) would be near the second by neither rule."""
+    loc = _fake_loc(engine, "xy", [50, 80, 51], [0.60, 0.55, 0.50], far_radius=10)
+    r = loc.localize(FRAME)
+    assert r.margin == pytest.approx(0.05, abs=1e-6)
+
+
+def test_near_counts_rows_inclusively_and_per_candidate_when_positions_are_missing():
+    from sfrs_edge.estimate import Estimator
+
+    rows = Estimator(np.zeros((100, 0)), None)
+    assert rows.near(np.array([50, 55, 56, 45, 44]), 50, 10.0, 5).tolist() == [
+        True,
+        True,
+        False,
+        True,
+        False,
+    ]
+    pos = np.array([[0.0, 0.0], [100.0, 0.0], [np.nan, np.nan], [3.0, 0.0]])
+    e = Estimator(pos, "xy")
+    # p1 is a row away but 100 m off: far; p2 has no position: near by its row; p3 is 3 m away
+    assert e.near(np.array([0, 1, 2, 3]), 0, 10.0, 10).tolist() == [True, False, True, True]
+    # a candidate without a position among the top k does not cost the answer its position
+    est = e.estimate(np.array([0, 2, 3, 1]), np.array([0.6, 0.58, 0.55, 0.4]), 3)
+    w = np.array([0.6 - 0.4, 0.55 - 0.4])
+    assert est.position == pytest.approx(((0 * w[0] + 3 * w[1]) / w.sum(), 0.0))
+
+
+def test_a_one_dimensional_descriptor_with_nan_is_one_bad_descriptor():
+    from sfrs_edge.engine import check_finite
+    from sfrs_edge.errors import ModelError
+
+    with pytest.raises(
+        ModelError, match=r"^descriptor: the model produced NaN/inf values \(1 of 3"
+    ):
+        check_finite(np.array([np.nan, 1.0, 0.0]))
+
+
+def test_a_place_id_outside_the_map_names_the_maps_range(engine):
+    loc = _fake_loc(engine, "xy", [], [])
+    with pytest.raises(MapError, match=r"^place id 100 is not in this map \(0\.\.99\)$"):
+        loc.match(100, 0.5)
+
+
+def test_descriptors_are_answered_with_the_localizers_ef_and_without_sources(engine):
+    fake = ExactFakeMap(100, "xy", engine.fingerprint, engine.dim, ([5, 60], [0.6, 0.5]))
+    desc = engine.embed_frame(FRAME)
+    (r,) = Localizer(engine, fake, k=2, ef=77).localize_descriptors(desc)
+    assert fake.efs == [77] and r.source is None and [m.id for m in r.matches] == [5, 60]
+    (r,) = Localizer(engine, fake, k=2).localize_descriptors(desc, ["q.jpg"])
+    assert fake.efs == [77, None] and r.source == "q.jpg"

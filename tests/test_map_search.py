@@ -266,3 +266,38 @@ def test_queries_of_any_float_type_answer_float32(tmp_path, dtype):
     assert sims.dtype == np.float32 and m.similarities(q.astype(dtype)).dtype == np.float32
     want_ids, _ = brute_force(q.astype(dtype).astype(np.float32), rows, 3)
     np.testing.assert_array_equal(ids, want_ids)
+
+
+def test_a_search_answers_five_places_by_default(segmented):
+    m, rows = segmented
+    ids, sims = m.search(rows[:3])
+    assert ids.shape == sims.shape == (3, 5)
+
+
+def test_the_callers_ef_reaches_the_graph():
+    """A graph built narrow (M 4, ef 10): its default ef misses true neighbours; the caller's
+    wide ef finds (almost) all of them, so the ef given to a search is the one used."""
+    from sfrs_edge.maps.index import HnswIndex
+
+    x = np.random.default_rng(5).standard_normal((3000, DIM)).astype(np.float32)
+    rows = x / np.linalg.norm(x, axis=1, keepdims=True)
+    q = unit_rows(100, 6)
+    config = IndexConfig("hnsw", M=4, ef_construction=10, ef=10)
+    m = Map.from_arrays(rows, HnswIndex.build(rows, config))
+    want, _ = brute_force(q, rows, 10)
+
+    def recall(ids):
+        return np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, want, strict=True)])
+
+    narrow, wide = recall(m.search(q, 10)[0]), recall(m.search(q, 10, ef=1500)[0])
+    assert narrow < 0.95 and wide >= 0.99, (narrow, wide)
+
+
+def test_ids_of_any_iterable_and_only_whole_numbers(segmented):
+    """Ids may come as a list, an array or a generator; ids that are not whole numbers are
+    refused as ids (a MapError), even inside the map's range."""
+    m, rows = segmented
+    assert [p.id for p in m.places(i for i in (99, 0, 60))] == [99, 0, 60]
+    np.testing.assert_allclose(m.vectors(iter([61, 3])), rows[[61, 3]], atol=1e-6)
+    with pytest.raises(MapError, match=r"^place id 2\.0 is not in this map \(0\.\.99\)$"):
+        m.vectors(np.array([2.0, 3.0]))

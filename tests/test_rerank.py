@@ -665,9 +665,10 @@ def test_segments_follow_each_other_in_the_model_outputs():
         [
             {"size": 2, "count": 6, "grid": [2, 3], "step_px": [16, 8]},
             {"size": 5, "count": 4, "grid": [2, 2], "step_px": [32.5, 16]},
+            {"size": 8, "count": 1, "grid": [1, 1], "step_px": [64, 64]},
         ]
     )
-    assert [(s.start, s.stop) for s in segs] == [(0, 6), (6, 10)]
+    assert [(s.start, s.stop) for s in segs] == [(0, 6), (6, 10), (10, 11)]
     assert segs[0].grid == (2, 3) and segs[1].step_px == (32.5, 16.0)
     assert all(isinstance(v, float) for v in segs[0].step_px)
 
