@@ -29,6 +29,13 @@ def test_index_config_validation():
         IndexConfig("faiss").resolved(10)
     with pytest.raises(ConfigError, match="M must be positive"):
         IndexConfig("hnsw", M=0).resolved(10)
+    with pytest.raises(
+        ConfigError, match=r"^index type 'faiss': expected one of auto, exact, hnsw$"
+    ):
+        IndexConfig("faiss").resolved(10)
+    # 1 is the smallest accepted value of each
+    ones = IndexConfig("hnsw", M=1, ef_construction=1, ef=1).resolved(10)
+    assert (ones.type, ones.M, ones.ef_construction, ones.ef) == ("hnsw", 1, 1, 1)
 
 
 @pytest.fixture(scope="module")
