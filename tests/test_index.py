@@ -22,6 +22,14 @@ def test_top_k_matches_full_sort():
         np.testing.assert_array_equal(vals, np.take_along_axis(sims, ids, axis=1))
 
 
+def test_top_k_breaks_ties_by_the_lower_row():
+    """Duplicate places (the same image mapped twice) answer in row order, run after run."""
+    sims = np.random.default_rng(0).integers(0, 3, (4, 200)).astype(np.float32)
+    ids, vals = top_k(sims, 200)
+    for row, v in zip(ids, sims, strict=True):
+        np.testing.assert_array_equal(row, sorted(range(200), key=lambda i: (-v[i], i)))
+
+
 def test_index_config_validation():
     assert IndexConfig("auto").resolved(10).type == "exact"
     assert IndexConfig("auto").resolved(50_000).type == "hnsw"
@@ -36,6 +44,7 @@ def test_index_config_validation():
     # 1 is the smallest accepted value of each
     ones = IndexConfig("hnsw", M=1, ef_construction=1, ef=1).resolved(10)
     assert (ones.type, ones.M, ones.ef_construction, ones.ef) == ("hnsw", 1, 1, 1)
+    assert IndexConfig("auto", seed=7).resolved(50_000).seed == 7  # the graph's seed is kept
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +139,7 @@ def test_k_below_one_is_the_same_error_everywhere():
     db = np.eye(4, dtype=np.float32)
     for call in (
         lambda: top_k(db, 0),
+        lambda: top_k(db, True),  # a bool is no count, though Python calls it an int
         lambda: rank_database(db, db, 0),
         lambda: Map.from_arrays(db).search(db, k=0),
         lambda: ExactIndex(db).search(db, -1),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -15,9 +17,10 @@ import test_maps
 from test_map_storage import ExtrasEngine
 
 from sfrs_edge.errors import MapError
-from sfrs_edge.maps import Map, build_map, verify_map
+from sfrs_edge.maps import Map, add_to_map, build_map, reader, verify_map
 from sfrs_edge.maps.contents import NORM_TOLERANCE, SAMPLE_ROWS, check_similarities, check_vectors
 from sfrs_edge.maps.hnsw_file import HEADER
+from sfrs_edge.maps.snapshot import MissingFile
 from sfrs_edge.model_info import check_map_model
 
 engine, images = test_maps.engine, test_maps.images  # the same fixtures
@@ -95,6 +98,106 @@ def test_nan_local_features_are_refused(tmp_path, images):
     name = next(p.name for p in out.iterdir() if "local_features" in p.name)
     _edit_npy(out, name, lambda a: a.fill(np.nan))
     with pytest.raises(MapError, match=f"{name}: row 0 holds NaN"):
+        Map.open(out)
+
+
+def _two_segments(tmp_path: Path, images: Path) -> Path:
+    """A map of 8 + 4 rows in two segments, with extras (rows 8..11 live in segment 1)."""
+    files = sorted(images.iterdir())
+    out = tmp_path / "map"
+    build_map(ExtrasEngine(), files[:8], out, index="exact")
+    add_to_map(ExtrasEngine(), out, files[8:])
+    return out
+
+
+def _file(out: Path, segment: int, kind: str) -> str:
+    return next(
+        p.name
+        for p in sorted(out.iterdir())
+        if p.name.startswith(f"seg-{segment:06d}") and kind in p.name
+    )
+
+
+@pytest.mark.parametrize("kind", [".desc.", "local_xy"])
+def test_a_bad_row_of_a_later_segment_is_named_by_file_and_map_row(tmp_path, images, kind):
+    out = _two_segments(tmp_path, images)
+    name = _file(out, 1, kind)
+    _edit_npy(out, name, lambda a: a.__setitem__((1, 0), np.nan))
+    with pytest.raises(MapError, match=re.escape(f"{out}: {name}: row 9 holds NaN")):
+        Map.open(out)
+
+
+def test_extras_beyond_the_open_sample_are_read_whole_when_changed(tmp_path, gardens_point):
+    folder = tmp_path / "src"
+    folder.mkdir()
+    for p in sorted((gardens_point / "day_left").iterdir())[: SAMPLE_ROWS + 8]:
+        (folder / p.name).symlink_to(p)
+    out = tmp_path / "map"
+    build_map(ExtrasEngine(), folder, out, index="exact")
+    name = _file(out, 0, "local_xy")
+    _edit_npy(out, name, lambda a: a.__setitem__((SAMPLE_ROWS + 3, 1, 0), np.inf))
+    Map.open(out, verify=False)  # sizes only: the first rows are sampled
+    with pytest.raises(MapError, match=f"{name}: row {SAMPLE_ROWS + 3} holds NaN"):
+        Map.open(out)  # a changed file is hashed, then read whole
+
+
+def test_extras_of_another_shape_are_refused_naming_both_shapes(tmp_path, images):
+    out = _two_segments(tmp_path, images)
+    name = _file(out, 0, "local_xy")
+    arr = np.load(out / name)  # (8, 4, 2) float32: the same dtype and size, another shape
+    np.save(out / "edited.npy", np.ascontiguousarray(arr.reshape(8, 2, 4)))
+    data = (out / "edited.npy").read_bytes()
+    (out / "edited.npy").unlink()
+    _restamp(out, name, data)
+    said = (
+        f"{out}: {name} is float32 (8, 2, 4), the manifest says float32 (8, 4, 2); rebuild the map"
+    )
+    with pytest.raises(MapError, match=re.escape(said)):
+        Map.open(out)
+
+
+@pytest.mark.parametrize("kind", [".desc.", "local_features", ".meta."])
+def test_a_file_that_does_not_parse_is_named(tmp_path, images, kind):
+    out = _two_segments(tmp_path, images)
+    name = _file(out, 1, kind)
+    _restamp(out, name, b"this is no array and no database" * 40)
+    said = "is not readable map metadata" if kind == ".meta." else "is unreadable"
+    with pytest.raises(MapError, match=re.escape(f"{out}: {name} {said}")):
+        Map.open(out)
+
+
+def test_metadata_of_other_rows_is_refused_naming_both_ranges(tmp_path, images):
+    out = _two_segments(tmp_path, images)
+    name = _file(out, 1, ".meta.")
+    with sqlite3.connect(out / name) as con:
+        con.execute("DELETE FROM places WHERE id = 9")
+    _restamp(out, name, (out / name).read_bytes())
+    said = f"{out}: {name} has 3 rows (ids 8..11) that do not match the manifest's 4 (ids 8..11)"
+    with pytest.raises(MapError, match=re.escape(said)):
+        Map.open(out)
+
+
+def test_a_map_replaced_at_every_attempt_says_so(monkeypatch, tmp_path, images, engine):
+    out = tmp_path / "map"
+    build_map(engine, images, out)
+    waits = []
+    monkeypatch.setattr(reader.time, "sleep", waits.append)
+
+    def swapped(*args):
+        raise FileNotFoundError(out / "seg-000000.desc.npy")
+
+    monkeypatch.setattr(reader, "_load", swapped)
+    with pytest.raises(
+        MapError, match=f"replaced {reader.OPEN_ATTEMPTS} times while it was opened"
+    ):
+        Map.open(out)
+    assert len(waits) == reader.OPEN_ATTEMPTS
+
+    def incomplete(*args):
+        raise MissingFile(f"{out}: descriptors seg-000000.desc.npy is missing")
+
+    monkeypatch.setattr(reader, "_load", incomplete)
+    with pytest.raises(MapError, match=r"desc.npy is missing$"):
         Map.open(out)
 
 

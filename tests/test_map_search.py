@@ -101,6 +101,17 @@ def test_each_row_finds_itself_in_every_segment(segmented):
     assert (sims[:, 1] < sims[:, 0]).all()
 
 
+def test_a_first_segment_of_one_row_is_searched_too(tmp_path):
+    """The rows before the graph's are counted from the graph, not guessed: an exact map
+    whose first segment holds a single row finds that row."""
+    rows = unit_rows(6, 5)
+    write(tmp_path / "map", rows[:1])
+    m = grow(tmp_path / "map", rows[1:], 1)
+    assert [(s.start, s.rows) for s in m.segments] == [(0, 1), (1, 5)]
+    ids, sims = m.search(rows, k=1)
+    np.testing.assert_array_equal(ids[:, 0], np.arange(6))
+
+
 def test_vectors_and_score_follow_ids_across_segments(segmented):
     m, rows = segmented
     ids = np.array([99, 0, 60, 59, 85, 84, 61, 3])
