@@ -9,7 +9,7 @@ import pytest
 
 from sfrs_edge.errors import ConfigError, MapError
 from sfrs_edge.maps import IndexConfig, Map, build_map
-from sfrs_edge.maps.index import ExactIndex, HnswIndex, top_k
+from sfrs_edge.maps.index import BLOCK_ROWS, ExactIndex, HnswIndex, search_copy, top_k
 from sfrs_edge.recall import index_window_positives, rank_database, recall_at_n
 
 
@@ -164,6 +164,11 @@ def test_float16_exact_search_answers_like_float32():
     assert (i16[:, 0] == i32[:, 0]).all()
     np.testing.assert_allclose(s16, s32, atol=2e-3)
     assert half.descriptors.shape == db.shape
+
+
+def test_float16_rows_convert_whole_beyond_one_block():
+    rows = np.random.default_rng(5).standard_normal((2 * BLOCK_ROWS + 7, 2)).astype(np.float16)
+    np.testing.assert_array_equal(search_copy(rows), rows.astype(np.float32))
 
 
 @pytest.mark.slow

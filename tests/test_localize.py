@@ -536,6 +536,20 @@ def test_estimator_options_are_checked_one_by_one():
             Estimator(pos, "xy", **bad)
 
 
+def test_after_reranking_the_rival_is_the_most_similar_other_place():
+    """Re-ranked candidates are no longer in similarity order: the margin (and the position
+    weights) are measured against the best candidate at another place, not the first one."""
+    from sfrs_edge.estimate import Estimator
+
+    pos = np.array([[0.0, 0.0], [1.0, 0.0], [200.0, 0.0], [300.0, 0.0]])
+    e = Estimator(pos, "xy")
+    ids, sims = np.array([0, 1, 2, 3]), np.array([0.8, 0.79, 0.5, 0.7])
+    got = e.estimate(ids, sims, k=2, evidence=np.array([0.9, 0.5, 0.1, 0.2]))
+    assert got.margin == pytest.approx(0.1) and got.confidence == pytest.approx(0.7)
+    w = np.array([0.1, 0.09])  # similarity above the rival's 0.7
+    assert got.position == pytest.approx(((w * [0.0, 1.0]).sum() / w.sum(), 0.0))
+
+
 def test_localizer_opening_a_model_passes_threads_and_allow_unverified(tiny_onnx, engine, tmp_path):
     import onnx
 

@@ -425,6 +425,16 @@ def test_malformed_manifest_fields_name_field_and_value(
         map_info(out)
 
 
+def test_an_index_section_with_an_unknown_setting_is_refused(tmp_path, images, engine):
+    out = tmp_path / "map"
+    build_map(engine, images, out)
+    man = json.loads((out / "manifest.json").read_text())
+    man["index"]["metric"] = "l2"
+    (out / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(MapError, match=r"^manifest index section is malformed \(.*'metric'"):
+        Map.open(out)
+
+
 def test_tampered_index_with_recomputed_checksum_is_refused(tmp_path, images, engine):
     out = tmp_path / "map"
     build_map(engine, images, out, index="hnsw")

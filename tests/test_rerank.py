@@ -874,7 +874,7 @@ def test_translation_inliers_count_one_match_and_the_tolerance_itself():
     from sfrs_edge.rerank.evidence import Matches, translation_inliers
 
     qxy = np.array([[100.0, 100.0], [300.0, 100.0]], np.float32)
-    one = np.array([[[60.0, 90.0], [0.0, 0.0]]], np.float32)  # only the first matched
+    one = np.array([[[0.0, 100.0], [0.0, 0.0]]], np.float32)  # only the first, 100 px off
     m1 = Matches(np.array([[0, 1]]), np.array([[True, False]]), np.ones((1, 2), np.float32))
     assert translation_inliers(qxy, one, m1, 24.0).tolist() == [1]
     # displacements (0, 0) and (48, 0): the mean (24, 0) is 24 px from each
