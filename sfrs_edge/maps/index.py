@@ -82,13 +82,9 @@ BLOCK_ROWS = 16384  # float16 rows converted to float32 at a time
 
 
 def similarities(queries: np.ndarray, block: np.ndarray) -> np.ndarray:
-    """``queries @ block.T`` in float32 (float16 blocks converted in slices of BLOCK_ROWS)."""
-    if block.dtype == np.float32:
-        return queries @ block.T
-    out = np.empty((len(queries), len(block)), np.float32)
-    for a in range(0, len(block), BLOCK_ROWS):
-        out[:, a : a + BLOCK_ROWS] = queries @ np.asarray(block[a : a + BLOCK_ROWS], np.float32).T
-    return out
+    """``queries @ block.T``; both are float32 here (float16 rows were converted once, by
+    :func:`search_copy`, and ``Map.descriptors`` is float32)."""
+    return queries @ block.T
 
 
 def search_copy(block: np.ndarray | None) -> np.ndarray | None:
