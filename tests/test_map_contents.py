@@ -177,6 +177,22 @@ def test_metadata_of_other_rows_is_refused_naming_both_ranges(tmp_path, images):
         Map.open(out)
 
 
+def test_a_manifest_without_its_optional_fields_opens_as_float32_without_extras(
+    tmp_path, images, engine
+):
+    """``dtype`` and ``extras`` (top level and per segment) may be absent: float32, none."""
+    out = tmp_path / "map"
+    build_map(engine, images, out)
+    man = json.loads((out / "manifest.json").read_text())
+    man.pop("dtype")
+    man.pop("extras")
+    for seg in man["segments"]:
+        seg.pop("extras", None)
+    (out / "manifest.json").write_text(json.dumps(man))
+    m = Map.open(out)
+    assert m.descriptors.dtype == np.float32 and m.extras == [] and len(m) == 12
+
+
 def test_a_map_replaced_at_every_attempt_says_so(monkeypatch, tmp_path, images, engine):
     out = tmp_path / "map"
     build_map(engine, images, out)
