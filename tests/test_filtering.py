@@ -220,7 +220,7 @@ def test_sparse_seq_falls_back_when_a_line_off_the_candidates_may_win():
         s = (0.5 + 0.01 * rng.standard_normal(300)).astype(np.float32)
         out = dense.update(s)
         assert sparse.observe(exact_frame(s, sparse.focus(), c=2))[0] == int(np.argmax(out))
-    assert sparse.fallbacks > 0
+    assert sparse.fallbacks == 7  # each frame after the first (alone, its best row is its line)
 
 
 @pytest.mark.parametrize("candidates", [1, 100])
@@ -603,3 +603,15 @@ def test_sparse_seq_falls_back_to_the_dense_filter_on_partial_frames():
         best, score = sparse.observe(fs, t)
         assert best == int(np.argmax(out)) and score == pytest.approx(float(out[best]))
     assert sparse.fallbacks > 0
+
+
+@pytest.mark.parametrize("second_step, moved", [(3, 0), (4, 10)])
+def test_hmm_moves_belief_by_the_steps_between_frames(second_step, moved):
+    """A frame with the same frame number as the last (a repeated timestamp) predicts no
+    motion; one step later, belief moves ``speed`` rows."""
+    f = TemporalFilter(FilterConfig(method="hmm", speed=10))
+    peak = np.full(200, 0.1)
+    peak[50] = 0.9
+    f.update(peak, step=3)
+    out = f.update(np.full(200, 0.5), step=second_step)  # no evidence: prediction only
+    assert int(np.argmax(out)) == 50 + moved
