@@ -102,8 +102,8 @@ def test_each_row_finds_itself_in_every_segment(segmented):
 
 
 def test_a_first_segment_of_one_row_is_searched_too(tmp_path):
-    """The rows before the graph's are counted from the graph, not guessed: an exact map
-    whose first segment holds a single row finds that row."""
+    """An exact map has no graph rows: every segment is scanned, a first one of a single
+    row too."""
     rows = unit_rows(6, 5)
     write(tmp_path / "map", rows[:1])
     m = grow(tmp_path / "map", rows[1:], 1)
